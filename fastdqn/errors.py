@@ -1,0 +1,28 @@
+"""The exceptions fastdqn raises.
+
+Every error subclasses both ``FastDQNError`` (catch everything of ours) and the builtin
+that describes it best (``ValueError``, ``RuntimeError``...), so callers that already
+catch builtins keep working.
+"""
+
+from __future__ import annotations
+
+
+class FastDQNError(Exception):
+    """Base class of every error fastdqn raises on purpose."""
+
+
+class ConfigError(FastDQNError, ValueError):
+    """A setting is out of range or contradicts another one."""
+
+
+class ReplayError(FastDQNError, ValueError):
+    """Bad input to the replay buffer (shape, dtype, env ids, batch size...)."""
+
+
+class ReplayStateError(FastDQNError, RuntimeError):
+    """The replay buffer cannot do what was asked in its current state (e.g. empty)."""
+
+
+class CheckpointError(FastDQNError, RuntimeError):
+    """A checkpoint or saved buffer is missing, truncated, corrupt or incompatible."""
