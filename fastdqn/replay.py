@@ -1,0 +1,441 @@
+"""``ReplayBuffer``: a preallocated replay memory for vector environments.
+
+Each env owns a ring of frame slots. With ``frame_stack=k`` every frame is stored once
+and stacks are rebuilt at sample time, bit for bit equal to the ``obs``/``next_obs``
+that were added (reset stacks, life losses, truncations, skipped steps, wraparound).
+With ``frame_stack=1`` whole observations of any dtype and shape are stored the same way.
+
+Capacity: each env keeps its newest ``slots_per_env = ceil(capacity / num_envs) + k``
+frames. A step that continues the env's previous ``next_obs`` costs one slot; a step
+that starts a new stack (reset, or a row that does not continue the previous one) costs
+``2 + (k - 1 - m)`` slots, where ``m + 1`` is the number of equal leading frames of its
+``obs`` (2 for a reset stack). A transition can be sampled while every frame it reads is
+among those newest slots, so a long episode keeps exactly ``ceil(capacity / num_envs)``
+transitions per env and each episode boundary in the window costs about one more slot.
+
+Importing this module pulls in NumPy and Numba only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import NamedTuple
+
+import numpy as np
+
+from fastdqn.errors import CheckpointError, ReplayError, ReplayStateError
+from fastdqn.kernels import replay as kr
+
+_MAGIC = b"FASTDQN-REPLAY\x00\x01"
+_VERSION = 1
+_MAX_HEADER = 1 << 20
+_STATE_ARRAYS = ("frames", "action", "reward", "terminated", "info", "count", "pending",
+                 "flagged", "nvalid")
+
+
+class ReplayBatch(NamedTuple):
+    """A batch of transitions; ``index`` holds ids that ``ReplayBuffer.gather`` accepts."""
+
+    obs: np.ndarray          # (B, *obs_shape) obs_dtype
+    next_obs: np.ndarray     # (B, *obs_shape) obs_dtype
+    action: np.ndarray       # (B,) int64
+    reward: np.ndarray       # (B,) float32
+    terminated: np.ndarray   # (B,) bool
+    index: np.ndarray        # (B,) int64
+
+
+def _available_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ReplayError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ReplayError(f"{name}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+class ReplayBuffer:
+    """Uniform replay memory for ``num_envs`` envs, allocated once at construction.
+
+    Not thread-safe: do not call ``add`` while another thread samples.
+    """
+
+    def __init__(self, capacity: int, obs_shape, num_envs: int, *, obs_dtype=np.uint8,
+                 frame_stack: int = 1, seed=None):
+        num_envs = _positive_int("num_envs", num_envs)
+        frame_stack = _positive_int("frame_stack", frame_stack)
+        if frame_stack > kr.MAX_FRAME_STACK:
+            raise ReplayError(f"frame_stack: expected at most {kr.MAX_FRAME_STACK}, got {frame_stack}")
+        try:
+            obs_shape = tuple(int(x) for x in obs_shape)
+        except TypeError:
+            raise ReplayError(f"obs_shape: expected a tuple of ints, got {obs_shape!r}") from None
+        if not obs_shape or min(obs_shape) < 1:
+            raise ReplayError(f"obs_shape: expected a non-empty tuple of positive ints, got {obs_shape}")
+        try:
+            obs_dtype = np.dtype(obs_dtype)
+        except TypeError:
+            raise ReplayError(f"obs_dtype: expected a NumPy dtype, got {obs_dtype!r}") from None
+        if obs_dtype.hasobject or obs_dtype.itemsize == 0:
+            raise ReplayError(f"obs_dtype: expected a plain numeric dtype, got {obs_dtype}")
+        if frame_stack > 1:
+            if obs_dtype != np.uint8:
+                raise ReplayError(f"obs_dtype: frame_stack={frame_stack} stores uint8 frames, "
+                                  f"got {obs_dtype}; use frame_stack=1 for other dtypes")
+            if len(obs_shape) < 2 or obs_shape[0] != frame_stack:
+                raise ReplayError(f"obs_shape: frame_stack={frame_stack} expects the stacked shape "
+                                  f"({frame_stack}, H, W), got {obs_shape}")
+        capacity = _positive_int("capacity", capacity, num_envs * frame_stack)
+
+        self._capacity = capacity
+        self._num_envs = num_envs
+        self._obs_shape = obs_shape
+        self._obs_dtype = obs_dtype
+        self._k = frame_stack
+        self._frame_bytes = obs_dtype.itemsize * math.prod(obs_shape) // frame_stack
+        self._L = -(-capacity // num_envs) + frame_stack
+        self._rng = np.random.default_rng(seed)
+        self._len = 0
+        self._allocate()
+        self._uniform = np.empty(0, np.float64)
+        self._seen = np.zeros(num_envs, bool)
+        self._err = np.zeros(2, np.int64)
+        self._all_valid = np.ones(num_envs, bool)
+        self._env_range = np.arange(num_envs, dtype=np.int64)
+        self._warm_up()
+
+    def _allocate(self) -> None:
+        E, L, F = self._num_envs, self._L, self._frame_bytes
+        layout = {
+            "frames": ((E, L, F), np.uint8), "action": ((E, L), np.int32),
+            "reward": ((E, L), np.float32), "terminated": ((E, L), np.bool_),
+            "info": ((E, L), np.uint8), "count": ((E,), np.int64), "pending": ((E,), np.bool_),
+            "flagged": ((E,), np.int64), "nvalid": ((E,), np.int64),
+        }
+        needed = sum(math.prod(shape) * np.dtype(dt).itemsize for shape, dt in layout.values())
+        available = _available_memory()
+        figures = (f"ReplayBuffer(capacity={self._capacity}, obs_shape={self._obs_shape}, "
+                   f"num_envs={self._num_envs}) needs {needed / 1e9:.2f} GB ({needed} bytes)")
+        if needed > available:
+            raise MemoryError(f"{figures} but only {available / 1e9:.2f} GB of memory is available; "
+                              f"lower capacity")
+        try:
+            self._state = {name: np.zeros(shape, dt) for name, (shape, dt) in layout.items()}
+        except MemoryError:
+            raise MemoryError(f"{figures} and allocating it failed; lower capacity") from None
+        self._nbytes = needed
+
+    def _warm_up(self) -> None:
+        """Compile (or load from cache) every kernel now, on scratch arrays."""
+        scratch = ReplayBuffer.__new__(ReplayBuffer)
+        scratch.__dict__.update(self.__dict__)
+        scratch._L = self._k + 1
+        scratch._capacity = 1
+        scratch._state = {name: (np.zeros((self._num_envs, self._k + 1) + arr.shape[2:], arr.dtype)
+                                 if arr.ndim > 1 else np.zeros_like(arr))
+                          for name, arr in self._state.items()}
+        scratch._rng = np.random.default_rng(0)
+        scratch._uniform = np.empty(0, np.float64)
+        obs = np.zeros((self._num_envs,) + self._obs_shape, self._obs_dtype)
+        zeros = np.zeros(self._num_envs)
+        scratch.add(obs, obs, zeros.astype(np.int64), zeros.astype(np.float32),
+                    zeros.astype(bool), zeros.astype(bool))
+        scratch.sample(1)
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def num_envs(self) -> int:
+        return self._num_envs
+
+    @property
+    def obs_shape(self) -> tuple:
+        return self._obs_shape
+
+    @property
+    def obs_dtype(self) -> np.dtype:
+        return self._obs_dtype
+
+    @property
+    def frame_stack(self) -> int:
+        return self._k
+
+    @property
+    def slots_per_env(self) -> int:
+        """Frame slots in each env's ring; ``index = env * slots_per_env + slot``."""
+        return self._L
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of storage held (frames and per-slot metadata)."""
+        return self._nbytes
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __repr__(self) -> str:
+        return (f"ReplayBuffer(capacity={self._capacity}, obs_shape={self._obs_shape}, "
+                f"num_envs={self._num_envs}, obs_dtype={self._obs_dtype}, "
+                f"frame_stack={self._k}, len={self._len})")
+
+    # -- adding -------------------------------------------------------------------------
+
+    def _check_obs(self, name: str, value, n: int | None) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.dtype != self._obs_dtype:
+            raise ReplayError(f"{name}: expected dtype {self._obs_dtype}, got {arr.dtype}")
+        if arr.ndim != len(self._obs_shape) + 1 or arr.shape[1:] != self._obs_shape or (
+                n is not None and arr.shape[0] != n):
+            rows = "n" if n is None else n
+            raise ReplayError(f"{name}: expected shape ({rows}, {', '.join(map(str, self._obs_shape))}), "
+                              f"got {arr.shape}")
+        arr = np.ascontiguousarray(arr)
+        return arr.view(np.uint8).reshape(arr.shape[0], self._k, self._frame_bytes)
+
+    @staticmethod
+    def _check_rows(name: str, value, n: int, kinds: str, dtype, what: str) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in kinds:
+            raise ReplayError(f"{name}: expected {what}, got dtype {arr.dtype}")
+        if arr.shape != (n,):
+            raise ReplayError(f"{name}: expected shape ({n},) (one per row of obs), got {arr.shape}")
+        return arr.astype(dtype, copy=False)
+
+    def add(self, obs, next_obs, action, reward, terminated, truncated, env_ids=None, valid=None):
+        """Store one transition per row (rows with ``valid=False`` are skipped).
+
+        ``next_obs`` must be ``obs`` shifted by one frame. ``truncated`` is accepted for
+        symmetry with the env API; a truncated step is stored with its ``terminated`` flag
+        (False), so targets bootstrap from its real final ``next_obs``.
+        """
+        obs_b = self._check_obs("obs", obs, None)
+        n = obs_b.shape[0]
+        next_b = self._check_obs("next_obs", next_obs, n)
+        action = self._check_rows("action", action, n, "iu", np.int64, "an integer array")
+        reward = self._check_rows("reward", reward, n, "f", np.float32, "a float array")
+        terminated = self._check_rows("terminated", terminated, n, "b", np.bool_, "a bool array")
+        self._check_rows("truncated", truncated, n, "b", np.bool_, "a bool array")
+        if env_ids is None:
+            if n != self._num_envs:
+                raise ReplayError(f"env_ids: required when obs has a number of rows other than "
+                                  f"num_envs={self._num_envs}; got {n} rows and env_ids=None")
+            env_ids = self._env_range
+        else:
+            env_ids = self._check_rows("env_ids", env_ids, n, "iu", np.int64, "an integer array")
+        if valid is None:
+            valid = self._all_valid[:n] if n <= self._num_envs else np.ones(n, bool)
+        else:
+            valid = self._check_rows("valid", valid, n, "b", np.bool_, "a bool mask")
+        st = self._state
+        total = kr.add_rows(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
+                            st["count"], st["pending"], st["flagged"], st["nvalid"],
+                            obs_b, next_b, action, reward, terminated, env_ids, valid,
+                            self._seen, self._err)
+        if total < 0:
+            self._raise_add_error(int(self._err[0]), int(self._err[1]), env_ids, action)
+        self._len = int(total)
+
+    def _raise_add_error(self, code: int, row: int, env_ids, action) -> None:
+        if code == kr.ENV_ID_RANGE:
+            raise ReplayError(f"env_ids: expected ids in [0, {self._num_envs}), "
+                              f"got env_ids[{row}] = {env_ids[row]}")
+        if code == kr.ENV_ID_REPEATED:
+            raise ReplayError(f"env_ids: expected each env at most once per add, "
+                              f"got env_ids[{row}] = {env_ids[row]} repeated")
+        if code == kr.ACTION_RANGE:
+            raise ReplayError(f"action: expected values that fit int32, got action[{row}] = {action[row]}")
+        if code == kr.NEXT_OBS_NOT_SHIFTED:
+            raise ReplayError(f"next_obs: expected obs shifted by one frame (next_obs[i, :-1] == "
+                              f"obs[i, 1:]), got a different stack in row {row}; pass "
+                              f"valid=False for env reset steps")
+        raise AssertionError(f"unknown add status {code}")
+
+    # -- sampling -----------------------------------------------------------------------
+
+    def make_batch(self, batch_size: int) -> ReplayBatch:
+        """Freshly allocated arrays to pass as ``out=`` to ``sample``/``gather``."""
+        B = _positive_int("batch_size", batch_size)
+        return ReplayBatch(np.empty((B,) + self._obs_shape, self._obs_dtype),
+                           np.empty((B,) + self._obs_shape, self._obs_dtype),
+                           np.empty(B, np.int64), np.empty(B, np.float32),
+                           np.empty(B, np.bool_), np.empty(B, np.int64))
+
+    def _check_out(self, out, B: int) -> ReplayBatch:
+        if out is None:
+            return self.make_batch(B)
+        if not isinstance(out, tuple) or len(out) != len(ReplayBatch._fields):
+            raise ReplayError(f"out: expected a ReplayBatch (see make_batch), got {type(out).__name__}")
+        specs = ((self._obs_shape, self._obs_dtype), (self._obs_shape, self._obs_dtype),
+                 ((), np.dtype(np.int64)), ((), np.dtype(np.float32)), ((), np.dtype(np.bool_)),
+                 ((), np.dtype(np.int64)))
+        for field, arr, (shape, dtype) in zip(ReplayBatch._fields, out, specs):
+            if not isinstance(arr, np.ndarray):
+                raise ReplayError(f"out.{field}: expected a NumPy array, got {type(arr).__name__}")
+            if arr.dtype != dtype or arr.shape != (B,) + shape:
+                raise ReplayError(f"out.{field}: expected {dtype} array of shape {(B,) + shape}, "
+                                  f"got {arr.dtype} {arr.shape}")
+            if not (arr.flags.c_contiguous and arr.flags.writeable):
+                raise ReplayError(f"out.{field}: expected a writeable C-contiguous array, got a "
+                                  f"non-contiguous or read-only one")
+        return ReplayBatch(*out)
+
+    def _fill(self, out: ReplayBatch, index: np.ndarray) -> int:
+        B = index.shape[0]
+        st = self._state
+        return kr.gather(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
+                         st["count"], index,
+                         out.obs.view(np.uint8).reshape(B, self._k, self._frame_bytes),
+                         out.next_obs.view(np.uint8).reshape(B, self._k, self._frame_bytes),
+                         out.action, out.reward, out.terminated)
+
+    def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
+        """Draw ``batch_size`` transitions uniformly (with replacement) from the valid ones."""
+        B = _positive_int("batch_size", batch_size)
+        if self._len == 0:
+            raise ReplayStateError("sample: the buffer is empty; add transitions before sampling")
+        if B > self._len:
+            raise ReplayError(f"batch_size: expected at most len(buffer) = {self._len}, got {B}; "
+                              f"add more transitions first")
+        out = self._check_out(out, B)
+        m = 2 * B + 16
+        if self._uniform.shape[0] < m:
+            self._uniform = np.empty(m, np.float64)
+        uniform = self._uniform[:m]
+        st = self._state
+        filled = 0
+        while filled < B:
+            self._rng.random(out=uniform)
+            filled = kr.draw_indices(st["info"], st["count"], uniform, out.index, filled)
+        self._fill(out, out.index)
+        return out
+
+    def gather(self, index, out: ReplayBatch | None = None) -> ReplayBatch:
+        """The transitions at ``index`` (ids from ``ReplayBatch.index``)."""
+        idx = np.asarray(index)
+        if idx.ndim != 1 or idx.dtype.kind not in "iu":
+            raise ReplayError(f"index: expected a 1-D integer array, got {idx.dtype} {idx.shape}")
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        out = self._check_out(out, idx.shape[0])
+        bad = self._fill(out, idx)
+        if bad >= 0:
+            raise ReplayError(f"index: index[{bad}] = {idx[bad]} is not a stored transition "
+                              f"(out of range [0, {self._num_envs * self._L}), overwritten, or not a "
+                              f"transition slot); use ids from sample().index")
+        if out.index is not idx:
+            out.index[:] = idx
+        return out
+
+    # -- persistence --------------------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Write the buffer to ``path`` atomically (temp file in the same folder, then rename)."""
+        path = os.fspath(path)
+        arrays = [(name, self._state[name]) for name in _STATE_ARRAYS]
+        header = {
+            "version": _VERSION, "capacity": self._capacity, "obs_shape": list(self._obs_shape),
+            "num_envs": self._num_envs, "obs_dtype": self._obs_dtype.str, "frame_stack": self._k,
+            "slots_per_env": self._L, "len": self._len, "rng": self._rng.bit_generator.state,
+            "arrays": [[name, arr.dtype.str, list(arr.shape)] for name, arr in arrays],
+        }
+        blob = json.dumps(header).encode()
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".replay-", suffix=".tmp", dir=folder)
+        try:
+            with open(fd, "wb", buffering=0) as f:
+                _write_all(f, _MAGIC + len(blob).to_bytes(8, "little") + blob)
+                for _, arr in arrays:
+                    _write_all(f, memoryview(arr).cast("B"))
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @classmethod
+    def load(cls, path) -> "ReplayBuffer":
+        """Read a buffer written by ``save``; sampling continues as it would have."""
+        path = os.fspath(path)
+        try:
+            f = open(path, "rb", buffering=0)
+        except OSError as exc:
+            raise CheckpointError(f"path: cannot open replay buffer file {path!r}: {exc}") from exc
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            head = _read_exact(f, len(_MAGIC) + 8, path)
+            if head[:len(_MAGIC)] != _MAGIC:
+                raise CheckpointError(f"path: {path!r} is not a fastdqn replay buffer file "
+                                      f"(expected magic {_MAGIC!r}, got {head[:len(_MAGIC)]!r})")
+            n = int.from_bytes(head[len(_MAGIC):], "little")
+            if n > _MAX_HEADER:
+                raise CheckpointError(f"path: {path!r} has a corrupt header (length {n})")
+            try:
+                header = json.loads(_read_exact(f, n, path))
+                if header["version"] != _VERSION:
+                    raise CheckpointError(f"path: {path!r} has format version {header['version']}, "
+                                          f"expected {_VERSION}")
+                buf = cls(header["capacity"], tuple(header["obs_shape"]), header["num_envs"],
+                          obs_dtype=np.dtype(header["obs_dtype"]), frame_stack=header["frame_stack"])
+                specs = [[name, arr.dtype.str, list(arr.shape)]
+                         for name, arr in ((nm, buf._state[nm]) for nm in _STATE_ARRAYS)]
+                if header["arrays"] != specs or header["slots_per_env"] != buf._L:
+                    raise CheckpointError(f"path: {path!r} holds arrays {header['arrays']}, "
+                                          f"expected {specs}")
+            except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from exc
+            expected = len(_MAGIC) + 8 + n + buf._nbytes
+            if size != expected:
+                raise CheckpointError(f"path: {path!r} is truncated or corrupt: expected "
+                                      f"{expected} bytes, the file has {size}")
+            for name in _STATE_ARRAYS:
+                _read_into(f, memoryview(buf._state[name]).cast("B"), path)
+        try:
+            bit_generator = getattr(np.random, header["rng"]["bit_generator"])()
+            bit_generator.state = header["rng"]
+            buf._rng = np.random.Generator(bit_generator)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"path: {path!r} has a corrupt RNG state: {exc}") from exc
+        buf._len = int(buf._state["nvalid"].sum())
+        if buf._len != header["len"]:
+            raise CheckpointError(f"path: {path!r} is corrupt: header says {header['len']} "
+                                  f"transitions, the data holds {buf._len}")
+        return buf
+
+
+def _write_all(f, data) -> None:
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        view = view[f.write(view):]
+
+
+def _read_exact(f, n: int, path: str) -> bytes:
+    data = bytearray(n)
+    _read_into(f, memoryview(data), path)
+    return bytes(data)
+
+
+def _read_into(f, view: memoryview, path: str) -> None:
+    while view.nbytes:
+        got = f.readinto(view)
+        if not got:
+            raise CheckpointError(f"path: {path!r} is truncated (ended early)")
+        view = view[got:]

@@ -1,0 +1,244 @@
+"""Numba kernels of the frame-ring replay buffer (``fastdqn.ReplayBuffer``).
+
+Storage, one ring per env (``E`` envs, ``L`` slots each, ``F`` bytes per frame):
+
+- ``frames (E, L, F) uint8``: one frame per slot, written once.
+- ``action (E, L) int32``, ``reward (E, L) float32``, ``terminated (E, L) bool``: the
+  transition whose obs has its newest frame in that slot.
+- ``info (E, L) uint8``: bit 7 (``HAS_TRANSITION``) says a transition starts in the slot;
+  bits 0-6 are its *depth*, the number of real earlier frames of the same stack
+  (0..k-1). Frames further back than the depth are the oldest real one repeated, which
+  is exactly how EnvPool pads a reset stack.
+- ``count (E,) int64``: slots written so far per env (absolute slot ``a`` lives at
+  ``a % L``), ``pending (E,) bool``: the newest slot is the next frame of the latest
+  transition, so the env's next obs may continue it, and ``nvalid (E,) int64``.
+
+A transition at absolute slot ``a`` with depth ``d`` reads slots ``a - d .. a + 1``; it
+can be sampled while ``a - d >= count - L`` (its oldest frame is not overwritten).
+
+The wrappers take arrays already checked by ``fastdqn.replay`` (dtypes, shapes,
+contiguity) and return a status; they never allocate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+HAS_TRANSITION = np.uint8(0x80)
+DEPTH_MASK = np.uint8(0x7F)
+MAX_FRAME_STACK = 64
+
+# Status codes of add_rows (err[0]); err[1] is the offending row.
+OK = 0
+ENV_ID_RANGE = 1
+ENV_ID_REPEATED = 2
+ACTION_RANGE = 3
+NEXT_OBS_NOT_SHIFTED = 4
+
+_INT32_MIN = -(2**31)
+_INT32_MAX = 2**31 - 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _frames_equal(a, b):
+    # OR of XORs (no early exit) vectorises; frames are a few KB at most.
+    acc = np.uint8(0)
+    for i in range(a.shape[0]):
+        acc |= a[i] ^ b[i]
+    return acc == 0
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _write_slot(frames, info, flagged, e, a, L, frame, depth):
+    s = a % L
+    if info[e, s] & HAS_TRANSITION:
+        flagged[e] -= 1
+    frames[e, s, :] = frame
+    info[e, s] = np.uint8(depth)
+
+
+@njit(nogil=True, cache=True)
+def _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
+              obs, next_obs, action, reward, terminated, env_ids, valid, seen, err):
+    E, L, _ = frames.shape
+    n, k, _ = obs.shape
+    err[0] = OK
+    err[1] = -1
+    # Validate every row before writing anything, so a failed add changes nothing.
+    for i in range(n):
+        e = env_ids[i]
+        if e < 0 or e >= E:
+            err[0] = ENV_ID_RANGE
+            err[1] = i
+            break
+        if seen[e]:
+            err[0] = ENV_ID_REPEATED
+            err[1] = i
+            break
+        seen[e] = True
+        if not valid[i]:
+            continue
+        if action[i] < _INT32_MIN or action[i] > _INT32_MAX:
+            err[0] = ACTION_RANGE
+            err[1] = i
+            break
+        for j in range(k - 1):
+            if not _frames_equal(next_obs[i, j], obs[i, j + 1]):
+                err[0] = NEXT_OBS_NOT_SHIFTED
+                err[1] = i
+                break
+        if err[0] != OK:
+            break
+    for i in range(n):
+        if env_ids[i] >= 0 and env_ids[i] < E:
+            seen[env_ids[i]] = False
+    if err[0] != OK:
+        return -1
+
+    for i in prange(n):
+        if not valid[i]:
+            continue
+        e = env_ids[i]
+        c = count[e]
+        cont = False
+        dp = np.int64(0)
+        if pending[e]:
+            dp = np.int64(info[e, (c - 1) % L] & DEPTH_MASK)
+            cont = True
+            for j in range(k):
+                back = min(k - 1 - j, dp)
+                if not _frames_equal(frames[e, (c - 1 - back) % L], obs[i, j]):
+                    cont = False
+                    break
+        if cont:
+            # The pending slot already holds obs's newest frame and its depth.
+            t = c - 1
+            d = dp
+        else:
+            # New segment: obs[0..m] are equal, so obs[m..k-1] rebuild the stack exactly.
+            m = 0
+            while m < k - 1 and _frames_equal(obs[i, m + 1], obs[i, 0]):
+                m += 1
+            d = k - 1 - m
+            for j in range(m, k):
+                _write_slot(frames, info, flagged, e, c, L, obs[i, j], j - m)
+                c += 1
+            t = c - 1
+        s = t % L
+        action_s[e, s] = action[i]
+        reward_s[e, s] = reward[i]
+        term_s[e, s] = terminated[i]
+        info[e, s] = HAS_TRANSITION | np.uint8(d)
+        flagged[e] += 1
+        _write_slot(frames, info, flagged, e, c, L, next_obs[i, k - 1], min(d + 1, k - 1))
+        c += 1
+        count[e] = c
+        pending[e] = True
+        # Only the oldest k-1 slots can hold a transition whose stack reaches past the ring.
+        lost = 0
+        lo = max(np.int64(0), c - L)
+        for a in range(lo, min(lo + k - 1, c)):
+            f = info[e, a % L]
+            if (f & HAS_TRANSITION) and a - np.int64(f & DEPTH_MASK) < lo:
+                lost += 1
+        nvalid[e] = flagged[e] - lost
+    total = 0
+    for e in range(E):
+        total += nvalid[e]
+    return total
+
+
+def add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
+             obs, next_obs, action, reward, terminated, env_ids, valid, seen, err) -> int:
+    """Append one row per env; returns the number of valid transitions, or -1 with ``err`` set.
+
+    ``obs``/``next_obs`` are ``(n, k, F) uint8`` byte views, ``action`` int64,
+    ``reward`` float32, ``terminated``/``valid`` bool, ``env_ids`` int64 (all ``(n,)``);
+    ``seen`` is an all-False ``(E,) bool`` scratch array (left all-False), ``err`` an
+    ``(2,) int64`` array receiving (status, row).
+    """
+    return _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
+                     obs, next_obs, action, reward, terminated, env_ids, valid, seen, err)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _is_valid(info, count, L, e, s):
+    f = info[e, s]
+    if not (f & HAS_TRANSITION):
+        return False
+    c = count[e]
+    a = c - 1 - ((c - 1 - s) % L)  # newest absolute slot stored at s
+    return a - np.int64(f & DEPTH_MASK) >= max(np.int64(0), c - L)
+
+
+@njit(nogil=True, cache=True)
+def _draw_indices(info, count, uniform, out_index, start):
+    E, L = info.shape
+    total = 0
+    for e in range(E):
+        total += min(count[e], L)
+    b = start
+    B = out_index.shape[0]
+    for u in uniform:
+        if b == B:
+            break
+        x = min(np.int64(u * total), total - 1)
+        # Uniform over every written slot, then keep only slots holding a valid transition.
+        e = 0
+        while x >= min(count[e], L):
+            x -= min(count[e], L)
+            e += 1
+        s = (count[e] - min(count[e], L) + x) % L
+        if _is_valid(info, count, L, e, s):
+            out_index[b] = e * L + s
+            b += 1
+    return b
+
+
+def draw_indices(info, count, uniform, out_index, start: int) -> int:
+    """Fill ``out_index[start:]`` by rejection from ``uniform`` floats in [0, 1).
+
+    Each float picks one written slot uniformly; slots without a valid transition are
+    rejected, so accepted indices are uniform over valid transitions. Returns how many
+    entries of ``out_index`` are filled.
+    """
+    return _draw_indices(info, count, uniform, out_index, start)
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def _gather(frames, action_s, reward_s, term_s, info, count, index,
+            out_obs, out_next, out_action, out_reward, out_term):
+    E, L, _ = frames.shape
+    B, k, _ = out_obs.shape
+    for b in range(B):
+        g = index[b]
+        if g < 0 or g >= E * L or not _is_valid(info, count, L, g // L, g % L):
+            return b
+    for b in prange(B):
+        g = index[b]
+        e = g // L
+        s = g % L
+        d = np.int64(info[e, s] & DEPTH_MASK)
+        for j in range(k):
+            out_obs[b, j, :] = frames[e, (s - min(k - 1 - j, d)) % L]
+        # next_obs is obs shifted by one frame: reuse the frames just copied.
+        for j in range(k - 1):
+            out_next[b, j, :] = out_obs[b, j + 1]
+        out_next[b, k - 1, :] = frames[e, (s + 1) % L]
+        out_action[b] = action_s[e, s]
+        out_reward[b] = reward_s[e, s]
+        out_term[b] = term_s[e, s]
+    return -1
+
+
+def gather(frames, action_s, reward_s, term_s, info, count, index,
+           out_obs, out_next, out_action, out_reward, out_term) -> int:
+    """Rebuild the transitions at global slot ids ``index`` (``env * L + slot``) into ``out_*``.
+
+    ``out_obs``/``out_next`` are ``(B, k, F) uint8`` byte views. Checks every index first
+    and returns the position of the first one that is not a valid transition (writing
+    nothing), else -1.
+    """
+    return _gather(frames, action_s, reward_s, term_s, info, count, index,
+                   out_obs, out_next, out_action, out_reward, out_term)
