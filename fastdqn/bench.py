@@ -1,0 +1,316 @@
+"""``fastdqn bench``: throughput of every part of the training loop, each beside its ceiling.
+
+One process, one run: raw EnvPool steps/s (the ceiling), replay add/sample (beside this
+machine's memcpy and a NumPy full-stack buffer), learner updates/s (eager and compiled),
+the trainer's loop with learning off (random and greedy acting) and the full trainer
+(beside the same loop written naively). Every figure is the median over repeats, with
+the spread (half the range) shown. Heavy imports happen inside the sections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastdqn.baselines import NaiveDQNLoop, NumpyStackBuffer
+from fastdqn.errors import ConfigError
+from fastdqn.measure import Figure, Stat, format_table, machine_info, measure_rate, memcpy_gbps, write_json
+
+SECTIONS = ("env", "replay", "learner", "collect", "train")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each figure does per repeat; ``--quick`` trades steadiness for time."""
+
+    repeats: int
+    env_steps: int  # vector steps per repeat (env, collect)
+    replay_capacity: int  # transitions
+    replay_adds: int  # vector adds per repeat
+    sample_batches: int  # per repeat
+    learner_updates: int  # per repeat
+    train_steps: int  # vector steps per repeat (train and naive loop)
+    learning_starts: int  # env steps of experience before the train figures start
+    memcpy_bytes: int
+
+
+QUICK = Sizes(repeats=3, env_steps=150, replay_capacity=10_000, replay_adds=150, sample_batches=100,
+              learner_updates=10, train_steps=40, learning_starts=2_000, memcpy_bytes=64 * 2**20)
+DEFAULT = Sizes(repeats=5, env_steps=600, replay_capacity=40_000, replay_adds=600, sample_batches=500,
+                learner_updates=40, train_steps=150, learning_starts=5_000, memcpy_bytes=256 * 2**20)
+
+
+@dataclass
+class Context:
+    """What the sections share: the settings, the env's description and earlier results."""
+
+    args: argparse.Namespace
+    sizes: Sizes
+    info: object  # fastdqn.envs.EnvInfo
+    results: dict = field(default_factory=dict)
+
+    def make_envs(self, async_envs: bool = False):
+        from fastdqn.envs import make_envs
+
+        batch = self.args.env_batch_size or max(1, self.args.num_envs // 2)
+        return make_envs(self.args.env_id, self.args.num_envs, seed=self.args.seed,
+                         async_envs=async_envs, batch_size=batch if async_envs else None)
+
+    def q_network(self):
+        from fastdqn.networks import MLP, NatureCNN
+
+        if len(self.info.obs_shape) == 3:
+            return NatureCNN(self.info.num_actions, frame_stack=self.info.frame_stack)
+        return MLP(self.info.obs_shape[0], self.info.num_actions)
+
+    def learner(self, compile: bool):
+        from fastdqn.learner import Learner
+
+        return Learner(self.q_network(), compile=compile, device=self.args.device,
+                       batch_size=self.args.batch_size, double_dqn=True, seed=self.args.seed)
+
+
+def random_actions(ctx: Context, steps: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(ctx.args.seed)
+    return rng.integers(0, ctx.info.num_actions, size=(steps, width))
+
+
+def section_env(ctx: Context) -> list[Figure]:
+    """Raw EnvPool steps/s with random actions drawn beforehand: the ceiling of the loop."""
+    s, n = ctx.sizes, ctx.args.num_envs
+    envs = ctx.make_envs()
+    actions = random_actions(ctx, s.env_steps, n)
+    envs.reset()
+
+    def run():
+        for a in actions:
+            envs.step(a)
+
+    stat = measure_rate(run, s.env_steps * n, s.repeats)
+    ctx.results["env"] = stat.median
+    figures = [Figure.of("env.sync", "env steps/s", stat, note=f"{n} envs, random actions")]
+    envs.close()
+    if ctx.args.async_envs:
+        envs = ctx.make_envs(async_envs=True)
+        batch = ctx.args.env_batch_size or max(1, n // 2)
+        envs.async_reset()
+
+        def run_async():
+            for a in actions:
+                info = envs.recv()[-1]
+                envs.send(a[:batch], info["env_id"])
+
+        stat = measure_rate(run_async, s.env_steps * batch, s.repeats)
+        ctx.results["env_async"] = stat.median
+        figures.append(Figure.of("env.async", "env steps/s", stat, ceiling=ctx.results["env"],
+                                 ceiling_name="env.sync", note=f"{n} envs, batches of {batch}"))
+        envs.close()
+    return figures
+
+
+def record_stream(ctx: Context, steps: int) -> list[dict]:
+    """``steps`` vector steps of the env under random actions, as ``ReplayBuffer.add`` kwargs."""
+    envs = ctx.make_envs()
+    obs, _ = envs.reset()
+    stream = []
+    for a in random_actions(ctx, steps, ctx.args.num_envs):
+        next_obs, reward, terminated, truncated, info = envs.step(a)
+        stream.append(dict(obs=obs, next_obs=next_obs, action=a, reward=reward.astype(np.float32),
+                           terminated=terminated, truncated=truncated, valid=info["elapsed_step"] > 0))
+        obs = next_obs
+    envs.close()
+    return stream
+
+
+def section_replay(ctx: Context) -> list[Figure]:
+    """add and sample of fastdqn's buffer beside the NumPy full-stack buffer and memcpy."""
+    from fastdqn.replay import ReplayBuffer
+
+    s, a = ctx.sizes, ctx.args
+    info = ctx.info
+    stream = record_stream(ctx, 64)
+    n = a.num_envs
+    buf = ReplayBuffer(s.replay_capacity, info.obs_shape, n, obs_dtype=info.obs_dtype,
+                       frame_stack=info.frame_stack, seed=a.seed)
+    base = NumpyStackBuffer(s.replay_capacity, info.obs_shape, info.obs_dtype, seed=a.seed)
+
+    def add_fast():
+        for t in range(s.replay_adds):
+            buf.add(**stream[t % len(stream)])
+
+    def add_base():
+        for t in range(s.replay_adds):
+            r = stream[t % len(stream)]
+            base.add(r["obs"], r["next_obs"], r["action"], r["reward"], r["terminated"])
+
+    while len(base) < s.replay_capacity:  # fill both so sampling reads the whole ring
+        add_fast()
+        add_base()
+    add_f = measure_rate(add_fast, s.replay_adds * n, s.repeats)
+    add_b = measure_rate(add_base, s.replay_adds * n, s.repeats)
+    out = buf.make_batch(a.batch_size)
+    batch_bytes = sum(x.nbytes for x in out)
+
+    def sample_fast():
+        for _ in range(s.sample_batches):
+            buf.sample(a.batch_size, out=out)
+
+    def sample_base():
+        for _ in range(s.sample_batches):
+            base.sample(a.batch_size)
+
+    smp_f = measure_rate(sample_fast, s.sample_batches, s.repeats)
+    smp_b = measure_rate(sample_base, s.sample_batches, s.repeats)
+    copy = memcpy_gbps(s.memcpy_bytes, s.repeats)
+    gb = batch_bytes / 1e9
+    ctx.results["memcpy"] = copy.median
+    bpt_f, bpt_b = buf.nbytes / buf.capacity, base.nbytes / base.capacity
+    base_name = "numpy full-stack"
+    return [
+        Figure.of("memcpy", "GB/s", copy, note=f"np.copyto of {s.memcpy_bytes / 2**20:.0f} MiB"),
+        Figure.of("replay.add", "transitions/s", add_f, ceiling=add_b.median, ceiling_name=base_name,
+                  note=f"{n} envs per add"),
+        Figure.of("replay.add.numpy", "transitions/s", add_b),
+        Figure.of("replay.sample", "batches/s", smp_f, ceiling=smp_b.median, ceiling_name=base_name,
+                  note=f"batch {a.batch_size}, capacity {s.replay_capacity:,}"),
+        Figure.of("replay.sample.numpy", "batches/s", smp_b),
+        Figure("replay.sample.bandwidth", "GB/s", smp_f.median * gb, smp_f.spread * gb,
+               ceiling=copy.median, ceiling_name="memcpy", note=f"{batch_bytes:,} bytes per batch"),
+        Figure("replay.sample.numpy.bandwidth", "GB/s", smp_b.median * gb, smp_b.spread * gb,
+               ceiling=copy.median, ceiling_name="memcpy"),
+        Figure("replay.bytes_per_transition", "bytes", bpt_f, 0.0, ceiling=bpt_b,
+               ceiling_name=base_name),
+    ]
+
+
+def random_batch(ctx: Context, size: int) -> argparse.Namespace:
+    """A replay-shaped batch of random data (update cost does not depend on the values)."""
+    rng = np.random.default_rng(ctx.args.seed)
+    shape = (size, *ctx.info.obs_shape)
+    if ctx.info.obs_dtype == np.uint8:
+        obs, next_obs = (rng.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(2))
+    else:
+        obs, next_obs = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    return argparse.Namespace(obs=obs, next_obs=next_obs,
+                              action=rng.integers(0, ctx.info.num_actions, size=size),
+                              reward=rng.standard_normal(size).astype(np.float32),
+                              terminated=rng.random(size) < 0.01)
+
+
+def section_learner(ctx: Context) -> list[Figure]:
+    """Updates/s of the learner, eager and compiled, and how long compiling takes."""
+    s, a = ctx.sizes, ctx.args
+    batch = random_batch(ctx, a.batch_size)
+
+    def rate(learner) -> Stat:
+        def run():
+            for _ in range(s.learner_updates):
+                metrics = learner.update(batch)
+            float(metrics["td_loss"])  # waits for the device
+
+        return measure_rate(run, s.learner_updates, s.repeats)
+
+    eager = rate(ctx.learner(compile=False))
+    ctx.results["learner"] = eager.median
+    figures = [Figure.of("learner.eager", "updates/s", eager, note=f"batch {a.batch_size}, {a.device}")]
+    if a.no_compile:
+        return figures
+    start = time.perf_counter()
+    learner = ctx.learner(compile=True)
+    float(learner.update(batch)["td_loss"])
+    compile_s = time.perf_counter() - start
+    compiled = rate(learner)
+    figures += [
+        Figure.of("learner.compiled", "updates/s", compiled, ceiling=eager.median, ceiling_name="eager"),
+        Figure("learner.compile_time", "s", compile_s, 0.0, note="first update, once"),
+    ]
+    return figures
+
+
+def section_collect(ctx: Context) -> list[Figure]:
+    raise NotImplementedError
+
+
+def section_train(ctx: Context) -> list[Figure]:
+    raise NotImplementedError
+
+
+SECTION_FUNCS = {"env": section_env, "replay": section_replay, "learner": section_learner,
+                 "collect": section_collect, "train": section_train}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``fastdqn bench`` flags."""
+    parser.add_argument("--env-id", default="Breakout-v5", help="EnvPool task id")
+    parser.add_argument("--num-envs", type=int, default=8, help="parallel EnvPool envs")
+    parser.add_argument("--device", default="cpu", help="torch device of the learner: cpu or cuda")
+    parser.add_argument("--async-envs", action="store_true", help="also measure EnvPool's async mode")
+    parser.add_argument("--env-batch-size", type=int, default=0,
+                        help="envs per async batch (0: num-envs / 2)")
+    parser.add_argument("--batch-size", type=int, default=32, help="replay sample and update batch size")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats (under 2 minutes)")
+    parser.add_argument("--repeats", type=int, default=0, help="repeats per figure (0: 3 quick, 5 default)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile figures")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of envs, data and networks")
+
+
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Validate the flags; return the sections to run."""
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:
+        raise ConfigError(f"--sections: expected names from {','.join(SECTIONS)}, got {args.sections!r}")
+    for name in ("num_envs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
+    if args.repeats < 0:
+        raise ConfigError(f"--repeats: expected an int >= 0, got {args.repeats}")
+    if args.async_envs and not 0 <= args.env_batch_size < args.num_envs:
+        raise ConfigError(f"--env-batch-size: async mode needs it below --num-envs ({args.num_envs}), "
+                          f"got {args.env_batch_size}; lower it or raise --num-envs")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device: {args.device!r} asked for but torch sees no CUDA device; "
+                              "use --device cpu")
+    elif args.device != "cpu":
+        raise ConfigError(f"--device: expected cpu or cuda, got {args.device!r}")
+    return sections
+
+
+def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:
+    """Run the chosen sections, print the table, write JSON when asked; 0 on success."""
+    from fastdqn.envs import env_info
+
+    sections = check_args(args)
+    sizes = sizes or (QUICK if args.quick else DEFAULT)
+    if args.repeats:
+        sizes = dataclasses.replace(sizes, repeats=args.repeats)
+    ctx = Context(args, sizes, env_info(args.env_id))
+    figures: list[Figure] = []
+    start = time.perf_counter()
+    for name in sections:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        figures += SECTION_FUNCS[name](ctx)
+    elapsed = time.perf_counter() - start
+    machine = machine_info(args.device)
+    print(f"fastdqn bench: {args.env_id}, {args.num_envs} envs, {args.device}, "
+          f"{'quick' if args.quick else 'default'} ({sizes.repeats} repeats), {elapsed:.0f} s")
+    print(f"machine: {machine['cpu']}, {machine['logical_cores']} cores"
+          + (f", {machine['gpu']}" if machine["gpu"] else "") + f", {machine['date']}")
+    print(format_table(figures))
+    if args.json:
+        settings = {k: v for k, v in vars(args).items() if not callable(v)}
+        settings.update(sizes=dataclasses.asdict(sizes), elapsed_s=elapsed)
+        write_json(args.json, figures, machine, settings)
+    return 0
+

@@ -1,0 +1,145 @@
+"""The benchmark tool's pure helpers and baselines, against hand-computed values."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from fastdqn import bench
+from fastdqn.baselines import NumpyStackBuffer
+from fastdqn.errors import ConfigError
+from fastdqn.measure import (
+    Figure,
+    format_number,
+    format_table,
+    machine_info,
+    measure_rate,
+    summarize,
+    write_json,
+)
+
+
+def test_summarize_odd_count():
+    stat = summarize([3.0, 1.0, 10.0])
+    assert stat.median == 3.0
+    assert stat.spread == 4.5  # (10 - 1) / 2
+    assert stat.samples == (3.0, 1.0, 10.0)
+
+
+def test_summarize_even_count_and_single():
+    assert summarize([4, 1, 2, 3]).median == 2.5
+    assert summarize([4, 1, 2, 3]).spread == 1.5
+    single = summarize([7.0])
+    assert (single.median, single.spread) == (7.0, 0.0)
+
+
+def test_summarize_rejects_empty():
+    with pytest.raises(ConfigError, match="at least one"):
+        summarize([])
+
+
+def test_measure_rate_counts_units_per_second(monkeypatch):
+    ticks = iter([0.0, 2.0, 10.0, 14.0, 20.0, 21.0])  # repeats take 2, 4 and 1 s
+    monkeypatch.setattr("fastdqn.measure.time.perf_counter", lambda: next(ticks))
+    calls = []
+    stat = measure_rate(lambda: calls.append(1), units=8, repeats=3, warmup=2)
+    assert len(calls) == 5
+    assert stat.samples == (4.0, 2.0, 8.0)
+    assert stat.median == 4.0 and stat.spread == 3.0
+
+
+def test_figure_ratio():
+    assert Figure("a", "u", 3.0, 0.0, ceiling=4.0).ratio == 0.75
+    assert Figure("a", "u", 3.0, 0.0).ratio is None
+    assert Figure("a", "u", 3.0, 0.0, ceiling=0.0).ratio is None
+
+
+@pytest.mark.parametrize("x, text", [
+    (1234.5, "1,234"), (123456.0, "123,456"), (12.345, "12.3"), (1.234, "1.23"),
+    (0.012345, "0.0123"), (None, "-"),
+])
+def test_format_number(x, text):
+    assert format_number(x) == text
+
+
+def test_format_table_rows_and_alignment():
+    figures = [
+        Figure("env.sync", "env steps/s", 3200.0, 40.0),
+        Figure("collect.random", "env steps/s", 3000.0, 25.0, ceiling=3200.0, ceiling_name="env.sync",
+               note="eps 1"),
+    ]
+    lines = format_table(figures).splitlines()
+    assert lines[0].split() == ["figure", "unit", "value", "spread", "ceiling/ref", "ratio", "note"]
+    assert set(lines[1]) <= {"-", " "}
+    assert lines[2].split() == ["env.sync", "env", "steps/s", "3,200", "±40.0", "-", "-"]
+    assert lines[3].split() == ["collect.random", "env", "steps/s", "3,000", "±25.0", "3,200",
+                                "env.sync", "0.94x", "eps", "1"]
+    # numbers are right-aligned under their header
+    value_end = lines[0].index("value") + len("value")
+    assert lines[2].index("3,200") + len("3,200") == value_end
+    assert lines[3].index("3,000") + len("3,000") == value_end
+
+
+def test_write_json_roundtrip(tmp_path):
+    figures = [Figure("x", "GB/s", 2.0, 0.5, ceiling=8.0, ceiling_name="memcpy", samples=(1.5, 2.0, 2.5))]
+    path = tmp_path / "run.json"
+    write_json(path, figures, {"cpu": "test"}, {"quick": True})
+    doc = json.loads(path.read_text())
+    assert doc["machine"] == {"cpu": "test"}
+    assert doc["settings"] == {"quick": True}
+    (rec,) = doc["figures"]
+    assert rec["name"] == "x" and rec["value"] == 2.0 and rec["spread"] == 0.5
+    assert rec["ratio"] == 0.25 and rec["samples"] == [1.5, 2.0, 2.5]
+
+
+def test_machine_info_fields():
+    info = machine_info("cpu")
+    assert info["logical_cores"] >= 1 and info["gpu"] is None
+    assert info["versions"]["numpy"] == np.__version__
+    assert info["date"].endswith("+00:00")
+
+
+def reference_store(adds, capacity):
+    """What a ring of ``capacity`` holds after ``adds``, oldest first, by plain Python lists."""
+    rows = [row for batch in adds for row in batch]
+    return rows[-capacity:] if len(rows) > capacity else rows
+
+
+def test_numpy_stack_buffer_ring_and_sample():
+    buf = NumpyStackBuffer(5, (2,), np.int64, seed=0)
+    adds = [np.array([[i, -i] for i in range(s, s + 3)]) for s in (0, 3, 6)]  # 9 rows into 5 slots
+    for block in adds:
+        buf.add(block, block + 100, block[:, 0], block[:, 0].astype(np.float32), block[:, 0] % 2 == 0)
+    assert len(buf) == 5
+    held = {tuple(r) for r in reference_store([list(map(tuple, b)) for b in adds], 5)}
+    obs, next_obs, action, reward, terminated = buf.sample(64)
+    assert {tuple(r) for r in obs} <= held
+    np.testing.assert_array_equal(next_obs, obs + 100)
+    np.testing.assert_array_equal(action, obs[:, 0])
+    np.testing.assert_array_equal(terminated, obs[:, 0] % 2 == 0)
+    assert buf.nbytes == 5 * (2 * 2 * 8 + 8 + 4 + 1)
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--sections", "env,nope"], "--sections"),
+    (["--num-envs", "0"], "--num-envs"),
+    (["--device", "tpu"], "--device"),
+    (["--async-envs", "--env-batch-size", "8"], "--env-batch-size"),
+])
+def test_check_args_rejects(argv, match):
+    with pytest.raises(ConfigError, match=match):
+        bench.check_args(parse(argv))
+
+
+def test_check_args_sections():
+    assert bench.check_args(parse(["--sections", "env, train"])) == ["env", "train"]
+    assert bench.check_args(parse([])) == list(bench.SECTIONS)
