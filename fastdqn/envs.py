@@ -1,0 +1,116 @@
+"""EnvPool environments, configured in one explicit ``envpool.make`` call.
+
+EnvPool does frame skip, resize, grayscale, frame stacking, no-op starts and life loss
+in C++; there are no Python wrappers. envpool is imported lazily, here only.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastdqn.config import ATARI, VECTOR
+from fastdqn.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What the rest of fastdqn needs to know about a task before any env exists."""
+
+    env_id: str
+    kind: str  # ATARI (uint8 frame stacks) or VECTOR (float observations)
+    obs_shape: tuple[int, ...]
+    obs_dtype: np.dtype
+    num_actions: int
+    frame_stack: int
+    max_episode_steps: int
+
+
+def env_info(env_id: str) -> EnvInfo:
+    """Look a task up in EnvPool's registry without creating an env.
+
+    Raises ``ConfigError`` naming the closest ids for an unknown id, and for tasks fastdqn
+    cannot train (continuous actions, dict observations).
+    """
+    import envpool
+
+    all_ids = envpool.list_all_envs()
+    if env_id not in all_ids:
+        close = difflib.get_close_matches(env_id, all_ids, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "see envpool.list_all_envs()"
+        raise ConfigError(f"--env-id: unknown EnvPool task {env_id!r}; {hint}")
+    spec = envpool.make_spec(env_id)
+    config = spec.config
+    action_space = spec.action_space
+    obs_space = spec.observation_space
+    if not hasattr(action_space, "n") or not hasattr(obs_space, "shape") or obs_space.shape is None:
+        raise ConfigError(
+            f"--env-id: {env_id!r} needs discrete actions and an array observation for DQN; "
+            "pick an Atari task (e.g. Breakout-v5) or a classic-control one (e.g. CartPole-v1)"
+        )
+    is_atari = hasattr(config, "stack_num") and hasattr(config, "episodic_life")
+    obs_dtype = np.dtype(np.uint8) if is_atari else np.dtype(np.float32)
+    return EnvInfo(
+        env_id=env_id,
+        kind=ATARI if is_atari else VECTOR,
+        obs_shape=tuple(int(d) for d in obs_space.shape),
+        obs_dtype=obs_dtype,
+        num_actions=int(action_space.n),
+        frame_stack=int(config.stack_num) if is_atari else 1,
+        max_episode_steps=int(config.max_episode_steps),
+    )
+
+
+def make_envs(
+    env_id: str,
+    num_envs: int,
+    *,
+    seed: int,
+    async_envs: bool = False,
+    batch_size: int | None = None,
+    episodic_life: bool = True,
+    sticky_actions: float = 0.0,
+    max_episode_steps: int | None = None,
+    noop_max: int = 30,
+    num_threads: int = 0,
+):
+    """One ``envpool.make`` call with every option fastdqn relies on spelled out.
+
+    Training envs use ``episodic_life=True`` (a lost life ends bootstrapping); evaluation
+    envs ``False`` (a game is one episode). Rewards are never clipped here: the trainer
+    clips them on the learning path only, so logged returns are real game scores.
+    Classic-control tasks take none of the Atari options.
+    """
+    import envpool
+
+    info = env_info(env_id)
+    if batch_size is None or not async_envs:
+        batch_size = num_envs
+    options = dict(
+        env_type="gymnasium",
+        num_envs=num_envs,
+        batch_size=batch_size,
+        seed=seed,
+        num_threads=num_threads,
+        max_episode_steps=max_episode_steps or info.max_episode_steps,
+    )
+    if info.kind == ATARI:
+        options.update(
+            episodic_life=episodic_life,
+            reward_clip=False,
+            repeat_action_probability=float(sticky_actions),
+            noop_max=noop_max,
+            frame_skip=4,
+            stack_num=4,
+            img_height=84,
+            img_width=84,
+            gray_scale=True,
+            use_fire_reset=True,
+            full_action_space=False,
+            zero_discount_on_life_loss=False,
+        )
+    elif sticky_actions:
+        raise ConfigError(f"--sticky-actions: only Atari tasks take it, {env_id!r} is {VECTOR}; drop the flag")
+    return envpool.make(env_id, **options)

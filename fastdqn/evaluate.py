@@ -1,0 +1,48 @@
+"""Evaluation: full games (no life-loss episodes, unclipped rewards) with a fixed epsilon."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def evaluate(learner, envs, episodes: int, epsilon: float) -> np.ndarray:
+    """Play ``episodes`` full games on ``envs`` and return their scores (float64, (episodes,)).
+
+    ``envs`` must be synchronous EnvPool envs made with ``episodic_life=False``, so every
+    ``terminated`` or ``truncated`` is the end of a game. Each env plays a fixed quota of
+    games (``episodes`` split as evenly as possible), so short games are not over-counted.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes: expected a positive int, got {episodes!r}")
+    obs, _ = envs.reset()
+    num_envs = obs.shape[0]
+    quota = np.full(num_envs, episodes // num_envs, dtype=np.int64)
+    quota[: episodes % num_envs] += 1
+    done = np.zeros(num_envs, dtype=np.int64)
+    score = np.zeros(num_envs, dtype=np.float64)
+    scores: list[float] = []
+    while len(scores) < episodes:
+        actions = learner.act(obs, epsilon)
+        obs, reward, terminated, truncated, info = envs.step(actions)
+        ids = info["env_id"]
+        score[ids] += reward
+        ended = terminated | truncated
+        if ended.any():
+            ended_ids = ids[ended]
+            counted = ended_ids[done[ended_ids] < quota[ended_ids]]
+            scores.extend(score[counted].tolist())
+            done[ended_ids] += 1
+            score[ended_ids] = 0.0
+    return np.asarray(scores, dtype=np.float64)
+
+
+def summarize(scores: np.ndarray) -> dict:
+    """Mean, std, min, max and median of the scores, as plain floats."""
+    return {
+        "episodes": int(scores.size),
+        "mean": float(np.mean(scores)),
+        "std": float(np.std(scores)),
+        "min": float(np.min(scores)),
+        "max": float(np.max(scores)),
+        "median": float(np.median(scores)),
+    }

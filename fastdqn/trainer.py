@@ -1,0 +1,257 @@
+"""The training loop: EnvPool -> replay buffer -> learner, with logging and checkpoints.
+
+One loop serves sync and async EnvPool: it always talks ``send``/``recv``, so the envs
+step in their own threads while the learner trains. Everything is keyed by
+``info["env_id"]``: a row of ``recv()`` is the transition from that env's last observation
+and action (kept in per-env arrays) to the new observation.
+
+Rules (see the EnvPool facts): a row with ``elapsed_step == 0`` is a reset, not a
+transition, and is masked out of the buffer; ``terminated`` (a lost life with
+``episodic_life``, or a game over) stops bootstrapping; ``truncated`` does not; rewards
+go into the buffer as ``np.sign(reward)`` while episode scores sum the raw rewards over
+all lives of a game, and a game is over when its env's reset arrives.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+import torch
+
+from fastdqn.checkpoint import save_checkpoint
+from fastdqn.config import TrainConfig, linear_schedule
+from fastdqn.replay import ReplayBatch
+
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Trainer:
+    """Runs ``config.total_timesteps`` env steps of DQN with the components handed in.
+
+    ``envs``: EnvPool envs (sync or async); ``buffer``: a ``ReplayBuffer`` for
+    ``config.num_envs`` envs; ``learner``: a ``Learner``; ``logger``: a ``RunLogger`` or None
+    (then nothing is written: no metrics, no checkpoints). ``evaluator``: optional callable
+    returning the scores of full evaluation games with the learner's current network.
+    """
+
+    def __init__(self, envs, buffer, learner, config: TrainConfig, logger=None, *, evaluator=None) -> None:
+        self.envs = envs
+        self.buffer = buffer
+        self.learner = learner
+        self.config = config
+        self.logger = logger
+        self.evaluator = evaluator
+        self.timers = {"env": 0.0, "replay": 0.0, "learn": 0.0, "act": 0.0}
+        self.global_step = 0
+        self.episodes = 0
+        self.last_eval: dict | None = None
+        self.stop_signal: int | None = None
+        self._pending = 0  # env steps not yet paid for with an update (carry of num_envs / train_frequency)
+        self._learn_after = config.learning_starts
+        self._resumed_buffer = True
+        self._metrics = None
+
+        n, batch = config.num_envs, config.env_batch
+        obs_shape, obs_dtype = buffer.obs_shape, np.dtype(buffer.obs_dtype)
+        self._last_obs = np.zeros((n, *obs_shape), dtype=obs_dtype)
+        self._last_act = np.zeros(n, dtype=np.int64)
+        self._ep_return = np.zeros(n, dtype=np.float64)
+        self._ep_length = np.zeros(n, dtype=np.int64)
+        self._prev_obs = np.zeros((batch, *obs_shape), dtype=obs_dtype)
+        self._prev_act = np.zeros(batch, dtype=np.int64)
+        self._reward = np.zeros(batch, dtype=np.float32)
+        self._valid = np.zeros(batch, dtype=bool)
+        self._reset = np.zeros(batch, dtype=bool)
+        self._ret = np.zeros(batch, dtype=np.float64)
+        self._len = np.zeros(batch, dtype=np.int64)
+        self._batches = self._make_batches(config.batch_size)
+        self._turn = 0
+
+    # ---- state for checkpoints -------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "global_step": self.global_step,
+            "pending": self._pending,
+            "learn_after": self._learn_after,
+            "episodes": self.episodes,
+            "last_eval": self.last_eval,
+            "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def load_state_dict(self, state: dict, *, buffer_restored: bool) -> None:
+        """Continue from a checkpoint. Without the saved buffer, learning pauses until
+        ``learning_starts`` new env steps have refilled it (collected with the resumed
+        epsilon and network, not at random)."""
+        self.global_step = int(state["global_step"])
+        self._pending = int(state["pending"])
+        self.episodes = int(state["episodes"])
+        self.last_eval = state.get("last_eval")
+        self._learn_after = int(state["learn_after"])
+        if not buffer_restored:
+            self._learn_after = max(self._learn_after, self.global_step + self.config.learning_starts)
+            self._pending = 0
+        np.random.set_state(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def checkpoint(self) -> None:
+        if self.logger is None:
+            return
+        self.logger.flush()
+        state = {
+            "config": self.config.to_dict(),
+            "learner": self.learner.state_dict(),
+            "trainer": self.state_dict(),
+            "obs_shape": tuple(self.buffer.obs_shape),
+        }
+        save_checkpoint(self.logger.run_dir, state, self.buffer if self.config.save_buffer else None)
+
+    def request_stop(self, signum: int) -> None:
+        """Finish the current vector step, save a checkpoint and return (signal-safe)."""
+        self.stop_signal = signum
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    def epsilon(self) -> float:
+        c = self.config
+        return linear_schedule(c.start_e, c.end_e, c.exploration_steps, self.global_step)
+
+    def train(self) -> int:
+        """Train to ``total_timesteps``; returns 0, or 130/143 after SIGINT/SIGTERM."""
+        c, envs, buffer, learner, timers = self.config, self.envs, self.buffer, self.learner, self.timers
+        perf = time.perf_counter
+        start_step, start_time = self.global_step, perf()
+        every = c.checkpoint_every
+        next_ckpt = (self.global_step // every + 1) * every if every else None
+        next_eval = (self.global_step // c.eval_every + 1) * c.eval_every if c.eval_every else None
+        next_log = (self.global_step // c.log_every + 1) * c.log_every
+        epsilon = self.epsilon()
+        envs.async_reset()
+        while self.global_step < c.total_timesteps and self.stop_signal is None:
+            t0 = perf()
+            obs, reward, terminated, truncated, info = envs.recv()
+            ids = info["env_id"]
+            t1 = perf()
+            np.not_equal(info["elapsed_step"], 0, out=self._valid)
+            np.logical_not(self._valid, out=self._reset)
+            np.take(self._last_obs, ids, axis=0, out=self._prev_obs)
+            np.take(self._last_act, ids, out=self._prev_act)
+            np.sign(reward, out=self._reward)
+            buffer.add(obs=self._prev_obs, next_obs=obs, action=self._prev_act, reward=self._reward,
+                       terminated=terminated, truncated=truncated, env_ids=ids, valid=self._valid)
+            t2 = perf()
+            self._track_episodes(ids, reward, epsilon)
+            epsilon = self.epsilon()
+            actions = learner.act(obs, epsilon)
+            self._last_obs[ids] = obs
+            self._last_act[ids] = actions
+            t3 = perf()
+            envs.send(actions, ids)
+            self.global_step += len(ids)
+            t4 = perf()
+            timers["env"] += (t1 - t0) + (t4 - t3)
+            timers["replay"] += t2 - t1
+            timers["act"] += t3 - t2
+            if self.global_step > self._learn_after and len(buffer) >= c.batch_size:
+                self._learn(len(ids))
+
+            if self.logger is not None:
+                if self.global_step >= next_log:
+                    next_log = (self.global_step // c.log_every + 1) * c.log_every
+                    self._log_training(epsilon, start_step, start_time)
+                if next_eval is not None and self.global_step >= next_eval:
+                    next_eval = (self.global_step // c.eval_every + 1) * c.eval_every
+                    self._evaluate()
+                if next_ckpt is not None and self.global_step >= next_ckpt:
+                    next_ckpt = (self.global_step // every + 1) * every
+                    self.checkpoint()
+                self.logger.progress(self.global_step)
+        if self.stop_signal is None and self.logger is not None:
+            if c.eval_episodes and (self.last_eval is None or self.last_eval["global_step"] != self.global_step):
+                self._evaluate()
+        if self.logger is not None:
+            self._log_training(epsilon, start_step, start_time)
+            self.checkpoint()
+        return EXIT_STATUS.get(self.stop_signal, 0) if self.stop_signal is not None else 0
+
+    def _learn(self, env_steps: int) -> None:
+        c, perf = self.config, time.perf_counter
+        self._pending += env_steps
+        updates, self._pending = divmod(self._pending, c.train_frequency)
+        for _ in range(updates):
+            t0 = perf()
+            host, device_view, event = self._batches[self._turn % len(self._batches)]
+            self._turn += 1
+            if event is not None:
+                event.synchronize()  # the copy out of this pinned batch has finished
+            self.buffer.sample(c.batch_size, out=host)
+            t1 = perf()
+            self._metrics = self.learner.update(device_view)
+            if event is not None:
+                event.record()
+            self.timers["replay"] += t1 - t0
+            self.timers["learn"] += perf() - t1
+
+    def _track_episodes(self, ids: np.ndarray, reward: np.ndarray, epsilon: float) -> None:
+        """Full-game score and length per env; a reset row closes that env's game."""
+        np.take(self._ep_return, ids, out=self._ret)
+        np.take(self._ep_length, ids, out=self._len)
+        if self._reset.any():
+            finished = self._reset & (self._len > 0)
+            if finished.any() and self.logger is not None:
+                self.logger.episodes(self.global_step, self._ret[finished], self._len[finished], epsilon)
+            self.episodes += int(np.count_nonzero(finished))
+        self._ret += reward
+        self._len += 1
+        np.copyto(self._ret, 0.0, where=self._reset)
+        np.copyto(self._len, 0, where=self._reset)
+        self._ep_return[ids] = self._ret
+        self._ep_length[ids] = self._len
+
+    def _log_training(self, epsilon: float, start_step: int, start_time: float) -> None:
+        sps = (self.global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
+        record = {"epsilon": epsilon, "sps": sps}
+        if self._metrics is not None:
+            record["td_loss"] = float(self._metrics["td_loss"])
+            record["q_values"] = float(self._metrics["q_values"])
+        self.logger.log(self.global_step, **record)
+        self.logger.progress(self.global_step, sps=sps, epsilon=epsilon)
+
+    def _evaluate(self) -> None:
+        if self.evaluator is None or not self.config.eval_episodes:
+            return
+        scores = self.evaluator()
+        self.last_eval = {"global_step": self.global_step, "mean": float(np.mean(scores)),
+                          "std": float(np.std(scores))}
+        self.logger.log(self.global_step, eval_return_mean=self.last_eval["mean"],
+                        eval_return_std=self.last_eval["std"])
+
+    # ---- host batches ------------------------------------------------------------------
+
+    def _make_batches(self, batch_size: int):
+        """One NumPy batch on CPU; on CUDA two pinned batches used in turn, each guarded by
+        an event so the sampler never overwrites memory a host-to-device copy still reads."""
+        if not str(getattr(self.learner, "device", "cpu")).startswith("cuda"):
+            host = self.buffer.make_batch(batch_size)
+            return [(host, host, None)]
+        torch_dtype = torch.from_numpy(np.zeros(0, dtype=self.buffer.obs_dtype)).dtype
+        shape = (batch_size, *self.buffer.obs_shape)
+        batches = []
+        for _ in range(2):
+            tensors = ReplayBatch(
+                obs=torch.empty(shape, dtype=torch_dtype, pin_memory=True),
+                next_obs=torch.empty(shape, dtype=torch_dtype, pin_memory=True),
+                action=torch.empty(batch_size, dtype=torch.int64, pin_memory=True),
+                reward=torch.empty(batch_size, dtype=torch.float32, pin_memory=True),
+                terminated=torch.empty(batch_size, dtype=torch.bool, pin_memory=True),
+                index=torch.empty(batch_size, dtype=torch.int64, pin_memory=True),
+            )
+            host = ReplayBatch(*(t.numpy() for t in tensors))
+            batches.append((host, tensors, torch.cuda.Event()))
+        return batches
