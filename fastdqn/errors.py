@@ -26,3 +26,7 @@ class ReplayStateError(FastDQNError, RuntimeError):
 
 class CheckpointError(FastDQNError, RuntimeError):
     """A checkpoint or saved buffer is missing, truncated, corrupt or incompatible."""
+
+
+class BatchError(FastDQNError, ValueError, TypeError):
+    """A batch handed to the learner has the wrong fields, shape, dtype, size or values."""

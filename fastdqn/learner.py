@@ -1,0 +1,384 @@
+"""The learner: owns the online and target networks and the optimizer, and runs DQN updates.
+
+One ``update(batch)`` is both forward passes, the (Double) DQN target, the TD loss, the
+backward pass, optional global grad-norm clipping and an Adam step. Every
+``target_update_interval`` updates the target network becomes a copy of the online one
+(one fused in-place copy of all parameters).
+
+With ``compile=True`` the loss (forward passes, target, loss; its backward comes from
+AOTAutograd) and the optimizer step are each compiled once with ``torch.compile`` for the
+fixed batch shape. On CUDA the whole update is further captured as one CUDA graph that is
+replayed on static input buffers filled from pinned memory. ``compile=False`` runs the
+same functions eagerly and is the reference.
+
+Non-finite losses raise ``FloatingPointError``. On the CPU the loss is checked before
+every optimizer step (reading a CPU tensor costs no device sync), so bad updates are
+never applied. On CUDA a device-side flag remembers the first bad update and is read
+every ``NONFINITE_CHECK_INTERVAL`` updates, in ``check_finite()`` and in
+``state_dict()``: the error then names the first bad update, and weights may already
+have taken up to that many bad steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastdqn.learner_batch import BatchChecker
+from fastdqn.errors import CheckpointError, ConfigError
+from fastdqn.losses import LOSSES, q_learning_loss
+
+NONFINITE_CHECK_INTERVAL = 100
+"""On CUDA, how many updates may pass between reads of the non-finite-loss flag."""
+
+_CUDA_GRAPH_WARMUP = 3
+
+
+def _own_code(fn):
+    """A copy of ``fn`` with its own code object.
+
+    Dynamo caches compiled graphs per code object (with a recompile limit); giving each
+    learner its own copy keeps learners in one process from evicting each other's graphs.
+    """
+    return types.FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+
+
+def _check_config(lr, gamma, target_update_interval, loss, max_grad_norm, adam_eps, batch_size):
+    def bad(name, expected, value, fix):
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}; {fix}")
+
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+    if not number(lr) or lr <= 0:
+        bad("lr", "a finite number > 0", lr, "pass e.g. lr=1e-4")
+    if not number(gamma) or not 0.0 <= gamma <= 1.0:
+        bad("gamma", "a number in [0, 1]", gamma, "pass e.g. gamma=0.99")
+    if isinstance(target_update_interval, bool) or not isinstance(target_update_interval, int) \
+            or target_update_interval < 1:
+        bad("target_update_interval", "an int >= 1 (gradient updates between target copies)",
+            target_update_interval, "pass e.g. target_update_interval=1000")
+    if loss not in LOSSES:
+        bad("loss", f"one of {LOSSES}", loss, "pick 'mse' or 'huber'")
+    if max_grad_norm is not None and (not number(max_grad_norm) or max_grad_norm <= 0):
+        bad("max_grad_norm", "None or a finite number > 0", max_grad_norm,
+            "pass None to switch clipping off")
+    if not number(adam_eps) or adam_eps <= 0:
+        bad("adam_eps", "a finite number > 0", adam_eps, "pass e.g. adam_eps=1e-8")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        bad("batch_size", "None or an int >= 1", batch_size,
+            "pass the replay batch size, or None to fix it at the first update")
+
+
+def _resolve_device(device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device: expected 'cpu' or 'cuda[:i]', got {device!r}") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: expected 'cpu' or 'cuda[:i]', got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: got {device!r} but torch sees no CUDA device; pass 'cpu'")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+class Learner:
+    """Double DQN (or DQN) updates with Adam and a hard target copy every C updates."""
+
+    def __init__(
+        self,
+        q_network: nn.Module,
+        *,
+        lr: float = 1e-4,
+        gamma: float = 0.99,
+        target_update_interval: int = 1000,
+        loss: str = "mse",
+        max_grad_norm: float | None = None,
+        adam_eps: float = 1e-8,
+        double_dqn: bool = True,
+        compile: bool = True,
+        device: str | torch.device = "cpu",
+        batch_size: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(q_network, nn.Module):
+            raise TypeError(f"q_network: expected a torch.nn.Module, got {type(q_network).__name__}")
+        num_actions = getattr(q_network, "num_actions", None)
+        if isinstance(num_actions, bool) or not isinstance(num_actions, int) or num_actions < 1:
+            raise ConfigError(
+                f"q_network.num_actions: expected a positive int attribute, got {num_actions!r}; "
+                "use NatureCNN/MLP or set num_actions on your module"
+            )
+        _check_config(lr, gamma, target_update_interval, loss, max_grad_norm, adam_eps, batch_size)
+        self.device = _resolve_device(device)
+        self.num_actions = num_actions
+        self.gamma = float(gamma)
+        self.loss = loss
+        self.double_dqn = bool(double_dqn)
+        self.target_update_interval = target_update_interval
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.compiled = bool(compile)
+        self.num_updates = 0
+
+        self.online = q_network.to(self.device)
+        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        self._params = list(self.online.parameters())
+        self._online_tensors = self._params + list(self.online.buffers())
+        self._target_tensors = list(self.target.parameters()) + list(self.target.buffers())
+
+        self._cuda = self.device.type == "cuda"
+        self._use_graph = self._cuda and self.compiled
+        # A captured optimizer step needs its step counters on the device (capturable).
+        adam_kwargs = {"capturable": True, "fused": True} if self._use_graph else {}
+        self.optimizer = torch.optim.Adam(self._params, lr=lr, eps=adam_eps, **adam_kwargs)
+
+        self._checker = BatchChecker(
+            obs_shape=getattr(q_network, "obs_shape", None),
+            obs_dtype=getattr(q_network, "obs_dtype", None),
+            num_actions=num_actions,
+            batch_size=batch_size,
+            device=self.device,
+        )
+        self._rng = np.random.default_rng(seed)
+
+        # Device-side record of the first update whose loss was not finite (-1: none yet).
+        self._count_t = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._first_bad_t = torch.full((), -1, dtype=torch.int64, device=self.device)
+
+        loss_fn = _own_code(q_learning_loss)
+        step_fn = _own_code(Learner._apply_gradients)
+        if self.compiled:
+            self._loss_fn = torch.compile(loss_fn, fullgraph=True, dynamic=False)
+            self._step_fn = types.MethodType(torch.compile(step_fn, dynamic=False), self)
+        else:
+            self._loss_fn = loss_fn
+            self._step_fn = types.MethodType(step_fn, self)
+
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._static_in: tuple[torch.Tensor, ...] = ()
+        self._static_out: tuple[torch.Tensor, torch.Tensor] = ()
+        self._staging: list[tuple[torch.Tensor, ...]] = []
+        self._staging_events: list[torch.cuda.Event | None] = []
+        self._slot = 0
+
+    # ------------------------------------------------------------------ update
+
+    def update(self, batch) -> dict[str, torch.Tensor]:
+        """One gradient update on ``batch``; returns ``{"td_loss", "q_values"}`` as 0-d tensors.
+
+        ``q_values`` is the mean online Q of the taken actions. Reading a metric with
+        ``float()`` syncs with the device; ``update`` itself does not (on CUDA).
+        """
+        inputs = self._checker(batch)
+        if self._use_graph:
+            loss, q_mean = self._graph_update(inputs)
+        else:
+            loss, q_mean = self._plain_update(inputs)
+        self.num_updates += 1
+        if self.num_updates % self.target_update_interval == 0:
+            self.sync_target()
+        if self._cuda and self.num_updates % NONFINITE_CHECK_INTERVAL == 0:
+            self.check_finite()
+        return {"td_loss": loss, "q_values": q_mean}
+
+    def _plain_update(self, inputs):
+        obs, action, reward, next_obs, terminated = (
+            x.to(self.device, non_blocking=True) for x in inputs
+        )
+        loss, q_mean = self._loss_fn(
+            self.online, self.target, obs, action, reward, next_obs, terminated,
+            self.gamma, self.loss, self.double_dqn,
+        )
+        if not self._cuda and not torch.isfinite(loss):
+            # Checked before the step, so the bad update is never applied.
+            raise FloatingPointError(
+                f"update {self.num_updates + 1}: td_loss is {float(loss)}; check rewards "
+                "and observations for NaN/inf, or lower lr"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._step_fn(loss.detach())
+        return loss.detach(), q_mean
+
+    def _apply_gradients(self, loss: torch.Tensor) -> None:
+        """Clip, take the Adam step and, on CUDA, note a non-finite loss in the device flag."""
+        if self.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
+        self.optimizer.step()
+        if self._cuda:
+            self._count_t.add_(1)
+            bad = torch.logical_and(~torch.isfinite(loss), self._first_bad_t < 0)
+            self._first_bad_t.copy_(torch.where(bad, self._count_t, self._first_bad_t))
+
+    # ------------------------------------------------------------- CUDA graph
+
+    def _graph_body(self):
+        obs, action, reward, next_obs, terminated = self._static_in
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, q_mean = self._loss_fn(
+            self.online, self.target, obs, action, reward, next_obs, terminated,
+            self.gamma, self.loss, self.double_dqn,
+        )
+        loss.backward()
+        self._step_fn(loss.detach())
+        return loss.detach(), q_mean
+
+    def _graph_update(self, inputs):
+        if not self._static_in:
+            self._static_in = tuple(torch.empty_like(x, device=self.device) for x in inputs)
+            self._staging = [tuple(torch.empty_like(x, device="cpu").pin_memory() for x in inputs)
+                             for _ in range(2)]
+            self._staging_events = [None, None]
+        slot = self._slot
+        self._slot ^= 1
+        event = self._staging_events[slot]
+        if event is not None:
+            event.synchronize()  # the copy that last read this pinned slot has finished
+        for src, stage, dst in zip(inputs, self._staging[slot], self._static_in):
+            if src.device.type == "cuda":
+                dst.copy_(src)
+            else:
+                stage.copy_(src)
+                dst.copy_(stage, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._staging_events[slot] = event
+        if self._graph is None:
+            self._capture()
+        self._graph.replay()
+        # The graph overwrites its outputs on every replay; hand out copies.
+        return self._static_out[0].clone(), self._static_out[1].clone()
+
+    def _capture(self) -> None:
+        """Warm up (compiles, allocates state) on a side stream, undo it, then capture."""
+        saved = self._snapshot()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(_CUDA_GRAPH_WARMUP):
+                self._graph_body()
+        torch.cuda.current_stream().wait_stream(side)
+        self._restore(saved)
+        graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            self._static_out = self._graph_body()
+        self._graph = graph
+
+    def _snapshot(self):
+        state = {id(t): t.clone() for t in self._tracked_tensors()}
+        return state
+
+    def _restore(self, saved) -> None:
+        with torch.no_grad():
+            for t in self._tracked_tensors():
+                if id(t) in saved:
+                    t.copy_(saved[id(t)])
+                else:
+                    t.zero_()  # optimizer state made by the warm-up: fresh Adam state is zeros
+
+    def _tracked_tensors(self):
+        yield from self._online_tensors
+        yield self._count_t
+        yield self._first_bad_t
+        for state in self.optimizer.state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor):
+                    yield value
+
+    # ------------------------------------------------------------ target copy
+
+    @torch.no_grad()
+    def sync_target(self) -> None:
+        """Copy the online network into the target network (one fused in-place copy)."""
+        torch._foreach_copy_(self._target_tensors, self._online_tensors)
+
+    # ------------------------------------------------------------------ checks
+
+    def check_finite(self) -> None:
+        """Raise ``FloatingPointError`` if any update so far had a non-finite loss (syncs on CUDA)."""
+        first_bad = int(self._first_bad_t)
+        if first_bad >= 0:
+            raise FloatingPointError(
+                f"update {first_bad}: td_loss was not finite (found at update {self.num_updates}); "
+                "check rewards and observations for NaN/inf, or lower lr"
+            )
+
+    # ------------------------------------------------------------------- acting
+
+    def act(self, obs, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy actions, NumPy int64 ``(n,)``, one per row of ``obs``.
+
+        Each row explores with probability ``epsilon`` (seeded generator); with
+        ``epsilon >= 1`` the network is not run at all.
+        """
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating)) \
+                or not 0.0 <= epsilon or np.isnan(epsilon):
+            raise ConfigError(f"epsilon: expected a number >= 0, got {epsilon!r}")
+        n = self._checker.obs_rows(obs)
+        if epsilon >= 1.0:
+            return self._rng.integers(self.num_actions, size=n, dtype=np.int64)
+        explore = self._rng.random(n) < epsilon
+        random_actions = self._rng.integers(self.num_actions, size=n, dtype=np.int64)
+        obs_t = self._checker.obs_tensor(obs)
+        with torch.inference_mode():
+            greedy = self.online(obs_t).argmax(dim=1).cpu().numpy()
+        return np.where(explore, random_actions, greedy)
+
+    # ------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict:
+        """Networks, optimizer, update count and RNG state (copies, safe to keep)."""
+        if self._cuda:
+            self.check_finite()
+        return copy.deepcopy({
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "num_updates": self.num_updates,
+            "rng": self._rng.bit_generator.state,
+        })
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned; training then continues exactly as it would have."""
+        missing = {"online", "target", "optimizer", "num_updates", "rng"} - set(state)
+        if missing:
+            raise CheckpointError(f"learner state: missing keys {sorted(missing)}; "
+                                  "pass a dict made by Learner.state_dict()")
+        for name in ("online", "target"):
+            _check_same_shapes(name, getattr(self, name).state_dict(), state[name])
+        with torch.no_grad():
+            self.online.load_state_dict(state["online"])
+            self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_updates = int(state["num_updates"])
+        self._rng.bit_generator.state = state["rng"]
+        self._count_t.fill_(self.num_updates)
+        self._first_bad_t.fill_(-1)
+        # The captured graph points at the old optimizer state tensors; capture again.
+        self._graph = None
+
+
+def _check_same_shapes(name: str, ours: dict, theirs: dict) -> None:
+    if set(ours) != set(theirs):
+        raise CheckpointError(
+            f"learner state[{name!r}]: expected parameters {sorted(ours)}, got {sorted(theirs)}; "
+            "the checkpoint was made for a different network"
+        )
+    for key, value in ours.items():
+        other = theirs[key]
+        if tuple(value.shape) != tuple(other.shape):
+            raise CheckpointError(
+                f"learner state[{name!r}][{key!r}]: expected shape {tuple(value.shape)}, got "
+                f"{tuple(other.shape)}; the checkpoint was made for a network of another shape"
+            )

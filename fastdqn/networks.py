@@ -1,0 +1,81 @@
+"""Q-networks: the Nature DQN convolutional network and a small MLP.
+
+Both map a batch of observations to one Q-value per action, ``(B, A)`` float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fastdqn.errors import ConfigError
+
+
+def _positive_int(name: str, value, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}: expected a positive int, got {value!r}; {fix}")
+    return value
+
+
+class NatureCNN(nn.Module):
+    """The network of Mnih et al. (2015): three convolutions and a 512-unit hidden layer.
+
+    Takes uint8 frames ``(B, frame_stack, 84, 84)`` and scales them by 1/255 inside, so
+    replay batches go in untouched (no float copy of a batch on the host).
+    """
+
+    obs_shape: tuple[int, ...]
+
+    def __init__(self, num_actions: int, frame_stack: int = 4) -> None:
+        super().__init__()
+        self.num_actions = _positive_int("num_actions", num_actions, "pass the env's action count")
+        self.frame_stack = _positive_int("frame_stack", frame_stack, "pass the env's stack_num")
+        self.obs_shape = (frame_stack, 84, 84)
+        self.obs_dtype = torch.uint8
+        self.features = nn.Sequential(
+            nn.Conv2d(frame_stack, 32, kernel_size=8, stride=4),  # (B, 32, 20, 20)
+            nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=4, stride=2),  # (B, 64, 9, 9)
+            nn.ReLU(),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1),  # (B, 64, 7, 7)
+            nn.ReLU(),
+            nn.Flatten(),  # (B, 3136)
+        )
+        self.head = nn.Sequential(
+            nn.Linear(64 * 7 * 7, 512),
+            nn.ReLU(),
+            nn.Linear(512, num_actions),
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.to(torch.float32) / 255.0  # (B, k, 84, 84) in [0, 1]
+        return self.head(self.features(x))  # (B, A)
+
+
+class MLP(nn.Module):
+    """A fully connected Q-network with ReLU hidden layers, for vector observations."""
+
+    obs_shape: tuple[int, ...]
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: Sequence[int] = (120, 84)) -> None:
+        super().__init__()
+        self.obs_dim = _positive_int("obs_dim", obs_dim, "pass the observation length")
+        self.num_actions = _positive_int("num_actions", num_actions, "pass the env's action count")
+        hidden = tuple(hidden)
+        for width in hidden:
+            _positive_int("hidden", width, "pass a sequence of positive layer widths")
+        self.hidden = hidden
+        self.obs_shape = (obs_dim,)
+        self.obs_dtype = torch.float32
+        layers: list[nn.Module] = []
+        width_in = obs_dim
+        for width in hidden:
+            layers += [nn.Linear(width_in, width), nn.ReLU()]
+            width_in = width
+        layers.append(nn.Linear(width_in, num_actions))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)  # (B, A)
