@@ -130,7 +130,11 @@ class ReplayBuffer:
             raise MemoryError(f"{figures} but only {available / 1e9:.2f} GB of memory is available; "
                               f"lower capacity")
         try:
-            self._state = {name: np.zeros(shape, dt) for name, (shape, dt) in layout.items()}
+            self._state = {name: np.empty(shape, dt) for name, (shape, dt) in layout.items()}
+            # Touch every page now: a machine that cannot hold the buffer fails here, not
+            # hours into training, and the first pass over the ring takes no page faults.
+            for arr in self._state.values():
+                arr.fill(0)
         except MemoryError:
             raise MemoryError(f"{figures} and allocating it failed; lower capacity") from None
         self._nbytes = needed

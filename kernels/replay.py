@@ -42,11 +42,23 @@ _INT32_MAX = 2**31 - 1
 
 @njit(nogil=True, cache=True, inline="always")
 def _frames_equal(a, b):
-    # OR of XORs (no early exit) vectorises; frames are a few KB at most.
-    acc = np.uint8(0)
-    for i in range(a.shape[0]):
-        acc |= a[i] ^ b[i]
+    # OR of XORs without early exit vectorises; 8-byte words halve the work again.
+    n8 = a.shape[0] // 8 * 8
+    wa = a[:n8].view(np.uint64)
+    wb = b[:n8].view(np.uint64)
+    acc = np.uint64(0)
+    for i in range(wa.shape[0]):
+        acc |= wa[i] ^ wb[i]
+    for i in range(n8, a.shape[0]):
+        acc |= np.uint64(a[i] ^ b[i])
     return acc == 0
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _copy_frame(dst, src):
+    # An explicit loop: Numba's slice assignment runs about 5x slower than this.
+    for i in range(src.shape[0]):
+        dst[i] = src[i]
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -54,7 +66,7 @@ def _write_slot(frames, info, flagged, e, a, L, frame, depth):
     s = a % L
     if info[e, s] & HAS_TRANSITION:
         flagged[e] -= 1
-    frames[e, s, :] = frame
+    _copy_frame(frames[e, s], frame)
     info[e, s] = np.uint8(depth)
 
 
@@ -206,30 +218,56 @@ def draw_indices(info, count, uniform, out_index, start: int) -> int:
     return _draw_indices(info, count, uniform, out_index, start)
 
 
-@njit(nogil=True, cache=True, parallel=True)
-def _gather(frames, action_s, reward_s, term_s, info, count, index,
-            out_obs, out_next, out_action, out_reward, out_term):
-    E, L, _ = frames.shape
-    B, k, _ = out_obs.shape
-    for b in range(B):
+@njit(nogil=True, cache=True)
+def _first_invalid(info, count, index):
+    E, L = info.shape
+    for b in range(index.shape[0]):
         g = index[b]
         if g < 0 or g >= E * L or not _is_valid(info, count, L, g // L, g % L):
             return b
-    for b in prange(B):
-        g = index[b]
-        e = g // L
-        s = g % L
-        d = np.int64(info[e, s] & DEPTH_MASK)
-        for j in range(k):
-            out_obs[b, j, :] = frames[e, (s - min(k - 1 - j, d)) % L]
-        # next_obs is obs shifted by one frame: reuse the frames just copied.
-        for j in range(k - 1):
-            out_next[b, j, :] = out_obs[b, j + 1]
-        out_next[b, k - 1, :] = frames[e, (s + 1) % L]
-        out_action[b] = action_s[e, s]
-        out_reward[b] = reward_s[e, s]
-        out_term[b] = term_s[e, s]
     return -1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _copy_transition(b, frames, action_s, reward_s, term_s, info, index,
+                     out_obs, out_next, out_action, out_reward, out_term):
+    L = frames.shape[1]
+    k = out_obs.shape[1]
+    g = index[b]
+    e = g // L
+    s = g % L
+    d = np.int64(info[e, s] & DEPTH_MASK)
+    for j in range(k):
+        _copy_frame(out_obs[b, j], frames[e, (s - min(k - 1 - j, d)) % L])
+    # next_obs is obs shifted by one frame: reuse the frames just copied.
+    for j in range(k - 1):
+        _copy_frame(out_next[b, j], out_obs[b, j + 1])
+    _copy_frame(out_next[b, k - 1], frames[e, (s + 1) % L])
+    out_action[b] = action_s[e, s]
+    out_reward[b] = reward_s[e, s]
+    out_term[b] = term_s[e, s]
+
+
+@njit(nogil=True, cache=True)
+def _gather(frames, action_s, reward_s, term_s, info, count, index,
+            out_obs, out_next, out_action, out_reward, out_term):
+    bad = _first_invalid(info, count, index)
+    if bad < 0:
+        for b in range(index.shape[0]):
+            _copy_transition(b, frames, action_s, reward_s, term_s, info, index,
+                             out_obs, out_next, out_action, out_reward, out_term)
+    return bad
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def _gather_parallel(frames, action_s, reward_s, term_s, info, count, index,
+                     out_obs, out_next, out_action, out_reward, out_term):
+    bad = _first_invalid(info, count, index)
+    if bad < 0:
+        for b in prange(index.shape[0]):
+            _copy_transition(b, frames, action_s, reward_s, term_s, info, index,
+                             out_obs, out_next, out_action, out_reward, out_term)
+    return bad
 
 
 def gather(frames, action_s, reward_s, term_s, info, count, index,
