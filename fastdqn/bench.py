@@ -19,7 +19,16 @@ import numpy as np
 
 from fastdqn.baselines import NaiveDQNLoop, NumpyStackBuffer
 from fastdqn.errors import ConfigError
-from fastdqn.measure import Figure, Stat, format_table, machine_info, measure_rate, memcpy_gbps, write_json
+from fastdqn.measure import (
+    Figure,
+    Stat,
+    format_table,
+    machine_info,
+    measure_rate,
+    memcpy_gbps,
+    summarize,
+    write_json,
+)
 
 SECTIONS = ("env", "replay", "learner", "collect", "train")
 
@@ -39,10 +48,10 @@ class Sizes:
     memcpy_bytes: int
 
 
-QUICK = Sizes(repeats=3, env_steps=150, replay_capacity=10_000, replay_adds=150, sample_batches=100,
-              learner_updates=10, train_steps=40, learning_starts=2_000, memcpy_bytes=64 * 2**20)
+QUICK = Sizes(repeats=3, env_steps=120, replay_capacity=10_000, replay_adds=150, sample_batches=100,
+              learner_updates=5, train_steps=8, learning_starts=2_000, memcpy_bytes=64 * 2**20)
 DEFAULT = Sizes(repeats=5, env_steps=600, replay_capacity=40_000, replay_adds=600, sample_batches=500,
-                learner_updates=40, train_steps=150, learning_starts=5_000, memcpy_bytes=256 * 2**20)
+                learner_updates=30, train_steps=40, learning_starts=5_000, memcpy_bytes=256 * 2**20)
 
 
 @dataclass
@@ -167,12 +176,14 @@ def section_replay(ctx: Context) -> list[Figure]:
     smp_f = measure_rate(sample_fast, s.sample_batches, s.repeats)
     smp_b = measure_rate(sample_base, s.sample_batches, s.repeats)
     copy = memcpy_gbps(s.memcpy_bytes, s.repeats)
+    copy_out = memcpy_gbps(s.memcpy_bytes, s.repeats, chunk=batch_bytes)
     gb = batch_bytes / 1e9
-    ctx.results["memcpy"] = copy.median
     bpt_f, bpt_b = buf.nbytes / buf.capacity, base.nbytes / base.capacity
     base_name = "numpy full-stack"
     return [
         Figure.of("memcpy", "GB/s", copy, note=f"np.copyto of {s.memcpy_bytes / 2**20:.0f} MiB"),
+        Figure.of("memcpy.batch", "GB/s", copy_out,
+                  note=f"{s.memcpy_bytes / 2**20:.0f} MiB read in batch-sized blocks into one batch"),
         Figure.of("replay.add", "transitions/s", add_f, ceiling=add_b.median, ceiling_name=base_name,
                   note=f"{n} envs per add"),
         Figure.of("replay.add.numpy", "transitions/s", add_b),
@@ -180,9 +191,9 @@ def section_replay(ctx: Context) -> list[Figure]:
                   note=f"batch {a.batch_size}, capacity {s.replay_capacity:,}"),
         Figure.of("replay.sample.numpy", "batches/s", smp_b),
         Figure("replay.sample.bandwidth", "GB/s", smp_f.median * gb, smp_f.spread * gb,
-               ceiling=copy.median, ceiling_name="memcpy", note=f"{batch_bytes:,} bytes per batch"),
+               ceiling=copy_out.median, ceiling_name="memcpy.batch", note=f"{batch_bytes:,} bytes per batch"),
         Figure("replay.sample.numpy.bandwidth", "GB/s", smp_b.median * gb, smp_b.spread * gb,
-               ceiling=copy.median, ceiling_name="memcpy"),
+               ceiling=copy_out.median, ceiling_name="memcpy.batch"),
         Figure("replay.bytes_per_transition", "bytes", bpt_f, 0.0, ceiling=bpt_b,
                ceiling_name=base_name),
     ]
@@ -232,12 +243,135 @@ def section_learner(ctx: Context) -> list[Figure]:
     return figures
 
 
+def train_config(ctx: Context, **overrides):
+    """A ``TrainConfig`` for a bench run of the trainer: no files, no evaluation, no progress bar."""
+    from fastdqn.config import TrainConfig
+
+    a = ctx.args
+    values = dict(env_id=a.env_id, seed=a.seed, num_envs=a.num_envs, buffer_size=ctx.sizes.replay_capacity,
+                  batch_size=a.batch_size, train_frequency=4, target_network_frequency=1000,
+                  double_dqn=True, cuda=a.device.startswith("cuda"), compile=False,
+                  max_episode_steps=ctx.info.max_episode_steps, eval_episodes=0, checkpoint_every=0,
+                  progress=False, exploration_fraction=1.0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def time_trainer(ctx: Context, buffer, learner, vector_steps: int, state: dict | None = None,
+                 **overrides) -> tuple[Stat, dict, Stat, dict]:
+    """Env steps/s of ``Trainer.train`` over repeats of ``vector_steps`` vector steps each.
+
+    Each repeat is a fresh ``Trainer`` with fresh envs (made before the clock starts) on
+    the same buffer and learner, resuming from the previous one's ``state_dict`` (so a run
+    that has passed ``learning_starts`` keeps learning from its first step). Returns the steps/s, each phase's share of the
+    time, the updates/s and the last trainer's state.
+    """
+    from fastdqn.trainer import Trainer
+
+    rates, update_rates, shares = [], [], {k: [] for k in ("env", "replay", "learn", "act")}
+    for _ in range(ctx.sizes.repeats):
+        first = state["global_step"] if state else 0
+        config = train_config(ctx, total_timesteps=first + vector_steps * ctx.args.num_envs, **overrides)
+        envs = ctx.make_envs()
+        trainer = Trainer(envs, buffer, learner, config)
+        if state:
+            trainer.load_state_dict(state, buffer_restored=True)
+        before = learner.num_updates
+        start = time.perf_counter()
+        trainer.train()
+        elapsed = time.perf_counter() - start
+        state = trainer.state_dict()
+        rates.append((trainer.global_step - first) / elapsed)
+        update_rates.append((learner.num_updates - before) / elapsed)
+        for k in shares:
+            shares[k].append(trainer.timers[k] / elapsed)
+        envs.close()
+    return summarize(rates), {k: summarize(v) for k, v in shares.items()}, summarize(update_rates), state
+
+
 def section_collect(ctx: Context) -> list[Figure]:
-    raise NotImplementedError
+    """The trainer's loop with learning off: random acting (epsilon 1) and greedy (epsilon 0)."""
+    from fastdqn.replay import ReplayBuffer
+
+    a, s, info = ctx.args, ctx.sizes, ctx.info
+    env_rate = ctx.results["env"]
+    buffer = ReplayBuffer(s.replay_capacity, info.obs_shape, a.num_envs, obs_dtype=info.obs_dtype,
+                          frame_stack=info.frame_stack, seed=a.seed)
+    learner = ctx.learner(compile=False)
+    off = dict(learning_starts=s.replay_capacity * 10)  # beyond every run
+    time_trainer(ctx, buffer, learner, s.env_steps // 4, start_e=1.0, end_e=1.0, **off)  # warm-up
+    rand, rand_shares, _, _ = time_trainer(ctx, buffer, learner, s.env_steps, start_e=1.0, end_e=1.0,
+                                           **off)
+    greedy, greedy_shares, _, _ = time_trainer(ctx, buffer, learner, s.env_steps, start_e=0.0,
+                                               end_e=0.0, **off)
+    obs = np.stack([stream["next_obs"] for stream in record_stream(ctx, 1)])[0]
+    calls = max(10, s.env_steps // 10)
+
+    def forward():
+        for _ in range(calls):
+            learner.act(obs, 0.0)
+
+    fwd = measure_rate(forward, calls, s.repeats)  # act calls/s
+    fwd_ms = 1e3 / fwd.median
+    bound = a.num_envs / (a.num_envs / env_rate + 1.0 / fwd.median)
+    return [
+        Figure.of("collect.random", "env steps/s", rand, ceiling=env_rate, ceiling_name="env.sync",
+                  note=f"epsilon 1, no forward; env {rand_shares['env'].median:.0%} of time"),
+        Figure("act.forward", "ms/vector step", fwd_ms, fwd_ms * fwd.spread / fwd.median,
+               note=f"learner.act on {a.num_envs} obs, epsilon 0"),
+        Figure.of("collect.greedy", "env steps/s", greedy, ceiling=bound, ceiling_name="env+forward",
+                  note=f"epsilon 0; env {greedy_shares['env'].median:.0%}, "
+                       f"act {greedy_shares['act'].median:.0%} of time"),
+    ]
 
 
 def section_train(ctx: Context) -> list[Figure]:
-    raise NotImplementedError
+    """The full trainer after learning starts, beside the same loop written naively."""
+    from fastdqn.replay import ReplayBuffer
+    from fastdqn.trainer import Trainer
+
+    a, s, info = ctx.args, ctx.sizes, ctx.info
+    compiled = not (a.no_compile or a.quick)
+    epsilon = 0.05
+    envs = ctx.make_envs()
+    buffer = ReplayBuffer(s.replay_capacity, info.obs_shape, a.num_envs, obs_dtype=info.obs_dtype,
+                          frame_stack=info.frame_stack, seed=a.seed)
+    learner = ctx.learner(compile=compiled)
+    fill = -(-s.learning_starts // a.num_envs)  # vector steps of random acting before learning
+    starts = dict(learning_starts=fill * a.num_envs)
+    trainer = Trainer(envs, buffer, learner,
+                      train_config(ctx, total_timesteps=fill * a.num_envs, start_e=1.0, end_e=1.0, **starts))
+    trainer.train()
+    float(learner.update(buffer.sample(a.batch_size))["td_loss"])  # compiles, allocates Adam state
+    envs.close()
+    rate, shares, updates, _ = time_trainer(ctx, buffer, learner, s.train_steps, trainer.state_dict(),
+                                            start_e=epsilon, end_e=epsilon, **starts)
+    naive_envs = ctx.make_envs()
+    naive = NaiveDQNLoop(naive_envs, ctx.q_network(), buffer_size=s.replay_capacity,
+                         batch_size=a.batch_size, learning_starts=s.learning_starts, epsilon=1.0,
+                         device=a.device, seed=a.seed)
+    naive.run(fill)
+    naive.update()
+    naive.epsilon = epsilon
+    naive_updates = []
+
+    def run_naive():
+        before, start = naive.num_updates, time.perf_counter()
+        naive.run(s.train_steps)
+        naive_updates.append((naive.num_updates - before) / (time.perf_counter() - start))
+
+    naive_rate = measure_rate(run_naive, s.train_steps * a.num_envs, s.repeats, warmup=0)
+    naive_envs.close()
+    mode = "compiled" if compiled else "eager"
+    share = ", ".join(f"{k} {v.median:.0%}" for k, v in shares.items())
+    return [
+        Figure.of("train", "env steps/s", rate, ceiling=naive_rate.median, ceiling_name="naive loop",
+                  note=f"{mode} learner, 1 update / 4 env steps, epsilon {epsilon}; {share}"),
+        Figure.of("train.updates", "updates/s", updates, ceiling=summarize(naive_updates).median,
+                  ceiling_name="naive loop"),
+        Figure.of("train.naive", "env steps/s", naive_rate,
+                  note="per-step tensor conversion, NumPy full-stack buffer, eager update"),
+    ] + [Figure.of(f"train.share.{k}", "fraction", v) for k, v in shares.items()]
 
 
 SECTION_FUNCS = {"env": section_env, "replay": section_replay, "learner": section_learner,
@@ -292,6 +426,8 @@ def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:
     from fastdqn.envs import env_info
 
     sections = check_args(args)
+    if "collect" in sections and "env" not in sections:
+        sections.insert(0, "env")  # collect is set against the raw env figure
     sizes = sizes or (QUICK if args.quick else DEFAULT)
     if args.repeats:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)

@@ -162,8 +162,23 @@ def write_json(path: str | os.PathLike, figures: Sequence[Figure], machine: dict
     Path(path).write_text(json.dumps(doc, indent=2) + "\n")
 
 
-def memcpy_gbps(nbytes: int, repeats: int) -> Stat:
-    """This machine's copy bandwidth: GB/s (1e9 bytes) of one large ``np.copyto``."""
+def memcpy_gbps(nbytes: int, repeats: int, chunk: int | None = None) -> Stat:
+    """This machine's copy bandwidth in GB/s (1e9 bytes copied per second).
+
+    Without ``chunk``: one ``np.copyto`` of ``nbytes`` (memory to memory). With ``chunk``:
+    consecutive ``chunk``-byte blocks of an ``nbytes`` source copied into one reused
+    ``chunk``-byte destination, the way a sampled batch is written: the ceiling for
+    replay sampling, whose output stays in cache.
+    """
     src = np.ones(nbytes, dtype=np.uint8)
-    dst = np.empty_like(src)
-    return measure_rate(lambda: np.copyto(dst, src), nbytes / 1e9, repeats)
+    if chunk is None:
+        dst = np.empty_like(src)
+        return measure_rate(lambda: np.copyto(dst, src), nbytes / 1e9, repeats)
+    blocks = src[: nbytes // chunk * chunk].reshape(-1, chunk)
+    dst = np.empty(chunk, dtype=np.uint8)
+
+    def run():
+        for block in blocks:
+            np.copyto(dst, block)
+
+    return measure_rate(run, blocks.size / 1e9, repeats)

@@ -17,6 +17,7 @@ from fastdqn.measure import (
     format_table,
     machine_info,
     measure_rate,
+    memcpy_gbps,
     summarize,
     write_json,
 )
@@ -143,3 +144,11 @@ def test_check_args_rejects(argv, match):
 def test_check_args_sections():
     assert bench.check_args(parse(["--sections", "env, train"])) == ["env", "train"]
     assert bench.check_args(parse([])) == list(bench.SECTIONS)
+
+
+def test_memcpy_gbps_counts_bytes_copied(monkeypatch):
+    ticks = iter([0.0, 0.5, 0.0, 0.5])  # the warmup is untimed; each repeat takes 0.5 s
+    monkeypatch.setattr("fastdqn.measure.time.perf_counter", lambda: next(ticks))
+    assert memcpy_gbps(10**6, repeats=1).median == pytest.approx(10**6 / 1e9 / 0.5)
+    # 1,000,000 bytes in 300,000-byte blocks: three whole blocks (900,000 bytes) per pass
+    assert memcpy_gbps(10**6, repeats=1, chunk=300_000).median == pytest.approx(0.9e6 / 1e9 / 0.5)
