@@ -202,7 +202,7 @@ class Learner:
         if not self._cuda and not torch.isfinite(loss):
             # Checked before the step, so the bad update is never applied.
             raise FloatingPointError(
-                f"update {self.num_updates + 1}: td_loss is {float(loss)}; check rewards "
+                f"update {self.num_updates + 1}: td_loss is {float(loss.detach())}; check rewards "
                 "and observations for NaN/inf, or lower lr"
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -360,7 +360,8 @@ class Learner:
         with torch.no_grad():
             self.online.load_state_dict(state["online"])
             self.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        # Optimizer.load_state_dict keeps the given tensors; copy so the caller's dict stays apart.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.num_updates = int(state["num_updates"])
         self._rng.bit_generator.state = state["rng"]
         self._count_t.fill_(self.num_updates)

@@ -1,0 +1,73 @@
+"""NatureCNN and MLP against plain functional PyTorch / NumPy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastdqn import MLP, ConfigError, NatureCNN
+
+
+def test_nature_cnn_matches_functional_reference():
+    torch.manual_seed(0)
+    net = NatureCNN(num_actions=6, frame_stack=4)
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    c1, c2, c3 = net.features[0], net.features[2], net.features[4]
+    fc, out = net.head[0], net.head[2]
+    x = obs.double() / 255.0
+    x = F.relu(F.conv2d(x, c1.weight.double(), c1.bias.double(), stride=4))
+    x = F.relu(F.conv2d(x, c2.weight.double(), c2.bias.double(), stride=2))
+    x = F.relu(F.conv2d(x, c3.weight.double(), c3.bias.double(), stride=1))
+    assert x.shape == (3, 64, 7, 7)
+    x = F.relu(x.flatten(1) @ fc.weight.double().T + fc.bias.double())
+    expected = x @ out.weight.double().T + out.bias.double()
+    got = net(obs)
+    assert got.dtype == torch.float32 and got.shape == (3, 6)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_nature_cnn_has_the_nature_layer_sizes():
+    net = NatureCNN(num_actions=6, frame_stack=4)
+    shapes = [tuple(p.shape) for p in net.parameters()]
+    assert shapes == [
+        (32, 4, 8, 8), (32,), (64, 32, 4, 4), (64,), (64, 64, 3, 3), (64,),
+        (512, 3136), (512,), (6, 512), (6,),
+    ]
+    assert net.obs_shape == (4, 84, 84) and net.num_actions == 6
+
+
+def test_mlp_matches_numpy_reference():
+    torch.manual_seed(1)
+    net = MLP(obs_dim=4, num_actions=2)
+    layers = [m for m in net.net if isinstance(m, torch.nn.Linear)]
+    assert [tuple(m.weight.shape) for m in layers] == [(120, 4), (84, 120), (2, 84)]
+    obs = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    x = obs.astype(np.float64)
+    for i, m in enumerate(layers):
+        x = x @ m.weight.detach().double().numpy().T + m.bias.detach().double().numpy()
+        if i < len(layers) - 1:
+            x = np.maximum(x, 0.0)
+    np.testing.assert_allclose(net(torch.from_numpy(obs)).detach().numpy(), x, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_custom_hidden_sizes():
+    net = MLP(3, 5, hidden=(7,))
+    assert [tuple(p.shape) for p in net.parameters()] == [(7, 3), (7,), (5, 7), (5,)]
+
+
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda: NatureCNN(0), "num_actions"),
+        (lambda: NatureCNN(4, frame_stack=0), "frame_stack"),
+        (lambda: NatureCNN(2.5), "num_actions"),
+        (lambda: MLP(0, 2), "obs_dim"),
+        (lambda: MLP(4, -1), "num_actions"),
+        (lambda: MLP(4, 2, hidden=(16, 0)), "hidden"),
+    ],
+)
+def test_bad_network_arguments(build, name):
+    with pytest.raises(ConfigError, match=name):
+        build()
