@@ -90,35 +90,44 @@ def random_actions(ctx: Context, steps: int, width: int) -> np.ndarray:
 
 
 def section_env(ctx: Context) -> list[Figure]:
-    """Raw EnvPool steps/s with random actions drawn beforehand: the ceiling of the loop."""
+    """Raw EnvPool steps/s with random actions drawn beforehand: the ceiling of the loop.
+
+    Like a trainer run, each repeat gets fresh envs (made untimed) and its time includes
+    the first reset, so the collect figures are set against the same work.
+    """
     s, n = ctx.sizes, ctx.args.num_envs
-    envs = ctx.make_envs()
     actions = random_actions(ctx, s.env_steps, n)
-    envs.reset()
+    envs = {}
+
+    def fresh(async_envs=False):
+        old = envs.pop("e", None)
+        if old is not None:
+            old.close()
+        envs["e"] = ctx.make_envs(async_envs)
 
     def run():
+        e = envs["e"]
+        e.reset()
         for a in actions:
-            envs.step(a)
+            e.step(a)
 
-    stat = measure_rate(run, s.env_steps * n, s.repeats)
+    stat = measure_rate(run, s.env_steps * n, s.repeats, setup=fresh)
     ctx.results["env"] = stat.median
     figures = [Figure.of("env.sync", "env steps/s", stat, note=f"{n} envs, random actions")]
-    envs.close()
     if ctx.args.async_envs:
-        envs = ctx.make_envs(async_envs=True)
         batch = ctx.args.env_batch_size or max(1, n // 2)
-        envs.async_reset()
 
         def run_async():
+            e = envs["e"]
+            e.async_reset()
             for a in actions:
-                info = envs.recv()[-1]
-                envs.send(a[:batch], info["env_id"])
+                info = e.recv()[-1]
+                e.send(a[:batch], info["env_id"])
 
-        stat = measure_rate(run_async, s.env_steps * batch, s.repeats)
-        ctx.results["env_async"] = stat.median
+        stat = measure_rate(run_async, s.env_steps * batch, s.repeats, setup=lambda: fresh(True))
         figures.append(Figure.of("env.async", "env steps/s", stat, ceiling=ctx.results["env"],
                                  ceiling_name="env.sync", note=f"{n} envs, batches of {batch}"))
-        envs.close()
+    envs.pop("e").close()
     return figures
 
 

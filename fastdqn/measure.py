@@ -38,15 +38,21 @@ def summarize(samples: Sequence[float]) -> Stat:
     return Stat(statistics.median(values), (max(values) - min(values)) / 2.0, values)
 
 
-def measure_rate(run: Callable[[], object], units: float, repeats: int, warmup: int = 1) -> Stat:
-    """Units per second of ``run()`` (which does ``units`` of work), over ``repeats`` timed calls."""
-    for _ in range(warmup):
-        run()
+def measure_rate(run: Callable[[], object], units: float, repeats: int, warmup: int = 1,
+                 setup: Callable[[], object] | None = None) -> Stat:
+    """Units per second of ``run()`` (which does ``units`` of work), over ``repeats`` timed calls.
+
+    ``setup()``, when given, runs untimed before every call (warm-up calls included).
+    """
     rates = []
-    for _ in range(repeats):
+    for i in range(warmup + repeats):
+        if setup is not None:
+            setup()
         start = time.perf_counter()
         run()
-        rates.append(units / (time.perf_counter() - start))
+        elapsed = time.perf_counter() - start
+        if i >= warmup:
+            rates.append(units / elapsed)
     return summarize(rates)
 
 

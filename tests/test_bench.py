@@ -43,11 +43,13 @@ def test_summarize_rejects_empty():
 
 
 def test_measure_rate_counts_units_per_second(monkeypatch):
-    ticks = iter([0.0, 2.0, 10.0, 14.0, 20.0, 21.0])  # repeats take 2, 4 and 1 s
+    # two warm-up calls (1 s each, not counted), then repeats of 2, 4 and 1 s
+    ticks = iter([0.0, 1.0, 1.0, 2.0, 0.0, 2.0, 10.0, 14.0, 20.0, 21.0])
     monkeypatch.setattr("fastdqn.measure.time.perf_counter", lambda: next(ticks))
     calls = []
-    stat = measure_rate(lambda: calls.append(1), units=8, repeats=3, warmup=2)
-    assert len(calls) == 5
+    stat = measure_rate(lambda: calls.append("run"), units=8, repeats=3, warmup=2,
+                        setup=lambda: calls.append("setup"))
+    assert calls == ["setup", "run"] * 5
     assert stat.samples == (4.0, 2.0, 8.0)
     assert stat.median == 4.0 and stat.spread == 3.0
 
@@ -147,7 +149,7 @@ def test_check_args_sections():
 
 
 def test_memcpy_gbps_counts_bytes_copied(monkeypatch):
-    ticks = iter([0.0, 0.5, 0.0, 0.5])  # the warmup is untimed; each repeat takes 0.5 s
+    ticks = iter([0.0, 0.5, 0.0, 0.5] * 2)  # per call: a warm-up and a repeat of 0.5 s each
     monkeypatch.setattr("fastdqn.measure.time.perf_counter", lambda: next(ticks))
     assert memcpy_gbps(10**6, repeats=1).median == pytest.approx(10**6 / 1e9 / 0.5)
     # 1,000,000 bytes in 300,000-byte blocks: three whole blocks (900,000 bytes) per pass
