@@ -1,0 +1,166 @@
+"""Replay buffer speed and memory against a plain NumPy buffer that stores full stacks.
+
+Atari shape (84x84, stack 4), 8 envs, capacity 200k when timed (a tiny capacity under
+--benchmark-disable). The NumPy baseline holds obs and next_obs stacks (about 11 GB at
+200k): it is created once for this module, its pages touched, and freed afterwards.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+import pytest
+
+from fastdqn import ReplayBuffer
+
+NUM_ENVS = 8
+STACK = 4
+FRAME = (84, 84)
+BATCH = 32
+EPISODE = 1_500  # steps per episode in the synthetic stream; envs reset at staggered times
+
+
+class FrameStream:
+    """An 8-env stream of (obs, next_obs) stacks that continue step to step, with resets."""
+
+    def __init__(self, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.pool = rng.integers(0, 256, size=(509,) + FRAME, dtype=np.uint8)
+        self.t = 0
+        self.age = np.arange(NUM_ENVS) * (EPISODE // NUM_ENVS)
+        self.cur = np.stack([self.pool[[e] * STACK] for e in range(NUM_ENVS)])
+
+    def step(self) -> dict:
+        self.t += 1
+        new = self.pool[(self.t * 7 + np.arange(NUM_ENVS) * 61) % len(self.pool)]
+        nxt = np.concatenate([self.cur[:, 1:], new[:, None]], axis=1)
+        self.age += 1
+        done = self.age >= EPISODE
+        row = dict(obs=self.cur, next_obs=nxt, action=np.full(NUM_ENVS, self.t % 4),
+                   reward=np.ones(NUM_ENVS, np.float32), terminated=done,
+                   truncated=np.zeros(NUM_ENVS, bool))
+        self.cur = nxt.copy()
+        self.cur[done] = new[done][:, None]  # reset stack: the first frame repeated
+        self.age[done] = 0
+        return row
+
+
+class NumpyFullStackReplay:
+    """The baseline: obs and next_obs stacks in two arrays, sampled by fancy indexing."""
+
+    def __init__(self, capacity: int, seed: int = 0):
+        shape = (capacity, STACK) + FRAME
+        self.obs = np.ones(shape, np.uint8)  # ones, not zeros: every page really allocated
+        self.next_obs = np.ones(shape, np.uint8)
+        self.action = np.zeros(capacity, np.int64)
+        self.reward = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, bool)
+        self.capacity, self.pos, self.size = capacity, 0, capacity
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.obs, self.next_obs, self.action, self.reward,
+                                      self.terminated))
+
+    def add(self, obs, next_obs, action, reward, terminated, truncated) -> None:
+        rows = (self.pos + np.arange(len(obs))) % self.capacity
+        self.obs[rows] = obs
+        self.next_obs[rows] = next_obs
+        self.action[rows] = action
+        self.reward[rows] = reward
+        self.terminated[rows] = terminated
+        self.pos = int(rows[-1] + 1) % self.capacity
+
+    def sample(self, batch_size: int):
+        i = self.rng.integers(0, self.size, batch_size)
+        return self.obs[i], self.next_obs[i], self.action[i], self.reward[i], self.terminated[i]
+
+
+@pytest.fixture(scope="module")
+def capacity(full_size) -> int:
+    return 200_000 if full_size else 2_000
+
+
+@pytest.fixture(scope="module")
+def replay(capacity):
+    buf = ReplayBuffer(capacity, (STACK,) + FRAME, NUM_ENVS, frame_stack=STACK, seed=0)
+    stream = FrameStream()
+    for _ in range(buf.slots_per_env + 100):  # past one full wrap: steady state
+        buf.add(**stream.step())
+    yield buf, stream
+    del buf
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def baseline(capacity):
+    base = NumpyFullStackReplay(capacity)
+    yield base
+    del base
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def memcpy_gb_per_s(full_size) -> float:
+    """This machine's large-copy bandwidth (bytes copied per second), best of 5."""
+    n = (256 if full_size else 4) * 2**20
+    src, dst = np.ones(n, np.uint8), np.ones(n, np.uint8)
+    best = min(_timed(np.copyto, dst, src) for _ in range(5))
+    return n / best / 1e9
+
+
+def _timed(fn, *args) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+def record(benchmark, transitions: int, nbytes: int, **extra) -> None:
+    benchmark.extra_info.update(extra)
+    if benchmark.stats is None:  # --benchmark-disable
+        return
+    mean = benchmark.stats.stats.mean
+    benchmark.extra_info["transitions_per_s"] = round(transitions / mean)
+    benchmark.extra_info["gb_per_s"] = round(nbytes / mean / 1e9, 3)
+
+
+STEP_BYTES = 2 * NUM_ENVS * STACK * FRAME[0] * FRAME[1]  # obs + next_obs of one 8-env step
+BATCH_BYTES = 2 * BATCH * STACK * FRAME[0] * FRAME[1] + BATCH * (8 + 4 + 1 + 8)
+
+
+@pytest.mark.benchmark(group="replay.add")
+def test_add_fastdqn(benchmark, replay, capacity, full_size):
+    buf, stream = replay
+    benchmark.pedantic(buf.add, setup=lambda: ((), stream.step()), rounds=2_000)
+    record(benchmark, NUM_ENVS, STEP_BYTES, capacity=capacity,
+           bytes_per_transition_capacity=round(buf.nbytes / buf.capacity, 1),
+           bytes_per_transition_stored=round(buf.nbytes / len(buf), 1))
+    if full_size:
+        assert buf.nbytes / buf.capacity <= 7_100
+
+
+@pytest.mark.benchmark(group="replay.add")
+def test_add_numpy_full_stack(benchmark, baseline, capacity):
+    stream = FrameStream(seed=1)
+    benchmark.pedantic(baseline.add, setup=lambda: ((), stream.step()), rounds=2_000)
+    record(benchmark, NUM_ENVS, STEP_BYTES, capacity=capacity,
+           bytes_per_transition_capacity=round(baseline.nbytes / capacity, 1))
+
+
+@pytest.mark.benchmark(group="replay.sample")
+def test_sample_fastdqn(benchmark, replay, capacity, memcpy_gb_per_s):
+    buf, _ = replay
+    out = buf.make_batch(BATCH)
+    benchmark(buf.sample, BATCH, out=out)
+    record(benchmark, BATCH, BATCH_BYTES, capacity=capacity, batch_size=BATCH,
+           memcpy_gb_per_s=round(memcpy_gb_per_s, 2))
+
+
+@pytest.mark.benchmark(group="replay.sample")
+def test_sample_numpy_full_stack(benchmark, baseline, capacity, memcpy_gb_per_s):
+    benchmark(baseline.sample, BATCH)
+    record(benchmark, BATCH, BATCH_BYTES, capacity=capacity, batch_size=BATCH,
+           memcpy_gb_per_s=round(memcpy_gb_per_s, 2))
