@@ -154,3 +154,24 @@ def test_memcpy_gbps_counts_bytes_copied(monkeypatch):
     assert memcpy_gbps(10**6, repeats=1).median == pytest.approx(10**6 / 1e9 / 0.5)
     # 1,000,000 bytes in 300,000-byte blocks: three whole blocks (900,000 bytes) per pass
     assert memcpy_gbps(10**6, repeats=1, chunk=300_000).median == pytest.approx(0.9e6 / 1e9 / 0.5)
+
+
+def test_run_every_section_tiny(tmp_path, capsys):
+    """The whole tool end to end on CartPole at a tiny size (a smoke test: no timing checked)."""
+    tiny = bench.Sizes(repeats=1, env_steps=4, replay_capacity=256, replay_adds=4, sample_batches=2,
+                       learner_updates=2, train_steps=2, learning_starts=64, memcpy_bytes=2**20)
+    path = tmp_path / "bench.json"
+    args = parse(["--env-id", "CartPole-v1", "--no-compile", "--json", str(path)])
+    assert bench.run(args, sizes=tiny) == 0
+    doc = json.loads(path.read_text())
+    names = [f["name"] for f in doc["figures"]]
+    for name in ("env.sync", "memcpy", "replay.add", "replay.sample", "learner.eager", "collect.random",
+                 "act.forward", "collect.greedy", "train", "train.naive", "train.share.learn"):
+        assert name in names
+    figures = {f["name"]: f for f in doc["figures"]}
+    assert figures["collect.random"]["ceiling"] == figures["env.sync"]["value"]
+    assert figures["train"]["ceiling"] == figures["train.naive"]["value"]
+    assert all(f["value"] > 0 for f in doc["figures"] if not f["name"].startswith("train.share"))
+    assert doc["settings"]["sizes"]["repeats"] == 1
+    out = capsys.readouterr().out
+    assert "collect.greedy" in out and "CartPole-v1" in out
