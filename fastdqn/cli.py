@@ -173,6 +173,8 @@ def _train(args: argparse.Namespace) -> int:
     from fastdqn.trainer import Trainer
 
     torch.manual_seed(config.seed)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.json",
                  lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2) + "\n"))

@@ -47,6 +47,7 @@ class TrainConfig:
     train_frequency: int = _f(4, "env steps per gradient update (any num-envs: updates per env step stay 1/this)")
     cuda: bool = _f(False, "train on the GPU (default: if one is available)")
     compile: bool = _f(True, "torch.compile the update step")
+    torch_threads: int = _f(0, "CPU threads for torch (0: torch's default)")
     loss: str = _f("mse", "TD loss: mse (CleanRL) or huber", choices=("mse", "huber"))
     double_dqn: bool = _f(False, "use Double DQN targets (CleanRL: off)")
     max_grad_norm: float = _f(0.0, "clip the gradient norm to this (0: no clipping)")
@@ -69,7 +70,7 @@ class TrainConfig:
                          "batch_size", "train_frequency", "max_episode_steps", "log_every")
         for name in positive_ints:
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("learning_starts", "env_batch_size", "eval_every", "eval_episodes", "checkpoint_every"):
+        for name in ("torch_threads", "learning_starts", "env_batch_size", "eval_every", "eval_episodes", "checkpoint_every"):
             _check_int(name, getattr(self, name), minimum=0)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"--seed: expected an int >= 0, got {self.seed!r}")
@@ -153,7 +154,9 @@ ATARI_PRESET: dict = {}
 
 # Learns CartPole-v1 (greedy mean >= 475 over 10 games) within 100k env steps in about a
 # minute on a laptop CPU; see tests/test_trainer.py. A tiny MLP on CPU gains nothing from
-# torch.compile (measured: compile time dominates a 1-minute run), so it is off.
+# torch.compile (measured: compile time dominates a 1-minute run), so it is off; and from
+# several torch threads it loses (measured on 2 cores: 1.3 ms per update with one thread,
+# up to 48 ms with two while EnvPool's threads compete), so it gets one.
 VECTOR_PRESET: dict = dict(
     total_timesteps=100_000,
     learning_rate=1e-3,
@@ -166,6 +169,7 @@ VECTOR_PRESET: dict = dict(
     learning_starts=2000,
     train_frequency=4,
     compile=False,
+    torch_threads=1,
     loss="mse",
     double_dqn=True,
     max_grad_norm=10.0,

@@ -52,6 +52,7 @@ class Trainer:
         self._learn_after = config.learning_starts
         self._resumed_buffer = True
         self._metrics = None
+        self._last_log_step = -1
 
         n, batch = config.num_envs, config.env_batch
         obs_shape, obs_dtype = buffer.obs_shape, np.dtype(buffer.obs_dtype)
@@ -176,7 +177,8 @@ class Trainer:
             if c.eval_episodes and (self.last_eval is None or self.last_eval["global_step"] != self.global_step):
                 self._evaluate()
         if self.logger is not None:
-            self._log_training(epsilon, start_step, start_time)
+            if self.global_step != self._last_log_step:
+                self._log_training(epsilon, start_step, start_time)
             self.checkpoint()
         return EXIT_STATUS.get(self.stop_signal, 0) if self.stop_signal is not None else 0
 
@@ -215,6 +217,7 @@ class Trainer:
         self._ep_length[ids] = self._len
 
     def _log_training(self, epsilon: float, start_step: int, start_time: float) -> None:
+        self._last_log_step = self.global_step
         sps = (self.global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
         record = {"epsilon": epsilon, "sps": sps}
         if self._metrics is not None:

@@ -1,0 +1,157 @@
+"""The command line: help, defaults by kind of env, and every bad input.
+
+Each bad input must end in exit status 2 with one line ``fastdqn: error: ...`` on stderr,
+before any file is created.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastdqn.checkpoint import save_checkpoint
+from fastdqn.cli import build_parser, main
+from fastdqn.config import TrainConfig
+
+TRAIN_FLAGS = ["--env-id", "--seed", "--total-timesteps", "--learning-rate", "--num-envs",
+               "--buffer-size", "--gamma", "--target-network-frequency", "--batch-size", "--start-e",
+               "--end-e", "--exploration-fraction", "--learning-starts", "--train-frequency", "--cuda",
+               "--no-cuda", "--run-dir", "--compile", "--no-compile", "--loss", "--eval-every",
+               "--eval-episodes", "--checkpoint-every", "--resume", "--save-buffer", "--async-envs",
+               "--sticky-actions"]
+
+
+def test_help_lists_every_flag_with_its_default():
+    result = subprocess.run([sys.executable, "-m", "fastdqn", "train", "--help"],
+                            capture_output=True, text=True, check=True)
+    text = " ".join(result.stdout.split())
+    for flag in TRAIN_FLAGS:
+        assert flag in text, flag
+    assert "(default: Atari 0.0001, vector 0.001)" in text  # --learning-rate, per kind of env
+    assert "(default: Atari 80000, vector 2000)" in text
+    top = subprocess.run([sys.executable, "-m", "fastdqn", "--help"], capture_output=True, text=True, check=True)
+    for command in ("train", "eval", "bench"):
+        assert command in top.stdout
+
+
+def test_flags_parse_to_config_fields():
+    args = build_parser().parse_args(["train", "--no-compile", "--hidden", "64,32", "--learning-rate", "3e-4"])
+    assert args.compile is False and args.hidden == (64, 32) and args.learning_rate == 3e-4
+    assert args.cuda is None and args.total_timesteps is None  # resolved later from the preset
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def fails(argv, capsys, workdir, *expected):
+    """Run main(argv); expect status 2, a one-line error naming `expected`, no files."""
+    before = sorted(p.name for p in workdir.iterdir())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastdqn: error: "), err
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert sorted(p.name for p in workdir.iterdir()) == before, "a bad input created files"
+    return lines[0]
+
+
+CARTPOLE = ["train", "--env-id", "CartPole-v1", "--no-progress"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--env-id", "CartPole-v9"], ["CartPole-v9", "CartPole-v1"]),
+    (["--batch-size", "64", "--buffer-size", "32", "--learning-starts", "64"], ["--batch-size 64", "--buffer-size 32"]),
+    (["--learning-starts", "10", "--batch-size", "32"], ["--learning-starts 10", "32"]),
+    (["--total-timesteps", "0"], ["--total-timesteps", "0"]),
+    (["--total-timesteps", "-5"], ["--total-timesteps", "-5"]),
+    (["--learning-rate", "0"], ["--learning-rate", "0"]),
+    (["--learning-rate=-1e-3"], ["--learning-rate"]),
+    (["--num-envs", "0"], ["--num-envs"]),
+    (["--train-frequency", "0"], ["--train-frequency"]),
+    (["--exploration-fraction", "0"], ["--exploration-fraction"]),
+    (["--gamma", "1.5"], ["--gamma"]),
+    (["--target-network-frequency", "1001", "--train-frequency", "4"], ["--target-network-frequency 1001"]),
+    (["--buffer-size", str(10**12)], ["--buffer-size", "GB", "free"]),
+])
+def test_bad_train_input(argv, expected, capsys, workdir):
+    env = [] if "--env-id" in argv else ["--env-id", "CartPole-v1"]
+    fails(["train", "--no-progress", *env, *argv], capsys, workdir, *expected)
+    assert not (workdir / "runs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu(capsys, workdir):
+    fails(CARTPOLE + ["--cuda"], capsys, workdir, "--cuda", "no CUDA device")
+
+
+def test_missing_checkpoint(capsys, workdir):
+    fails(CARTPOLE + ["--resume", "nowhere"], capsys, workdir, "nowhere")
+    fails(["eval", "nowhere/checkpoint.pt"], capsys, workdir, "nowhere")
+
+
+def _write_checkpoint(run_dir, **config):
+    run_dir.mkdir()
+    state = {"config": TrainConfig(env_id="CartPole-v1", **config).to_dict(), "learner": {},
+             "trainer": {"global_step": 100}, "obs_shape": (4,)}
+    return save_checkpoint(run_dir, state)
+
+
+def test_corrupt_and_truncated_checkpoints(tmp_path, capsys, workdir):
+    run = tmp_path / "run"
+    path = _write_checkpoint(run, batch_size=32, learning_starts=32)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    fails(CARTPOLE + ["--resume", str(run)], capsys, workdir, "truncated or corrupt")
+    fails(["eval", str(run)], capsys, workdir, "truncated or corrupt")
+    path.write_bytes(b"not a checkpoint at all")
+    fails(CARTPOLE + ["--resume", str(path)], capsys, workdir, "truncated or corrupt")
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
+
+
+def test_resume_with_contradicting_config_is_refused(tmp_path, capsys, workdir):
+    run = tmp_path / "run"
+    _write_checkpoint(run)
+    fails(["train", "--resume", str(run), "--env-id", "Acrobot-v1"], capsys, workdir,
+          "--env-id", "CartPole-v1", "Acrobot-v1")
+    fails(["train", "--resume", str(run), "--hidden", "32,32"], capsys, workdir, "--hidden")
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, capsys, workdir):
+    run = tmp_path / "run"
+    path = _write_checkpoint(run)
+    before = path.read_bytes()
+    fails(CARTPOLE + ["--run-dir", str(run)], capsys, workdir, "--resume")
+    assert path.read_bytes() == before
+
+
+def test_bad_eval_input(tmp_path, capsys, workdir):
+    run = tmp_path / "run"
+    _write_checkpoint(run)
+    fails(["eval", str(run), "--episodes", "0"], capsys, workdir, "--episodes")
+    fails(["eval", str(run), "--epsilon", "2"], capsys, workdir, "--epsilon")
+
+
+def test_bench_is_registered():
+    args = build_parser().parse_args(["bench"])
+    assert args.command == "bench" and callable(args.handler)
+
+
+def test_config_json_is_the_resolved_config(tmp_path):
+    run = tmp_path / "run"
+    rc = main(["train", "--env-id", "CartPole-v1", "--total-timesteps", "400", "--learning-starts", "200",
+               "--batch-size", "32", "--eval-episodes", "0", "--run-dir", str(run), "--no-progress",
+               "--no-cuda"])
+    assert rc == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["total_timesteps"] == 400 and saved["learning_rate"] == 1e-3  # the vector preset
+    assert saved["run_dir"] == str(run) and saved["cuda"] is False
+    assert TrainConfig.from_dict(saved).hidden == (120, 84)
