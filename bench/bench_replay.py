@@ -118,6 +118,19 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - t
 
 
+def side_by_side(ours, theirs, setups=(dict, dict), rounds=300) -> float:
+    """Median time of ``theirs`` over ``ours`` with calls alternating, so load drift on a
+    shared machine hits both alike. ``setups`` make each call's (untimed) kwargs."""
+    times = ([], [])
+    for _ in range(rounds):
+        for fn, setup, acc in zip((ours, theirs), setups, times):
+            kwargs = setup()
+            t = time.perf_counter()
+            fn(**kwargs)
+            acc.append(time.perf_counter() - t)
+    return round(float(np.median(times[1]) / np.median(times[0])), 2)
+
+
 def record(benchmark, transitions: int, nbytes: int, **extra) -> None:
     benchmark.extra_info.update(extra)
     if benchmark.stats is None:  # --benchmark-disable
@@ -132,10 +145,13 @@ BATCH_BYTES = 2 * BATCH * STACK * FRAME[0] * FRAME[1] + BATCH * (8 + 4 + 1 + 8)
 
 
 @pytest.mark.benchmark(group="replay.add")
-def test_add_fastdqn(benchmark, replay, capacity, full_size):
+def test_add_fastdqn(benchmark, replay, baseline, capacity, full_size):
     buf, stream = replay
     benchmark.pedantic(buf.add, setup=lambda: ((), stream.step()), rounds=2_000)
-    record(benchmark, NUM_ENVS, STEP_BYTES, capacity=capacity,
+    other = FrameStream(seed=2)
+    ratio = (side_by_side(buf.add, baseline.add, (stream.step, other.step))
+             if full_size else None)
+    record(benchmark, NUM_ENVS, STEP_BYTES, capacity=capacity, speedup_vs_numpy_side_by_side=ratio,
            bytes_per_transition_capacity=round(buf.nbytes / buf.capacity, 1),
            bytes_per_transition_stored=round(buf.nbytes / len(buf), 1))
     if full_size:
@@ -151,11 +167,14 @@ def test_add_numpy_full_stack(benchmark, baseline, capacity):
 
 
 @pytest.mark.benchmark(group="replay.sample")
-def test_sample_fastdqn(benchmark, replay, capacity, memcpy_gb_per_s):
+def test_sample_fastdqn(benchmark, replay, baseline, capacity, full_size, memcpy_gb_per_s):
     buf, _ = replay
     out = buf.make_batch(BATCH)
     benchmark(buf.sample, BATCH, out=out)
+    ratio = (side_by_side(lambda: buf.sample(BATCH, out=out), lambda: baseline.sample(BATCH))
+             if full_size else None)
     record(benchmark, BATCH, BATCH_BYTES, capacity=capacity, batch_size=BATCH,
+           speedup_vs_numpy_side_by_side=ratio,
            memcpy_gb_per_s=round(memcpy_gb_per_s, 2))
 
 

@@ -23,7 +23,7 @@ contiguity) and return a status; they never allocate.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 HAS_TRANSITION = np.uint8(0x80)
 DEPTH_MASK = np.uint8(0x7F)
@@ -108,7 +108,7 @@ def _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged,
     if err[0] != OK:
         return -1
 
-    for i in prange(n):
+    for i in range(n):
         if not valid[i]:
             continue
         e = env_ids[i]
@@ -254,17 +254,6 @@ def _gather(frames, action_s, reward_s, term_s, info, count, index,
     bad = _first_invalid(info, count, index)
     if bad < 0:
         for b in range(index.shape[0]):
-            _copy_transition(b, frames, action_s, reward_s, term_s, info, index,
-                             out_obs, out_next, out_action, out_reward, out_term)
-    return bad
-
-
-@njit(nogil=True, cache=True, parallel=True)
-def _gather_parallel(frames, action_s, reward_s, term_s, info, count, index,
-                     out_obs, out_next, out_action, out_reward, out_term):
-    bad = _first_invalid(info, count, index)
-    if bad < 0:
-        for b in prange(index.shape[0]):
             _copy_transition(b, frames, action_s, reward_s, term_s, info, index,
                              out_obs, out_next, out_action, out_reward, out_term)
     return bad
