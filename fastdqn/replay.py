@@ -56,11 +56,11 @@ def _available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
+def _positive_int(name: str, value, minimum: int = 1, why: str = "") -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ReplayError(f"{name}: expected an int >= {minimum}, got {value!r}")
+        raise ReplayError(f"{name}: expected an int >= {minimum}{why}, got {value!r}")
     if value < minimum:
-        raise ReplayError(f"{name}: expected an int >= {minimum}, got {value}")
+        raise ReplayError(f"{name}: expected an int >= {minimum}{why}, got {value}")
     return int(value)
 
 
@@ -95,7 +95,8 @@ class ReplayBuffer:
             if len(obs_shape) < 2 or obs_shape[0] != frame_stack:
                 raise ReplayError(f"obs_shape: frame_stack={frame_stack} expects the stacked shape "
                                   f"({frame_stack}, H, W), got {obs_shape}")
-        capacity = _positive_int("capacity", capacity, num_envs * frame_stack)
+        capacity = _positive_int("capacity", capacity, num_envs * frame_stack,
+                                 f" (one stack of {frame_stack} frames for each of {num_envs} envs)")
 
         self._capacity = capacity
         self._num_envs = num_envs
@@ -385,10 +386,12 @@ class ReplayBuffer:
             raise CheckpointError(f"path: cannot open replay buffer file {path!r}: {exc}") from exc
         with f:
             size = os.fstat(f.fileno()).st_size
-            head = _read_exact(f, len(_MAGIC) + 8, path)
+            head = f.read(len(_MAGIC) + 8)
             if head[:len(_MAGIC)] != _MAGIC:
                 raise CheckpointError(f"path: {path!r} is not a fastdqn replay buffer file "
                                       f"(expected magic {_MAGIC!r}, got {head[:len(_MAGIC)]!r})")
+            if len(head) < len(_MAGIC) + 8:
+                raise CheckpointError(f"path: {path!r} is truncated (ended inside the header)")
             n = int.from_bytes(head[len(_MAGIC):], "little")
             if n > _MAX_HEADER:
                 raise CheckpointError(f"path: {path!r} has a corrupt header (length {n})")
