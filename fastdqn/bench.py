@@ -13,19 +13,21 @@ import argparse
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from fastdqn.baselines import NaiveDQNLoop, NumpyStackBuffer
 from fastdqn.errors import ConfigError
 from fastdqn.measure import (
+    Case,
     Figure,
     Stat,
     format_table,
     machine_info,
-    measure_rate,
+    measure_interleaved,
     memcpy_gbps,
+    paired_ratio,
     summarize,
     write_json,
 )
@@ -56,12 +58,11 @@ DEFAULT = Sizes(repeats=5, env_steps=600, replay_capacity=40_000, replay_adds=60
 
 @dataclass
 class Context:
-    """What the sections share: the settings, the env's description and earlier results."""
+    """What the sections share: the settings and the env's description."""
 
     args: argparse.Namespace
     sizes: Sizes
     info: object  # fastdqn.envs.EnvInfo
-    results: dict = field(default_factory=dict)
 
     def make_envs(self, async_envs: bool = False):
         from fastdqn.envs import make_envs
@@ -89,45 +90,60 @@ def random_actions(ctx: Context, steps: int, width: int) -> np.ndarray:
     return rng.integers(0, ctx.info.num_actions, size=(steps, width))
 
 
-def section_env(ctx: Context) -> list[Figure]:
-    """Raw EnvPool steps/s with random actions drawn beforehand: the ceiling of the loop.
+class EnvRuns:
+    """Raw EnvPool stepping with random actions drawn beforehand, as a ``Case``.
 
     Like a trainer run, each repeat gets fresh envs (made untimed) and its time includes
-    the first reset, so the collect figures are set against the same work.
+    their first reset, so the collect figures are set against the same work.
     """
+
+    def __init__(self, ctx: Context, vector_steps: int, async_envs: bool = False):
+        n = ctx.args.num_envs
+        self.ctx, self.async_envs = ctx, async_envs
+        self.batch = (ctx.args.env_batch_size or max(1, n // 2)) if async_envs else n
+        self.actions = random_actions(ctx, vector_steps, n)
+        self.envs = None
+
+    def setup(self) -> None:
+        self.close()
+        self.envs = self.ctx.make_envs(self.async_envs)
+
+    def run(self) -> None:
+        envs = self.envs
+        if self.async_envs:
+            envs.async_reset()
+            for a in self.actions:
+                info = envs.recv()[-1]
+                envs.send(a[:self.batch], info["env_id"])
+        else:
+            envs.reset()
+            for a in self.actions:
+                envs.step(a)
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+            self.envs = None
+
+    def case(self) -> Case:
+        return Case(self.run, len(self.actions) * self.batch, self.setup)
+
+
+def section_env(ctx: Context) -> list[Figure]:
+    """Raw EnvPool steps/s, sync (and async): the ceiling of the loop."""
     s, n = ctx.sizes, ctx.args.num_envs
-    actions = random_actions(ctx, s.env_steps, n)
-    envs = {}
-
-    def fresh(async_envs=False):
-        old = envs.pop("e", None)
-        if old is not None:
-            old.close()
-        envs["e"] = ctx.make_envs(async_envs)
-
-    def run():
-        e = envs["e"]
-        e.reset()
-        for a in actions:
-            e.step(a)
-
-    stat = measure_rate(run, s.env_steps * n, s.repeats, setup=fresh)
-    ctx.results["env"] = stat.median
-    figures = [Figure.of("env.sync", "env steps/s", stat, note=f"{n} envs, random actions")]
+    runs = {"sync": EnvRuns(ctx, s.env_steps)}
     if ctx.args.async_envs:
-        batch = ctx.args.env_batch_size or max(1, n // 2)
-
-        def run_async():
-            e = envs["e"]
-            e.async_reset()
-            for a in actions:
-                info = e.recv()[-1]
-                e.send(a[:batch], info["env_id"])
-
-        stat = measure_rate(run_async, s.env_steps * batch, s.repeats, setup=lambda: fresh(True))
-        figures.append(Figure.of("env.async", "env steps/s", stat, ceiling=ctx.results["env"],
-                                 ceiling_name="env.sync", note=f"{n} envs, batches of {batch}"))
-    envs.pop("e").close()
+        runs["async"] = EnvRuns(ctx, s.env_steps, async_envs=True)
+    stats = measure_interleaved({k: r.case() for k, r in runs.items()}, s.repeats)
+    for r in runs.values():
+        r.close()
+    figures = [Figure.of("env.sync", "env steps/s", stats["sync"], note=f"{n} envs, random actions")]
+    if "async" in stats:
+        figures.append(Figure.of("env.async", "env steps/s", stats["async"], ceiling=stats["sync"].median,
+                                 ceiling_name="env.sync",
+                                 note=f"{n} envs, batches of {runs['async'].batch}; "
+                                      + _paired_note(stats["async"], stats["sync"])))
     return figures
 
 
@@ -169,8 +185,9 @@ def section_replay(ctx: Context) -> list[Figure]:
     while len(base) < s.replay_capacity:  # fill both so sampling reads the whole ring
         add_fast()
         add_base()
-    add_f = measure_rate(add_fast, s.replay_adds * n, s.repeats)
-    add_b = measure_rate(add_base, s.replay_adds * n, s.repeats)
+    adds = measure_interleaved({"fast": Case(add_fast, s.replay_adds * n),
+                                "base": Case(add_base, s.replay_adds * n)}, s.repeats)
+    add_f, add_b = adds["fast"], adds["base"]
     out = buf.make_batch(a.batch_size)
     batch_bytes = sum(x.nbytes for x in out)
 
@@ -182,8 +199,9 @@ def section_replay(ctx: Context) -> list[Figure]:
         for _ in range(s.sample_batches):
             base.sample(a.batch_size)
 
-    smp_f = measure_rate(sample_fast, s.sample_batches, s.repeats)
-    smp_b = measure_rate(sample_base, s.sample_batches, s.repeats)
+    samples = measure_interleaved({"fast": Case(sample_fast, s.sample_batches),
+                                   "base": Case(sample_base, s.sample_batches)}, s.repeats)
+    smp_f, smp_b = samples["fast"], samples["base"]
     copy = memcpy_gbps(s.memcpy_bytes, s.repeats)
     copy_out = memcpy_gbps(s.memcpy_bytes, s.repeats, chunk=batch_bytes)
     gb = batch_bytes / 1e9
@@ -223,33 +241,39 @@ def random_batch(ctx: Context, size: int) -> argparse.Namespace:
 
 
 def section_learner(ctx: Context) -> list[Figure]:
-    """Updates/s of the learner, eager and compiled, and how long compiling takes."""
+    """Updates/s of the learner, eager and compiled side by side, and how long compiling takes."""
     s, a = ctx.sizes, ctx.args
     batch = random_batch(ctx, a.batch_size)
+    learners = {"eager": ctx.learner(compile=False)}
+    compile_s = None
+    if not a.no_compile:
+        start = time.perf_counter()
+        learners["compiled"] = ctx.learner(compile=True)
+        float(learners["compiled"].update(batch)["td_loss"])
+        compile_s = time.perf_counter() - start
 
-    def rate(learner) -> Stat:
+    def updates(learner):
         def run():
             for _ in range(s.learner_updates):
                 metrics = learner.update(batch)
             float(metrics["td_loss"])  # waits for the device
 
-        return measure_rate(run, s.learner_updates, s.repeats)
+        return Case(run, s.learner_updates)
 
-    eager = rate(ctx.learner(compile=False))
-    ctx.results["learner"] = eager.median
-    figures = [Figure.of("learner.eager", "updates/s", eager, note=f"batch {a.batch_size}, {a.device}")]
-    if a.no_compile:
-        return figures
-    start = time.perf_counter()
-    learner = ctx.learner(compile=True)
-    float(learner.update(batch)["td_loss"])
-    compile_s = time.perf_counter() - start
-    compiled = rate(learner)
-    figures += [
-        Figure.of("learner.compiled", "updates/s", compiled, ceiling=eager.median, ceiling_name="eager"),
-        Figure("learner.compile_time", "s", compile_s, 0.0, note="first update, once"),
-    ]
+    stats = measure_interleaved({k: updates(v) for k, v in learners.items()}, s.repeats)
+    figures = [Figure.of("learner.eager", "updates/s", stats["eager"], note=f"batch {a.batch_size}, {a.device}")]
+    if compile_s is not None:
+        figures += [
+            Figure.of("learner.compiled", "updates/s", stats["compiled"], ceiling=stats["eager"].median,
+                      ceiling_name="eager", note=_paired_note(stats["compiled"], stats["eager"])),
+            Figure("learner.compile_time", "s", compile_s, 0.0, note="first compiled update, once"),
+        ]
     return figures
+
+
+def _paired_note(a: Stat, b: Stat) -> str:
+    r = paired_ratio(a, b)
+    return f"paired ratio {r.median:.2f} ±{r.spread:.2f}"
 
 
 def train_config(ctx: Context, **overrides):
@@ -266,100 +290,121 @@ def train_config(ctx: Context, **overrides):
     return TrainConfig(**values)
 
 
-def time_trainer(ctx: Context, buffer, learner, vector_steps: int, state: dict | None = None,
-                 **overrides) -> tuple[Stat, dict, Stat, dict]:
-    """Env steps/s of ``Trainer.train`` over repeats of ``vector_steps`` vector steps each.
+class TrainerRuns:
+    """Repeats of ``Trainer.train`` for ``vector_steps`` vector steps each, as a ``Case``.
 
-    Each repeat is a fresh ``Trainer`` with fresh envs (made before the clock starts) on
-    the same buffer and learner, resuming from the previous one's ``state_dict`` (so a run
-    that has passed ``learning_starts`` keeps learning from its first step). Returns the steps/s, each phase's share of the
-    time, the updates/s and the last trainer's state.
+    Each repeat is a fresh ``Trainer`` with fresh envs (made untimed) on the same buffer and
+    learner, resuming from the previous one's ``state_dict``, so a run that has passed
+    ``learning_starts`` keeps learning from its first step. Records each repeat's phase
+    shares (``Trainer.timers``) and updates/s.
     """
-    from fastdqn.trainer import Trainer
 
-    rates, update_rates, shares = [], [], {k: [] for k in ("env", "replay", "learn", "act")}
-    for _ in range(ctx.sizes.repeats):
-        first = state["global_step"] if state else 0
-        config = train_config(ctx, total_timesteps=first + vector_steps * ctx.args.num_envs, **overrides)
-        envs = ctx.make_envs()
-        trainer = Trainer(envs, buffer, learner, config)
-        if state:
-            trainer.load_state_dict(state, buffer_restored=True)
-        before = learner.num_updates
-        start = time.perf_counter()
-        trainer.train()
+    def __init__(self, ctx: Context, buffer, learner, vector_steps: int, state: dict | None = None,
+                 **overrides):
+        self.ctx, self.buffer, self.learner, self.overrides = ctx, buffer, learner, overrides
+        self.units = vector_steps * ctx.args.num_envs
+        self.state = state
+        self.envs = self.trainer = None
+        self.shares: dict[str, list[float]] = {k: [] for k in ("env", "replay", "learn", "act")}
+        self.updates: list[float] = []
+
+    def setup(self) -> None:
+        from fastdqn.trainer import Trainer
+
+        self.close()
+        first = self.state["global_step"] if self.state else 0
+        config = train_config(self.ctx, total_timesteps=first + self.units, **self.overrides)
+        self.envs = self.ctx.make_envs()
+        self.trainer = Trainer(self.envs, self.buffer, self.learner, config)
+        if self.state:
+            self.trainer.load_state_dict(self.state, buffer_restored=True)
+
+    def run(self) -> None:
+        before, start = self.learner.num_updates, time.perf_counter()
+        self.trainer.train()
         elapsed = time.perf_counter() - start
-        state = trainer.state_dict()
-        rates.append((trainer.global_step - first) / elapsed)
-        update_rates.append((learner.num_updates - before) / elapsed)
-        for k in shares:
-            shares[k].append(trainer.timers[k] / elapsed)
-        envs.close()
-    return summarize(rates), {k: summarize(v) for k, v in shares.items()}, summarize(update_rates), state
+        for k, v in self.shares.items():
+            v.append(self.trainer.timers[k] / elapsed)
+        self.updates.append((self.learner.num_updates - before) / elapsed)
+        self.state = self.trainer.state_dict()
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+            self.envs = None
+
+    def case(self) -> Case:
+        return Case(self.run, self.units, self.setup)
+
+    def share(self, phase: str) -> Stat:
+        return summarize(self.shares[phase][-self.ctx.sizes.repeats:])
+
+
+def make_buffer(ctx: Context):
+    from fastdqn.replay import ReplayBuffer
+
+    info = ctx.info
+    return ReplayBuffer(ctx.sizes.replay_capacity, info.obs_shape, ctx.args.num_envs,
+                        obs_dtype=info.obs_dtype, frame_stack=info.frame_stack, seed=ctx.args.seed)
 
 
 def section_collect(ctx: Context) -> list[Figure]:
-    """The trainer's loop with learning off: random acting (epsilon 1) and greedy (epsilon 0)."""
-    from fastdqn.replay import ReplayBuffer
-
-    a, s, info = ctx.args, ctx.sizes, ctx.info
-    env_rate = ctx.results["env"]
-    buffer = ReplayBuffer(s.replay_capacity, info.obs_shape, a.num_envs, obs_dtype=info.obs_dtype,
-                          frame_stack=info.frame_stack, seed=a.seed)
-    learner = ctx.learner(compile=False)
+    """The trainer's loop with learning off, random (epsilon 1) and greedy (epsilon 0), taken in
+    turn with raw env stepping and with forward passes alone."""
+    a, s = ctx.args, ctx.sizes
+    buffer, learner = make_buffer(ctx), ctx.learner(compile=False)
     off = dict(learning_starts=s.replay_capacity * 10)  # beyond every run
-    time_trainer(ctx, buffer, learner, s.env_steps // 4, start_e=1.0, end_e=1.0, **off)  # warm-up
-    rand, rand_shares, _, _ = time_trainer(ctx, buffer, learner, s.env_steps, start_e=1.0, end_e=1.0,
-                                           **off)
-    greedy, greedy_shares, _, _ = time_trainer(ctx, buffer, learner, s.env_steps, start_e=0.0,
-                                               end_e=0.0, **off)
-    obs = np.stack([stream["next_obs"] for stream in record_stream(ctx, 1)])[0]
+    env = EnvRuns(ctx, s.env_steps)
+    rand = TrainerRuns(ctx, buffer, learner, s.env_steps, start_e=1.0, end_e=1.0, **off)
+    greedy = TrainerRuns(ctx, buffer, learner, s.env_steps, start_e=0.0, end_e=0.0, **off)
+    obs = record_stream(ctx, 1)[0]["next_obs"]
     calls = max(10, s.env_steps // 10)
 
     def forward():
         for _ in range(calls):
             learner.act(obs, 0.0)
 
-    fwd = measure_rate(forward, calls, s.repeats)  # act calls/s
+    stats = measure_interleaved({"env": env.case(), "random": rand.case(), "forward": Case(forward, calls),
+                                 "greedy": greedy.case()}, s.repeats)
+    for r in (env, rand, greedy):
+        r.close()
+    env_rate, fwd = stats["env"].median, stats["forward"]
     fwd_ms = 1e3 / fwd.median
     bound = a.num_envs / (a.num_envs / env_rate + 1.0 / fwd.median)
     return [
-        Figure.of("collect.random", "env steps/s", rand, ceiling=env_rate, ceiling_name="env.sync",
-                  note=f"epsilon 1, no forward; env {rand_shares['env'].median:.0%} of time"),
+        Figure.of("collect.random", "env steps/s", stats["random"], ceiling=env_rate,
+                  ceiling_name="env (same run)",
+                  note=f"epsilon 1, no forward; env {rand.share('env').median:.0%} of time; "
+                       + _paired_note(stats["random"], stats["env"])),
         Figure("act.forward", "ms/vector step", fwd_ms, fwd_ms * fwd.spread / fwd.median,
                note=f"learner.act on {a.num_envs} obs, epsilon 0"),
-        Figure.of("collect.greedy", "env steps/s", greedy, ceiling=bound, ceiling_name="env+forward",
-                  note=f"epsilon 0; env {greedy_shares['env'].median:.0%}, "
-                       f"act {greedy_shares['act'].median:.0%} of time"),
+        Figure.of("collect.greedy", "env steps/s", stats["greedy"], ceiling=bound, ceiling_name="env+forward",
+                  note=f"epsilon 0; env {greedy.share('env').median:.0%}, "
+                       f"act {greedy.share('act').median:.0%} of time"),
     ]
 
 
 def section_train(ctx: Context) -> list[Figure]:
-    """The full trainer after learning starts, beside the same loop written naively."""
-    from fastdqn.replay import ReplayBuffer
+    """The full trainer after learning starts, repeats taken in turn with the naive loop's."""
     from fastdqn.trainer import Trainer
 
-    a, s, info = ctx.args, ctx.sizes, ctx.info
+    a, s = ctx.args, ctx.sizes
     compiled = not (a.no_compile or a.quick)
     epsilon = 0.05
+    buffer, learner = make_buffer(ctx), ctx.learner(compile=compiled)
+    fill = -(-s.learning_starts // a.num_envs) * a.num_envs  # env steps of random acting first
     envs = ctx.make_envs()
-    buffer = ReplayBuffer(s.replay_capacity, info.obs_shape, a.num_envs, obs_dtype=info.obs_dtype,
-                          frame_stack=info.frame_stack, seed=a.seed)
-    learner = ctx.learner(compile=compiled)
-    fill = -(-s.learning_starts // a.num_envs)  # vector steps of random acting before learning
-    starts = dict(learning_starts=fill * a.num_envs)
-    trainer = Trainer(envs, buffer, learner,
-                      train_config(ctx, total_timesteps=fill * a.num_envs, start_e=1.0, end_e=1.0, **starts))
+    trainer = Trainer(envs, buffer, learner, train_config(ctx, total_timesteps=fill, start_e=1.0, end_e=1.0,
+                                                          learning_starts=fill))
     trainer.train()
-    float(learner.update(buffer.sample(a.batch_size))["td_loss"])  # compiles, allocates Adam state
     envs.close()
-    rate, shares, updates, _ = time_trainer(ctx, buffer, learner, s.train_steps, trainer.state_dict(),
-                                            start_e=epsilon, end_e=epsilon, **starts)
+    float(learner.update(buffer.sample(a.batch_size))["td_loss"])  # compiles, allocates Adam state
+    fast = TrainerRuns(ctx, buffer, learner, s.train_steps, trainer.state_dict(), start_e=epsilon,
+                       end_e=epsilon, learning_starts=fill)
     naive_envs = ctx.make_envs()
-    naive = NaiveDQNLoop(naive_envs, ctx.q_network(), buffer_size=s.replay_capacity,
-                         batch_size=a.batch_size, learning_starts=s.learning_starts, epsilon=1.0,
-                         device=a.device, seed=a.seed)
-    naive.run(fill)
+    naive = NaiveDQNLoop(naive_envs, ctx.q_network(), buffer_size=s.replay_capacity, batch_size=a.batch_size,
+                         learning_starts=fill, epsilon=1.0, device=a.device, seed=a.seed)
+    naive.run(fill // a.num_envs)
     naive.update()
     naive.epsilon = epsilon
     naive_updates = []
@@ -369,18 +414,21 @@ def section_train(ctx: Context) -> list[Figure]:
         naive.run(s.train_steps)
         naive_updates.append((naive.num_updates - before) / (time.perf_counter() - start))
 
-    naive_rate = measure_rate(run_naive, s.train_steps * a.num_envs, s.repeats, warmup=0)
+    stats = measure_interleaved({"fast": fast.case(), "naive": Case(run_naive, s.train_steps * a.num_envs)},
+                                s.repeats)
+    fast.close()
     naive_envs.close()
+    updates, naive_upd = summarize(fast.updates[-s.repeats:]), summarize(naive_updates[-s.repeats:])
     mode = "compiled" if compiled else "eager"
-    share = ", ".join(f"{k} {v.median:.0%}" for k, v in shares.items())
+    share = ", ".join(f"{k} {fast.share(k).median:.0%}" for k in fast.shares)
     return [
-        Figure.of("train", "env steps/s", rate, ceiling=naive_rate.median, ceiling_name="naive loop",
-                  note=f"{mode} learner, 1 update / 4 env steps, epsilon {epsilon}; {share}"),
-        Figure.of("train.updates", "updates/s", updates, ceiling=summarize(naive_updates).median,
-                  ceiling_name="naive loop"),
-        Figure.of("train.naive", "env steps/s", naive_rate,
+        Figure.of("train", "env steps/s", stats["fast"], ceiling=stats["naive"].median, ceiling_name="naive loop",
+                  note=f"{mode} learner, 1 update / 4 env steps, epsilon {epsilon}; {share}; "
+                       + _paired_note(stats["fast"], stats["naive"])),
+        Figure.of("train.updates", "updates/s", updates, ceiling=naive_upd.median, ceiling_name="naive loop"),
+        Figure.of("train.naive", "env steps/s", stats["naive"],
                   note="per-step tensor conversion, NumPy full-stack buffer, eager update"),
-    ] + [Figure.of(f"train.share.{k}", "fraction", v) for k, v in shares.items()]
+    ] + [Figure.of(f"train.share.{k}", "fraction", fast.share(k)) for k in fast.shares]
 
 
 SECTION_FUNCS = {"env": section_env, "replay": section_replay, "learner": section_learner,
@@ -435,8 +483,6 @@ def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:
     from fastdqn.envs import env_info
 
     sections = check_args(args)
-    if "collect" in sections and "env" not in sections:
-        sections.insert(0, "env")  # collect is set against the raw env figure
     sizes = sizes or (QUICK if args.quick else DEFAULT)
     if args.repeats:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)

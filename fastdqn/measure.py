@@ -38,22 +38,46 @@ def summarize(samples: Sequence[float]) -> Stat:
     return Stat(statistics.median(values), (max(values) - min(values)) / 2.0, values)
 
 
+@dataclass(frozen=True)
+class Case:
+    """One thing to time: ``run()`` does ``units`` of work; ``setup()`` runs untimed before it."""
+
+    run: Callable[[], object]
+    units: float
+    setup: Callable[[], object] | None = None
+
+
+def measure_interleaved(cases: dict[str, Case], repeats: int, warmup: int = 1) -> dict[str, Stat]:
+    """Units per second of each case, their repeats taken in turn (a, b, a, b, ...).
+
+    Cases compared in one run see the same machine load that way, so their ratio holds
+    up on a busy machine better than either figure alone.
+    """
+    rates: dict[str, list[float]] = {name: [] for name in cases}
+    for i in range(warmup + repeats):
+        for name, case in cases.items():
+            if case.setup is not None:
+                case.setup()
+            start = time.perf_counter()
+            case.run()
+            elapsed = time.perf_counter() - start
+            if i >= warmup:
+                rates[name].append(case.units / elapsed)
+    return {name: summarize(r) for name, r in rates.items()}
+
+
 def measure_rate(run: Callable[[], object], units: float, repeats: int, warmup: int = 1,
                  setup: Callable[[], object] | None = None) -> Stat:
     """Units per second of ``run()`` (which does ``units`` of work), over ``repeats`` timed calls.
 
     ``setup()``, when given, runs untimed before every call (warm-up calls included).
     """
-    rates = []
-    for i in range(warmup + repeats):
-        if setup is not None:
-            setup()
-        start = time.perf_counter()
-        run()
-        elapsed = time.perf_counter() - start
-        if i >= warmup:
-            rates.append(units / elapsed)
-    return summarize(rates)
+    return measure_interleaved({"": Case(run, units, setup)}, repeats, warmup)[""]
+
+
+def paired_ratio(a: Stat, b: Stat) -> Stat:
+    """Median and spread of a/b taken repeat by repeat (for interleaved measurements)."""
+    return summarize([x / y for x, y in zip(a.samples, b.samples)])
 
 
 @dataclass(frozen=True)

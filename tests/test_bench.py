@@ -12,12 +12,15 @@ from fastdqn import bench
 from fastdqn.baselines import NumpyStackBuffer
 from fastdqn.errors import ConfigError
 from fastdqn.measure import (
+    Case,
     Figure,
     format_number,
     format_table,
     machine_info,
+    measure_interleaved,
     measure_rate,
     memcpy_gbps,
+    paired_ratio,
     summarize,
     write_json,
 )
@@ -169,9 +172,38 @@ def test_run_every_section_tiny(tmp_path, capsys):
                  "act.forward", "collect.greedy", "train", "train.naive", "train.share.learn"):
         assert name in names
     figures = {f["name"]: f for f in doc["figures"]}
-    assert figures["collect.random"]["ceiling"] == figures["env.sync"]["value"]
+    assert figures["collect.random"]["ceiling_name"] == "env (same run)"
+    assert figures["collect.random"]["ratio"] == pytest.approx(
+        figures["collect.random"]["value"] / figures["collect.random"]["ceiling"])
     assert figures["train"]["ceiling"] == figures["train.naive"]["value"]
     assert all(f["value"] > 0 for f in doc["figures"] if not f["name"].startswith("train.share"))
     assert doc["settings"]["sizes"]["repeats"] == 1
     out = capsys.readouterr().out
     assert "collect.greedy" in out and "CartPole-v1" in out
+
+
+def test_measure_interleaved_takes_turns(monkeypatch):
+    clock = {"t": 0.0}
+    monkeypatch.setattr("fastdqn.measure.time.perf_counter", lambda: clock["t"])
+    order = []
+
+    def step(name, seconds):
+        def run():
+            order.append(name)
+            clock["t"] += seconds
+        return run
+
+    cases = {"a": Case(step("a", 2.0), units=10), "b": Case(step("b", 5.0), units=10,
+                                                             setup=lambda: order.append("setup b"))}
+    stats = measure_interleaved(cases, repeats=2, warmup=1)
+    assert order == ["a", "setup b", "b"] * 3
+    assert stats["a"].samples == (5.0, 5.0) and stats["b"].samples == (2.0, 2.0)
+    ratio = paired_ratio(stats["a"], stats["b"])
+    assert ratio.median == 2.5 and ratio.spread == 0.0
+
+
+def test_paired_ratio_by_repeat():
+    a = summarize([10.0, 20.0, 30.0])
+    b = summarize([5.0, 20.0, 10.0])
+    ratio = paired_ratio(a, b)  # 2, 1, 3
+    assert ratio.samples == (2.0, 1.0, 3.0) and ratio.median == 2.0 and ratio.spread == 1.0
