@@ -223,7 +223,8 @@ class ReplayBuffer:
     def add(self, obs, next_obs, action, reward, terminated, truncated, env_ids=None, valid=None):
         """Store one transition per row (rows with ``valid=False`` are skipped).
 
-        ``next_obs`` must be ``obs`` shifted by one frame. ``truncated`` is accepted for
+        ``next_obs`` must be ``obs`` shifted by one frame (checked on valid rows);
+        ``env_ids`` must be distinct and in range on every row. ``truncated`` is accepted for
         symmetry with the env API; a truncated step is stored with its ``terminated`` flag
         (False), so targets bootstrap from its real final ``next_obs``.
         """
