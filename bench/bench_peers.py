@@ -246,7 +246,8 @@ class TorchRL:
         if memmap_dir is None:
             self.name, storage = "torchrl LazyTensorStorage", LazyTensorStorage(capacity)
         else:
-            self.name, storage = "torchrl LazyMemmapStorage", LazyMemmapStorage(capacity, scratch_dir=memmap_dir)
+            self.name = "torchrl LazyMemmapStorage"
+            storage = LazyMemmapStorage(capacity, scratch_dir=memmap_dir)
         self.storage = storage
         self.buf = ReplayBuffer(storage=storage)
 

@@ -83,6 +83,7 @@ class NaiveDQNLoop:
         self.target_update_interval, self.epsilon = target_update_interval, epsilon
         self.rng = np.random.default_rng(seed)
         self.env_steps = 0
+        self.pending = 0
         self.num_updates = 0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -124,9 +125,9 @@ class NaiveDQNLoop:
             self.buffer.add(self.obs[valid], next_obs[valid], action[valid], reward[valid],
                             terminated[valid])
             self.obs = next_obs
-            before = self.env_steps
             self.env_steps += self.num_envs
-            if self.env_steps >= self.learning_starts:
-                owed = self.env_steps // self.train_frequency - max(before, self.learning_starts) // self.train_frequency
-                for _ in range(owed):
+            if self.env_steps > self.learning_starts:
+                self.pending += self.num_envs  # one update per train_frequency env steps
+                while self.pending >= self.train_frequency:
+                    self.pending -= self.train_frequency
                     self.update()

@@ -56,7 +56,7 @@ DEFAULT = Sizes(repeats=5, env_steps=600, replay_capacity=40_000, replay_adds=60
                 learner_updates=30, train_steps=40, learning_starts=5_000, memcpy_bytes=256 * 2**20)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
     """What the sections share: the settings and the env's description."""
 
@@ -261,7 +261,8 @@ def section_learner(ctx: Context) -> list[Figure]:
         return Case(run, s.learner_updates)
 
     stats = measure_interleaved({k: updates(v) for k, v in learners.items()}, s.repeats)
-    figures = [Figure.of("learner.eager", "updates/s", stats["eager"], note=f"batch {a.batch_size}, {a.device}")]
+    figures = [Figure.of("learner.eager", "updates/s", stats["eager"],
+                         note=f"batch {a.batch_size}, {a.device}")]
     if compile_s is not None:
         figures += [
             Figure.of("learner.compiled", "updates/s", stats["compiled"], ceiling=stats["eager"].median,
@@ -422,7 +423,8 @@ def section_train(ctx: Context) -> list[Figure]:
     mode = "compiled" if compiled else "eager"
     share = ", ".join(f"{k} {fast.share(k).median:.0%}" for k in fast.shares)
     return [
-        Figure.of("train", "env steps/s", stats["fast"], ceiling=stats["naive"].median, ceiling_name="naive loop",
+        Figure.of("train", "env steps/s", stats["fast"], ceiling=stats["naive"].median,
+                  ceiling_name="naive loop",
                   note=f"{mode} learner, 1 update / 4 env steps, epsilon {epsilon}; {share}; "
                        + _paired_note(stats["fast"], stats["naive"])),
         Figure.of("train.updates", "updates/s", updates, ceiling=naive_upd.median, ceiling_name="naive loop"),
@@ -437,20 +439,19 @@ SECTION_FUNCS = {"env": section_env, "replay": section_replay, "learner": sectio
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``fastdqn bench`` flags."""
-    parser.add_argument("--env-id", default="Breakout-v5", help="EnvPool task id")
-    parser.add_argument("--num-envs", type=int, default=8, help="parallel EnvPool envs")
-    parser.add_argument("--device", default="cpu", help="torch device of the learner: cpu or cuda")
-    parser.add_argument("--async-envs", action="store_true", help="also measure EnvPool's async mode")
-    parser.add_argument("--env-batch-size", type=int, default=0,
-                        help="envs per async batch (0: num-envs / 2)")
-    parser.add_argument("--batch-size", type=int, default=32, help="replay sample and update batch size")
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats (under 2 minutes)")
-    parser.add_argument("--repeats", type=int, default=0, help="repeats per figure (0: 3 quick, 5 default)")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)}")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile figures")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON here")
-    parser.add_argument("--seed", type=int, default=0, help="seed of envs, data and networks")
+    add = parser.add_argument
+    add("--env-id", default="Breakout-v5", help="EnvPool task id (default %(default)s)")
+    add("--num-envs", type=int, default=8, help="parallel EnvPool envs (default %(default)s)")
+    add("--device", default="cpu", help="torch device of the learner: cpu or cuda (default %(default)s)")
+    add("--async-envs", action="store_true", help="also measure EnvPool's async mode")
+    add("--env-batch-size", type=int, default=0, help="envs per async batch (0: num-envs / 2)")
+    add("--batch-size", type=int, default=32, help="replay sample and update batch size (default %(default)s)")
+    add("--quick", action="store_true", help="fewer, shorter repeats (under 2 minutes on 2 cores)")
+    add("--repeats", type=int, default=0, help="repeats per figure (0: 3 quick, 5 default)")
+    add("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    add("--no-compile", action="store_true", help="skip the torch.compile figures")
+    add("--json", default=None, metavar="PATH", help="also write the figures as JSON here")
+    add("--seed", type=int, default=0, help="seed of envs, data and networks (default %(default)s)")
 
 
 def check_args(args: argparse.Namespace) -> list[str]:

@@ -207,3 +207,54 @@ def test_paired_ratio_by_repeat():
     b = summarize([5.0, 20.0, 10.0])
     ratio = paired_ratio(a, b)  # 2, 1, 3
     assert ratio.samples == (2.0, 1.0, 3.0) and ratio.median == 2.0 and ratio.spread == 1.0
+
+
+class CountingEnvs:
+    """Two envs whose observation is the env's own step count; env 1 resets every 3 steps.
+
+    Mimics EnvPool's next-step auto-reset: the step after ``terminated`` returns the reset
+    observation (0) with ``elapsed_step == 0``, which is no transition.
+    """
+
+    num_envs = 2
+
+    class action_space:  # noqa: N801 - mimics a gymnasium space
+        n = 3
+
+    def __init__(self):
+        self.t = np.zeros(2, dtype=np.int64)
+        self.done = np.zeros(2, dtype=bool)
+
+    def reset(self):
+        self.t[:] = 0
+        return self.t.astype(np.float32)[:, None], {}
+
+    def step(self, action):
+        self.t = np.where(self.done, 0, self.t + 1)
+        elapsed = self.t.copy()
+        terminated = (np.arange(2) == 1) & (self.t == 3)
+        self.done = terminated
+        return (self.t.astype(np.float32)[:, None], np.ones(2, np.float32), terminated,
+                np.zeros(2, bool), {"elapsed_step": elapsed})
+
+
+def test_naive_loop_drops_reset_rows_and_keeps_the_replay_ratio():
+    import torch
+
+    from fastdqn.baselines import NaiveDQNLoop
+
+    net = torch.nn.Linear(1, 3)
+    loop = NaiveDQNLoop(CountingEnvs(), net, buffer_size=100, batch_size=4, learning_starts=8,
+                        train_frequency=4, epsilon=1.0, target_update_interval=1000, seed=0)
+    loop.run(10)  # 20 env steps; learning after 8 of them: (20 - 8) / 4 = 3 updates
+    assert loop.num_updates == 3
+    # By hand: env 0 steps 1..10, every row a transition (obs t-1 -> t); env 1 runs
+    # 1, 2, 3 (terminated), reset, 1, 2, 3, reset, 1, 2: the 2 reset rows are dropped.
+    buf = loop.buffer
+    assert len(buf) == 18
+    pairs = {(float(o[0]), float(n[0]), bool(d)) for o, n, d in
+             zip(buf.obs[:18], buf.next_obs[:18], buf.terminated[:18])}
+    expected = {(t - 1.0, float(t), False) for t in range(1, 11)}
+    expected |= {(0.0, 1.0, False), (1.0, 2.0, False), (2.0, 3.0, True)}
+    assert pairs == expected
+    assert not any(o == 3.0 and n == 0.0 for o, n, _ in pairs)  # no final -> reset pair
