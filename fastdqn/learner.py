@@ -132,6 +132,10 @@ class Learner:
         self.num_updates = 0
 
         self.online = q_network.to(self.device)
+        if self.compiled and self.device.type == "cpu":
+            # Inductor runs CPU convolutions channels-last; storing the conv weights that way
+            # saves re-laying them out (and their gradients) on every update. Same values.
+            self.online.to(memory_format=torch.channels_last)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self._params = list(self.online.parameters())
         self._online_tensors = self._params + list(self.online.buffers())
