@@ -33,6 +33,7 @@ class TrainConfig:
     seed: int = _f(1, "seed of the envs, the replay sampler, exploration and the network init")
     total_timesteps: int = _f(10_000_000, "env steps to train for (summed over all envs)")
     learning_rate: float = _f(1e-4, "Adam learning rate")
+    anneal_lr: bool = _f(False, "decay the learning rate linearly to 0 over total-timesteps")
     num_envs: int = _f(8, "parallel EnvPool envs")
     buffer_size: int = _f(1_000_000, "replay capacity in transitions")
     gamma: float = _f(0.99, "discount factor")
@@ -112,6 +113,12 @@ class TrainConfig:
             raise ConfigError(
                 f"--env-batch-size: async mode needs 1 <= env-batch-size < num-envs ({self.num_envs}), "
                 f"got {self.env_batch_size}; raise --num-envs or lower --env-batch-size"
+            )
+
+        if self.anneal_lr and self.cuda and self.compile:
+            raise ConfigError(
+                "--anneal-lr: a compiled CUDA update is one captured CUDA graph whose learning rate is "
+                "fixed; pass --no-compile or drop --anneal-lr"
             )
 
     @property

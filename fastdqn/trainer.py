@@ -165,7 +165,7 @@ class Trainer:
             if self.logger is not None:
                 if self.global_step >= next_log:
                     next_log = (self.global_step // c.log_every + 1) * c.log_every
-                    self._log_training(epsilon, start_step, start_time)
+                    self._log_training(start_step, start_time)
                 if next_eval is not None and self.global_step >= next_eval:
                     next_eval = (self.global_step // c.eval_every + 1) * c.eval_every
                     self._evaluate()
@@ -178,7 +178,7 @@ class Trainer:
                 self._evaluate()
         if self.logger is not None:
             if self.global_step != self._last_log_step:
-                self._log_training(epsilon, start_step, start_time)
+                self._log_training(start_step, start_time)
             self.checkpoint()
         return EXIT_STATUS.get(self.stop_signal, 0) if self.stop_signal is not None else 0
 
@@ -186,6 +186,10 @@ class Trainer:
         c, perf = self.config, time.perf_counter
         self._pending += env_steps
         updates, self._pending = divmod(self._pending, c.train_frequency)
+        if c.anneal_lr and updates:
+            lr = c.learning_rate * max(0.0, 1.0 - self.global_step / c.total_timesteps)
+            for group in self.learner.optimizer.param_groups:
+                group["lr"] = lr
         for _ in range(updates):
             t0 = perf()
             host, device_view, event = self._batches[self._turn % len(self._batches)]
@@ -216,15 +220,15 @@ class Trainer:
         self._ep_return[ids] = self._ret
         self._ep_length[ids] = self._len
 
-    def _log_training(self, epsilon: float, start_step: int, start_time: float) -> None:
+    def _log_training(self, start_step: int, start_time: float) -> None:
         self._last_log_step = self.global_step
         sps = (self.global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-        record = {"epsilon": epsilon, "sps": sps}
+        record = {"epsilon": self.epsilon(), "sps": sps}
         if self._metrics is not None:
             record["td_loss"] = float(self._metrics["td_loss"])
             record["q_values"] = float(self._metrics["q_values"])
         self.logger.log(self.global_step, **record)
-        self.logger.progress(self.global_step, sps=sps, epsilon=epsilon)
+        self.logger.progress(self.global_step, sps=sps, epsilon=record["epsilon"])
 
     def _evaluate(self) -> None:
         if self.evaluator is None or not self.config.eval_episodes:

@@ -1,0 +1,168 @@
+"""End to end: the update rate, CartPole learning, and an Atari run that is killed, resumed,
+interrupted and evaluated through the real command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fastdqn.checkpoint import load_checkpoint
+from fastdqn.config import TrainConfig, linear_schedule
+from fastdqn.envs import env_info, make_envs
+from fastdqn.learner import Learner
+from fastdqn.networks import MLP
+from fastdqn.replay import ReplayBuffer
+from fastdqn.trainer import Trainer
+
+CARTPOLE_SEED = 1
+
+
+def fastdqn(*args):
+    return [sys.executable, "-m", "fastdqn", *map(str, args)]
+
+
+def records(run_dir):
+    with open(run_dir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("num_envs", [3, 8])
+def test_updates_per_env_step_stay_one_over_train_frequency(num_envs):
+    info = env_info("CartPole-v1")
+    config = TrainConfig(env_id="CartPole-v1", total_timesteps=600, num_envs=num_envs, buffer_size=1000,
+                         batch_size=16, learning_starts=100, train_frequency=4,
+                         target_network_frequency=8, compile=False, eval_episodes=0)
+    envs = make_envs("CartPole-v1", num_envs, seed=0)
+    buffer = ReplayBuffer(1000, info.obs_shape, num_envs, obs_dtype=info.obs_dtype, seed=0)
+    learner = Learner(MLP(4, 2), compile=False, target_update_interval=config.target_update_interval)
+    trainer = Trainer(envs, buffer, learner, config)
+    trainer.train()
+    # Independent count: every vector step after learning_starts adds num_envs env steps;
+    # one update per 4 of them, remainders carried.
+    steps = np.arange(num_envs, trainer.global_step + 1, num_envs)
+    assert learner.num_updates == num_envs * int((steps > 100).sum()) // 4
+    assert trainer.global_step == -(-600 // num_envs) * num_envs
+    assert set(trainer.timers) == {"env", "replay", "learn", "act"}
+    assert all(v > 0 for v in trainer.timers.values())
+
+
+@pytest.mark.slow
+def test_cartpole_learns_within_100k_steps(tmp_path):
+    """The vector preset solves CartPole-v1: greedy mean >= 475 over 10 games after 100k steps."""
+    run = tmp_path / "cartpole"
+    result = subprocess.run(fastdqn("train", "--env-id", "CartPole-v1", "--seed", CARTPOLE_SEED,
+                                    "--run-dir", run, "--no-progress"),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["total_timesteps"] <= 100_000 and config["eval_epsilon"] == 0.0
+    evals = [r for r in records(run) if "eval_return_mean" in r]
+    assert evals[-1]["global_step"] == config["total_timesteps"]
+    assert evals[-1]["eval_return_mean"] >= 475, evals
+
+
+PONG = ["train", "--env-id", "Pong-v5", "--num-envs", 4, "--buffer-size", 2000, "--batch-size", 32,
+        "--learning-starts", 800, "--train-frequency", 8, "--target-network-frequency", 400,
+        "--exploration-fraction", 1.0, "--no-compile", "--torch-threads", 1, "--eval-episodes", 0,
+        "--max-episode-steps", 400, "--log-every", 200, "--no-progress", "--no-cuda"]
+
+
+def wait_for(predicate, timeout, proc):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def checkpoint_step(run):
+    try:
+        return load_checkpoint(run)["trainer"]["global_step"]
+    except Exception:
+        return 0
+
+
+def test_atari_run_is_killed_resumed_and_evaluated(tmp_path):
+    run = tmp_path / "pong"
+    proc = subprocess.Popen(fastdqn(*PONG, "--total-timesteps", 2400, "--checkpoint-every", 800,
+                                    "--save-buffer", "--run-dir", run),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        killed_after = wait_for(lambda: checkpoint_step(run) >= 1600 and checkpoint_step(run), 300, proc)
+    finally:
+        proc.kill()  # SIGKILL
+        proc.wait()
+    # What the run left behind before it was killed.
+    assert json.loads((run / "config.json").read_text())["env_id"] == "Pong-v5"
+    assert list(run.glob("events.out.tfevents.*"))
+    saved = load_checkpoint(run)
+    step = saved["trainer"]["global_step"]
+    assert step >= killed_after and saved["buffer_file"] == f"replay-{step}.bin"
+    updates_before = saved["learner"]["num_updates"]
+    assert updates_before > 0
+
+    result = subprocess.run(fastdqn("train", "--resume", run, "--no-progress", "--torch-threads", 1),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming at step {step:,}" in result.stdout
+    final = load_checkpoint(run)
+    assert final["trainer"]["global_step"] == 2400
+    # Updates continued from the checkpoint's count at the same rate (buffer restored).
+    assert final["learner"]["num_updates"] == updates_before + (2400 - step) // 8
+
+    logged = records(run)
+    train_steps = [r["global_step"] for r in logged if "sps" in r]
+    assert train_steps == sorted(set(train_steps)), "a step was logged twice"
+    assert train_steps[-1] == 2400 and step in train_steps
+    for r in logged:  # the epsilon schedule went on from the saved position
+        if "sps" in r:
+            assert r["epsilon"] == pytest.approx(linear_schedule(1.0, 0.01, 2400, r["global_step"]))
+    assert [r for r in logged if "td_loss" in r]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 2
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for path in run.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"charts/SPS", "charts/epsilon", "losses/td_loss", "losses/q_values"} <= tags
+
+    result = subprocess.run(fastdqn("eval", run, "--episodes", 2, "--num-envs", 2, "--json", "--no-cuda"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["episodes"] == 2 and stats["min"] <= stats["median"] <= stats["max"]
+    assert stats["global_step"] == 2400 and -21 <= stats["mean"] <= 21
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_loadable_checkpoint(tmp_path, sig, status):
+    run = tmp_path / "pong"
+    proc = subprocess.Popen(fastdqn(*PONG, "--total-timesteps", 10**6, "--learning-starts", 10**5,
+                                    "--checkpoint-every", 0, "--run-dir", run),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (run / "metrics.jsonl").exists() and records(run), 120, proc)
+        assert not (run / "checkpoint.pt").exists()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, err
+    assert "checkpoint saved" in out
+    step = load_checkpoint(run)["trainer"]["global_step"]
+    assert step >= max(r["global_step"] for r in records(run)) > 0
+    assert os.path.exists(run / "config.json")
