@@ -27,6 +27,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -329,8 +330,9 @@ def record_rate(benchmark, units: int, key: str, nbytes: int | None = None) -> N
 
 @pytest.fixture(scope="module")
 def sizes(full_size) -> dict:
-    # The stream wraps each buffer (capacity < transitions), so stale frames would show.
-    return dict(steps=400, capacity=2400) if full_size else dict(steps=60, capacity=400)
+    # The stream wraps each buffer (capacity < transitions), so stale frames would show; at
+    # full size a full-stack buffer (565 MB) is far larger than the CPU caches.
+    return dict(steps=1500, capacity=10_000) if full_size else dict(steps=60, capacity=400)
 
 
 @pytest.fixture(scope="module")
@@ -409,12 +411,16 @@ def timed(fn, repeats: int, setup=None) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400, help="vector steps of recorded Breakout-v5")
-    parser.add_argument("--capacity", type=int, default=2400, help="buffer capacity in transitions")
+    parser.add_argument("--steps", type=int, default=1500, help="vector steps of recorded Breakout-v5")
+    parser.add_argument("--capacity", type=int, default=10_000, help="buffer capacity in transitions")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--samples", type=int, default=200, help="sample calls per repeat")
-    parser.add_argument("--scratch", default="/tmp/fastdqn-peers", help="folder for memmap storage")
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="fastdqn-peers-") as scratch:
+        return print_table(args, scratch)
+
+
+def print_table(args: argparse.Namespace, scratch_root: str) -> int:
     stream = record_stream(args.steps)
     truth = Truth(stream)
     rows = []
@@ -426,8 +432,8 @@ def main(argv=None) -> int:
             except ImportError:
                 print(f"skipped {key}: {module} is not installed", file=sys.stderr)
                 continue
-        scratch = os.path.join(args.scratch, key)
-        Path(scratch).mkdir(parents=True, exist_ok=True)
+        scratch = os.path.join(scratch_root, key)
+        Path(scratch).mkdir()
         adapters = []
 
         def fresh():
