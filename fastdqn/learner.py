@@ -145,7 +145,14 @@ class Learner:
         self._use_graph = self._cuda and self.compiled
         # A captured optimizer step needs its step counters on the device (capturable).
         adam_kwargs = {"capturable": True, "fused": True} if self._use_graph else {}
-        self.optimizer = torch.optim.Adam(self._params, lr=lr, eps=adam_eps, **adam_kwargs)
+        # Compiled steps read lr from a tensor: a Python float would be baked into the graph
+        # (a recompile per change on the CPU, a silently stale lr in a CUDA graph).
+        self._lr_t = None
+        if self.compiled:
+            lr_dtype = torch.float32 if self._cuda else torch.float64
+            self._lr_t = torch.tensor(float(lr), dtype=lr_dtype, device=self.device)
+        self.optimizer = torch.optim.Adam(self._params, lr=self._lr_t if self.compiled else lr,
+                                          eps=adam_eps, **adam_kwargs)
 
         self._checker = BatchChecker(
             obs_shape=getattr(q_network, "obs_shape", None),
@@ -185,6 +192,7 @@ class Learner:
         ``float()`` syncs with the device; ``update`` itself does not (on CUDA).
         """
         inputs = self._checker(batch)
+        self._adopt_lr()
         if self._use_graph:
             loss, q_mean = self._graph_update(inputs)
         else:
@@ -224,6 +232,27 @@ class Learner:
             self._count_t.add_(1)
             bad = torch.logical_and(~torch.isfinite(loss), self._first_bad_t < 0)
             self._first_bad_t.copy_(torch.where(bad, self._count_t, self._first_bad_t))
+
+    def set_lr(self, lr: float) -> None:
+        """Change Adam's learning rate (for schedules); takes effect at the next update."""
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
+            raise ConfigError(f"lr: expected a finite number > 0, got {lr!r}")
+        self.optimizer.param_groups[0]["lr"] = float(lr)
+        self._adopt_lr()
+
+    def _adopt_lr(self) -> None:
+        """Move an lr written into ``optimizer.param_groups`` into the lr tensor compiled steps read.
+
+        Callers may set ``param_groups[0]["lr"]`` to a float directly (as schedules do); this
+        is one identity check per update, and never syncs when a float was written.
+        """
+        group = self.optimizer.param_groups[0]
+        if self._lr_t is None:
+            if isinstance(group["lr"], torch.Tensor):  # a state saved by a compiled learner
+                group["lr"] = float(group["lr"])
+        elif group["lr"] is not self._lr_t:
+            self._lr_t.fill_(float(group["lr"]))
+            group["lr"] = self._lr_t
 
     # ------------------------------------------------------------- CUDA graph
 
@@ -280,9 +309,8 @@ class Learner:
             self._static_out = self._graph_body()
         self._graph = graph
 
-    def _snapshot(self):
-        state = {id(t): t.clone() for t in self._tracked_tensors()}
-        return state
+    def _snapshot(self) -> dict[int, torch.Tensor]:
+        return {id(t): t.clone() for t in self._tracked_tensors()}
 
     def _restore(self, saved) -> None:
         with torch.no_grad():
@@ -367,6 +395,7 @@ class Learner:
             self.target.load_state_dict(state["target"])
         # Optimizer.load_state_dict keeps the given tensors; copy so the caller's dict stays apart.
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self._adopt_lr()
         self.num_updates = int(state["num_updates"])
         self._rng.bit_generator.state = state["rng"]
         self._count_t.fill_(self.num_updates)

@@ -126,7 +126,8 @@ def _plain_pytorch_updates(state, batches, num_updates, gamma, lr, interval, max
     opt = torch.optim.Adam(online.parameters(), lr=lr)
     opt.load_state_dict(copy.deepcopy(state["optimizer"]))
     losses = []
-    for batch in batches:
+    for i, batch in enumerate(batches):
+        opt.param_groups[0]["lr"] = lr * (1.0 - 0.1 * i)
         obs, next_obs = torch.from_numpy(batch.obs), torch.from_numpy(batch.next_obs)
         action = torch.from_numpy(batch.action)
         q = online(obs)[torch.arange(len(action)), action]
@@ -156,8 +157,12 @@ def test_compiled_equals_eager_and_plain_pytorch(compiled):
     ref_online, ref_target, ref_losses = _plain_pytorch_updates(
         state, batches, state["num_updates"], CONFIG["gamma"], CONFIG["lr"],
         CONFIG["target_update_interval"], CONFIG["max_grad_norm"])
-    compiled_losses = [float(compiled.update(b)["td_loss"]) for b in batches]
-    eager_losses = [float(eager.update(b)["td_loss"]) for b in batches]
+    compiled_losses, eager_losses = [], []
+    for i, batch in enumerate(batches):
+        # A schedule writes the lr straight into the param group, as the trainer does.
+        for learner, losses in ((compiled, compiled_losses), (eager, eager_losses)):
+            learner.optimizer.param_groups[0]["lr"] = CONFIG["lr"] * (1.0 - 0.1 * i)
+            losses.append(float(learner.update(batch)["td_loss"]))
     np.testing.assert_allclose(eager_losses, ref_losses, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(compiled_losses, ref_losses, rtol=1e-4, atol=1e-5)
     for learner, tol in ((eager, 1e-6), (compiled, 1e-5)):
@@ -173,7 +178,8 @@ def test_no_recompiles_in_steady_state(compiled):
     batches[2] = SimpleNamespace(**{k: torch.from_numpy(v) for k, v in vars(batches[2]).items()})
     graphs = counters["stats"]["unique_graphs"]
     with torch._dynamo.config.patch(error_on_recompile=True):
-        for batch in batches:
+        for i, batch in enumerate(batches):
+            compiled.set_lr(CONFIG["lr"] / (i + 1))
             compiled.update(batch)
     assert counters["stats"]["unique_graphs"] == graphs
 
@@ -411,6 +417,12 @@ def test_batch_size_is_fixed_by_the_first_update():
     learner.update(make_batch(rng, size=6))
     with pytest.raises(BatchError, match="expected batch size 6.*got 8"):
         learner.update(make_batch(rng, size=8))
+
+
+def test_bad_lr_change():
+    learner = Learner(tiny_mlp(), compile=False)
+    with pytest.raises(ConfigError, match="lr"):
+        learner.set_lr(0.0)
 
 
 def test_bad_act_input():
