@@ -65,6 +65,9 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, buffer=None) -> Pat
     for old in run_dir.glob("replay-*.bin"):
         if old.name != state["buffer_file"]:
             old.unlink()
+    # Temporary files of writes that a kill -9 interrupted earlier.
+    for stale in [*run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"), *run_dir.glob(".replay-*.tmp")]:
+        stale.unlink(missing_ok=True)
     return path
 
 

@@ -175,11 +175,10 @@ def _train(args: argparse.Namespace) -> int:
     torch.manual_seed(config.seed)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2) + "\n"))
     resume_step = int(state["trainer"]["global_step"]) if state is not None else None
     learner = _make_learner(config, info)
+    if state is not None:
+        learner.load_state_dict(state["learner"])
     if saved_buffer is not None:
         buffer = ReplayBuffer.load(saved_buffer)
     else:
@@ -190,14 +189,16 @@ def _train(args: argparse.Namespace) -> int:
                      async_envs=config.async_envs, batch_size=config.env_batch,
                      episodic_life=True, sticky_actions=config.sticky_actions,
                      max_episode_steps=config.max_episode_steps)
+    _print_summary(config, info, learner, replay_bytes, free, resume_step, saved_buffer is not None)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "config.json",
+                 lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2) + "\n"))
     logger = RunLogger(run_dir, total_timesteps=config.total_timesteps, resume_step=resume_step,
                        progress=config.progress)
     trainer = Trainer(envs, buffer, learner, config, logger, evaluator=_evaluator(learner, config))
     if state is not None:
-        learner.load_state_dict(state["learner"])
         trainer.load_state_dict(state["trainer"], buffer_restored=saved_buffer is not None)
-
-    _print_summary(config, info, learner, replay_bytes, free, resume_step, saved_buffer is not None)
     previous = {sig: signal.signal(sig, _stop_handler(trainer)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         status = trainer.train()
@@ -284,10 +285,10 @@ def _stop_handler(trainer):
 
 def _replay_bytes(config: TrainConfig, info) -> int:
     """Memory ReplayBuffer will allocate: per env ceil(capacity / num_envs) + k slots of one
-    frame plus action (4 B), reward (4 B), terminated (1 B) and info (1 B)."""
+    frame plus action (4 B), reward (4 B), terminated (1 B) and info (1 B), and 25 B of counters."""
     frame = info.obs_dtype.itemsize * math.prod(info.obs_shape) // info.frame_stack
     slots = -(-config.buffer_size // config.num_envs) + info.frame_stack
-    return config.num_envs * slots * (frame + 10)
+    return config.num_envs * (slots * (frame + 10) + 25)
 
 
 def _available_memory() -> int:
@@ -339,7 +340,9 @@ def _eval(args: argparse.Namespace) -> int:
     except (ConfigError, TypeError, KeyError) as exc:
         raise CheckpointError(f"checkpoint: its config is unusable: {exc}") from None
     cuda = torch.cuda.is_available() if args.cuda is None else args.cuda
-    config = dataclasses.replace(saved, cuda=cuda, compile=False)
+    config = dataclasses.replace(saved, cuda=cuda, compile=False, anneal_lr=False)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
     info = env_info(config.env_id)
     learner = _make_learner(config, info, compile=False)
     learner.load_state_dict(state["learner"])

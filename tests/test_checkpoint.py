@@ -67,6 +67,8 @@ def test_kill_during_writes_leaves_a_loadable_checkpoint(tmp_path):
     loaded = load_checkpoint(tmp_path)
     step = loaded["trainer"]["global_step"]
     assert step >= 1 and torch.all(loaded["learner"]["w"] == step)
+    save_checkpoint(tmp_path, state(step + 1))  # the next save clears a torn temporary file
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "not_ours"])

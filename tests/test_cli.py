@@ -32,7 +32,7 @@ def test_help_lists_every_flag_with_its_default():
     for flag in TRAIN_FLAGS:
         assert flag in text, flag
     assert "(default: Atari 0.0001, vector 0.001)" in text  # --learning-rate, per kind of env
-    assert "(default: Atari 80000, vector 2000)" in text
+    assert "(default: Atari 80000, vector 1000)" in text  # --learning-starts
     top = subprocess.run([sys.executable, "-m", "fastdqn", "--help"], capture_output=True, text=True, check=True)
     for command in ("train", "eval", "bench"):
         assert command in top.stdout
@@ -155,3 +155,17 @@ def test_config_json_is_the_resolved_config(tmp_path):
     assert saved["total_timesteps"] == 400 and saved["learning_rate"] == 1e-3  # the vector preset
     assert saved["run_dir"] == str(run) and saved["cuda"] is False
     assert TrainConfig.from_dict(saved).hidden == (120, 84)
+
+
+def test_replay_estimate_matches_the_buffer():
+    from fastdqn.cli import _replay_bytes
+    from fastdqn.envs import env_info
+    from fastdqn.replay import ReplayBuffer
+
+    for env_id, capacity, num_envs in [("Pong-v5", 3000, 8), ("CartPole-v1", 1000, 3)]:
+        info = env_info(env_id)
+        config = TrainConfig(env_id=env_id, buffer_size=capacity, num_envs=num_envs, batch_size=32,
+                             learning_starts=32)
+        buffer = ReplayBuffer(capacity, info.obs_shape, num_envs, obs_dtype=info.obs_dtype,
+                              frame_stack=info.frame_stack)
+        assert _replay_bytes(config, info) == buffer.nbytes
