@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastdqn.learner_batch import BatchChecker
 from fastdqn.errors import CheckpointError, ConfigError
+from fastdqn.learner_batch import BatchChecker
 from fastdqn.losses import LOSSES, q_learning_loss
 
 NONFINITE_CHECK_INTERVAL = 100
