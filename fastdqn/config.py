@@ -118,11 +118,6 @@ class TrainConfig:
                 f"got {self.env_batch_size}; raise --num-envs or lower --env-batch-size"
             )
 
-        if self.anneal_lr and self.cuda and self.compile:
-            raise ConfigError(
-                "--anneal-lr: a compiled CUDA update is one captured CUDA graph whose learning rate is "
-                "fixed; pass --no-compile or drop --anneal-lr"
-            )
 
     @property
     def device(self) -> str:

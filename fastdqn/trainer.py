@@ -177,7 +177,7 @@ class Trainer:
             if c.eval_episodes and (self.last_eval is None or self.last_eval["global_step"] != self.global_step):
                 self._evaluate()
         if self.logger is not None:
-            if self.global_step != self._last_log_step:
+            if self.global_step not in (start_step, self._last_log_step):
                 self._log_training(start_step, start_time)
             self.checkpoint()
         return EXIT_STATUS.get(self.stop_signal, 0) if self.stop_signal is not None else 0
@@ -187,9 +187,8 @@ class Trainer:
         self._pending += env_steps
         updates, self._pending = divmod(self._pending, c.train_frequency)
         if c.anneal_lr and updates:
-            lr = c.learning_rate * max(0.0, 1.0 - self.global_step / c.total_timesteps)
-            for group in self.learner.optimizer.param_groups:
-                group["lr"] = lr
+            # CleanRL's anneal: the fraction of steps left before this vector step (always > 0).
+            self.learner.set_lr(c.learning_rate * (1.0 - (self.global_step - env_steps) / c.total_timesteps))
         for _ in range(updates):
             t0 = perf()
             host, device_view, event = self._batches[self._turn % len(self._batches)]
