@@ -166,3 +166,21 @@ def test_signal_saves_a_loadable_checkpoint(tmp_path, sig, status):
     step = load_checkpoint(run)["trainer"]["global_step"]
     assert step >= max(r["global_step"] for r in records(run)) > 0
     assert os.path.exists(run / "config.json")
+
+
+def test_resume_without_saved_buffer_refills_before_learning(tmp_path):
+    from fastdqn.cli import main
+
+    run = tmp_path / "cartpole"
+    common = ["--no-progress", "--no-cuda", "--torch-threads", 1]
+    base = ["train", "--env-id", "CartPole-v1", "--num-envs", 4, "--learning-starts", 400, "--batch-size", 32,
+            "--train-frequency", 2, "--target-network-frequency", 64, "--eval-episodes", 0, "--run-dir", run]
+    assert main([str(a) for a in base + ["--total-timesteps", 1200, *common]]) == 0
+    before = load_checkpoint(run)
+    assert before["learner"]["num_updates"] == (1200 - 400) // 2
+    assert main([str(a) for a in ["train", "--resume", run, "--total-timesteps", 2000, *common]]) == 0
+    after = load_checkpoint(run)
+    assert after["trainer"]["global_step"] == 2000
+    # The empty buffer refills for learning_starts steps (1200 -> 1600), then 1 update per 2 steps.
+    assert after["learner"]["num_updates"] == before["learner"]["num_updates"] + (2000 - 1600) // 2
+    assert json.loads((run / "config.json").read_text())["total_timesteps"] == 2000
