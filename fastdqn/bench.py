@@ -452,6 +452,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-compile", action="store_true", help="skip the torch.compile figures")
     add("--json", default=None, metavar="PATH", help="also write the figures as JSON here")
     add("--seed", type=int, default=0, help="seed of envs, data and networks (default %(default)s)")
+    add("--torch-threads", type=int, default=0,
+        help="CPU threads for torch (0: torch's default); 1 is steadier on a busy machine")
 
 
 def check_args(args: argparse.Namespace) -> list[str]:
@@ -463,8 +465,9 @@ def check_args(args: argparse.Namespace) -> list[str]:
     for name in ("num_envs", "batch_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
-    if args.repeats < 0:
-        raise ConfigError(f"--repeats: expected an int >= 0, got {args.repeats}")
+    for name in ("repeats", "torch_threads"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: expected an int >= 0, got {getattr(args, name)}")
     if args.async_envs and not 0 <= args.env_batch_size < args.num_envs:
         raise ConfigError(f"--env-batch-size: async mode needs it below --num-envs ({args.num_envs}), "
                           f"got {args.env_batch_size}; lower it or raise --num-envs")
@@ -481,12 +484,16 @@ def check_args(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:
     """Run the chosen sections, print the table, write JSON when asked; 0 on success."""
+    import torch
+
     from fastdqn.envs import env_info
 
     sections = check_args(args)
     sizes = sizes or (QUICK if args.quick else DEFAULT)
     if args.repeats:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     ctx = Context(args, sizes, env_info(args.env_id))
     figures: list[Figure] = []
     start = time.perf_counter()
@@ -495,14 +502,16 @@ def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:
         figures += SECTION_FUNCS[name](ctx)
     elapsed = time.perf_counter() - start
     machine = machine_info(args.device)
-    print(f"fastdqn bench: {args.env_id}, {args.num_envs} envs, {args.device}, "
+    print(f"fastdqn bench: {args.env_id}, {args.num_envs} envs, {args.device} "
+          f"({torch.get_num_threads()} torch threads), "
           f"{'quick' if args.quick else 'default'} ({sizes.repeats} repeats), {elapsed:.0f} s")
     print(f"machine: {machine['cpu']}, {machine['logical_cores']} cores"
           + (f", {machine['gpu']}" if machine["gpu"] else "") + f", {machine['date']}")
     print(format_table(figures))
     if args.json:
         settings = {k: v for k, v in vars(args).items() if not callable(v)}
-        settings.update(sizes=dataclasses.asdict(sizes), elapsed_s=elapsed)
+        settings.update(sizes=dataclasses.asdict(sizes), elapsed_s=elapsed,
+                        torch_threads_used=torch.get_num_threads())
         write_json(args.json, figures, machine, settings)
     return 0
 

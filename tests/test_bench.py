@@ -140,6 +140,7 @@ def parse(argv):
     (["--num-envs", "0"], "--num-envs"),
     (["--device", "tpu"], "--device"),
     (["--async-envs", "--env-batch-size", "8"], "--env-batch-size"),
+    (["--torch-threads", "-1"], "--torch-threads"),
 ])
 def test_check_args_rejects(argv, match):
     with pytest.raises(ConfigError, match=match):
