@@ -21,6 +21,7 @@ _EXPORTS = {
     "ReplayError": "fastdqn.errors",
     "ReplayStateError": "fastdqn.errors",
     "CheckpointError": "fastdqn.errors",
+    "BatchError": "fastdqn.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

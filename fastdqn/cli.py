@@ -64,16 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue a run from its checkpoint file or run folder")
     train.set_defaults(handler=_train)
 
-    ev = sub.add_parser("eval", help="play full games with a trained checkpoint",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ev = sub.add_parser("eval", help="play full games with a trained checkpoint")
     ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="checkpoint file or run folder")
-    ev.add_argument("--episodes", type=int, default=10, help="full games to play")
-    ev.add_argument("--epsilon", type=float, default=0.05, help="probability of a random action")
-    ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs")
+    ev.add_argument("--episodes", type=int, default=10, help="full games to play (default: 10)")
+    ev.add_argument("--epsilon", type=float, default=0.05, help="probability of a random action (default: 0.05, as CleanRL)")
+    ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs (default: 12345)")
     ev.add_argument("--num-envs", type=int, default=None, help="parallel envs (default: min(episodes, 16))")
     ev.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=None,
                     help="run the network on the GPU (default: if one is available)")
-    ev.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
+    ev.add_argument("--json", action="store_true", help="print the statistics as one JSON object (default: off)")
     ev.set_defaults(handler=_eval)
 
     bench = sub.add_parser("bench", help="measure throughput of fastdqn's components")
