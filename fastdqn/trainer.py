@@ -139,26 +139,29 @@ class Trainer:
             obs, reward, terminated, truncated, info = envs.recv()
             ids = info["env_id"]
             t1 = perf()
-            np.not_equal(info["elapsed_step"], 0, out=self._valid)
-            np.logical_not(self._valid, out=self._reset)
+            # Act and send first, so the envs step in their threads while this thread
+            # stores the transitions and tracks episodes (recv returns fresh arrays).
             np.take(self._last_obs, ids, axis=0, out=self._prev_obs)
             np.take(self._last_act, ids, out=self._prev_act)
+            episode_epsilon, epsilon = epsilon, self.epsilon()
+            actions = learner.act(obs, epsilon)
+            t2 = perf()
+            envs.send(actions, ids)
+            t3 = perf()
+            np.not_equal(info["elapsed_step"], 0, out=self._valid)
+            np.logical_not(self._valid, out=self._reset)
             np.sign(reward, out=self._reward)
             buffer.add(obs=self._prev_obs, next_obs=obs, action=self._prev_act, reward=self._reward,
                        terminated=terminated, truncated=truncated, env_ids=ids, valid=self._valid)
-            t2 = perf()
-            self._track_episodes(ids, reward, epsilon)
-            epsilon = self.epsilon()
-            actions = learner.act(obs, epsilon)
+            t4 = perf()
+            self._track_episodes(ids, reward, episode_epsilon)
             self._last_obs[ids] = obs
             self._last_act[ids] = actions
-            t3 = perf()
-            envs.send(actions, ids)
             self.global_step += len(ids)
-            t4 = perf()
-            timers["env"] += (t1 - t0) + (t4 - t3)
-            timers["replay"] += t2 - t1
-            timers["act"] += t3 - t2
+            t5 = perf()
+            timers["env"] += (t1 - t0) + (t3 - t2)
+            timers["replay"] += t4 - t3
+            timers["act"] += (t2 - t1) + (t5 - t4)
             if self.global_step > self._learn_after and len(buffer) >= c.batch_size:
                 self._learn(len(ids))
 
