@@ -50,7 +50,7 @@ class TrainConfig:
     compile: bool = _f(True, "torch.compile the update step")
     torch_threads: int = _f(0, "CPU threads for torch (0: torch's default)")
     loss: str = _f("mse", "TD loss: mse (CleanRL) or huber", choices=("mse", "huber"))
-    double_dqn: bool = _f(False, "use Double DQN targets (CleanRL: off)")
+    double_dqn: bool = _f(True, "use Double DQN targets (--no-double-dqn: Nature DQN's max target, as CleanRL)")
     max_grad_norm: float = _f(0.0, "clip the gradient norm to this (0: no clipping)")
     hidden: tuple[int, ...] = _f((120, 84), "MLP hidden widths for vector-observation envs, e.g. 120,84")
     sticky_actions: float = _f(0.0, "EnvPool repeat_action_probability (Atari only; 0.25 for the v5 protocol)")
@@ -154,7 +154,8 @@ class TrainConfig:
         return cls(**data)
 
 
-# The field defaults are CleanRL dqn_atari.py's hyperparameters.
+# The field defaults are CleanRL dqn_atari.py's hyperparameters, except that fastdqn
+# trains with Double DQN targets (van Hasselt et al. 2016) unless --no-double-dqn.
 ATARI_PRESET: dict = {}
 
 # Learns CartPole-v1 (greedy mean >= 475 over 10 games) within 100k env steps in about a
@@ -179,7 +180,6 @@ VECTOR_PRESET: dict = dict(
     compile=False,
     torch_threads=1,
     loss="mse",
-    double_dqn=True,
     max_grad_norm=10.0,
     hidden=(120, 84),
     eval_epsilon=0.0,
