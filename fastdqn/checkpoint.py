@@ -10,11 +10,11 @@ before the checkpoint that points to it; older buffer files are removed afterwar
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from fastdqn.atomic import atomic_write, fsync_dir
 from fastdqn.errors import CheckpointError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -33,23 +33,6 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             f"{CHECKPOINT_NAME}"
         )
     return path
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then move the result onto ``path`` durably."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(run_dir: str | os.PathLike, state: dict, buffer=None) -> Path:
@@ -100,11 +83,3 @@ def buffer_path(state: dict) -> Path | None:
     if not path.is_file():
         raise CheckpointError(f"checkpoint: its replay buffer file {str(path)!r} is missing")
     return path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -164,7 +164,7 @@ def _train(args: argparse.Namespace) -> int:
     saved_buffer = buffer_path(state) if state is not None else None
 
     # Validation is over: from here on files and envs are created.
-    from fastdqn.checkpoint import atomic_write
+    from fastdqn.atomic import atomic_write
     from fastdqn.envs import make_envs
     from fastdqn.logger import RunLogger
     from fastdqn.replay import ReplayBuffer

@@ -93,7 +93,7 @@ def _plain(value):
 
 def _truncate_after(path: Path, step: int) -> None:
     """Keep the records up to ``step`` (written before a crash); drop torn or later lines."""
-    from fastdqn.checkpoint import atomic_write
+    from fastdqn.atomic import atomic_write
 
     kept = []
     with open(path, encoding="utf-8") as f:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import NamedTuple
 
 import numpy as np
 
+from fastdqn.atomic import atomic_write
 from fastdqn.errors import CheckpointError, ReplayError, ReplayStateError
 from fastdqn.kernels import replay as kr
 
@@ -358,24 +358,14 @@ class ReplayBuffer:
             "arrays": [[name, arr.dtype.str, list(arr.shape)] for name, arr in arrays],
         }
         blob = json.dumps(header).encode()
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".replay-", suffix=".tmp", dir=folder)
-        try:
-            with open(fd, "wb", buffering=0) as f:
+
+        def write(tmp):
+            with open(tmp, "wb", buffering=0) as f:
                 _write_all(f, _MAGIC + len(blob).to_bytes(8, "little") + blob)
                 for _, arr in arrays:
                     _write_all(f, memoryview(arr).cast("B"))
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path) -> "ReplayBuffer":

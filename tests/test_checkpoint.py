@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn.checkpoint import CHECKPOINT_NAME, atomic_write, buffer_path, load_checkpoint, save_checkpoint
+from fastdqn.atomic import atomic_write
+from fastdqn.checkpoint import CHECKPOINT_NAME, buffer_path, load_checkpoint, save_checkpoint
 from fastdqn.errors import CheckpointError
 from fastdqn.replay import ReplayBuffer
 
