@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from fastdqn import ReplayBuffer
+from fastdqn.baselines import NumpyStackBuffer
 
 NUM_ENVS = 8
 STACK = 4
@@ -47,36 +48,18 @@ class FrameStream:
         return row
 
 
-class NumpyFullStackReplay:
-    """The baseline: obs and next_obs stacks in two arrays, sampled by fancy indexing."""
+class NumpyFullStackReplay(NumpyStackBuffer):
+    """The baseline: obs and next_obs stacks in two arrays, sampled by fancy indexing,
+    full from the start with every page really allocated."""
 
     def __init__(self, capacity: int, seed: int = 0):
-        shape = (capacity, STACK) + FRAME
-        self.obs = np.ones(shape, np.uint8)  # ones, not zeros: every page really allocated
-        self.next_obs = np.ones(shape, np.uint8)
-        self.action = np.zeros(capacity, np.int64)
-        self.reward = np.zeros(capacity, np.float32)
-        self.terminated = np.zeros(capacity, bool)
-        self.capacity, self.pos, self.size = capacity, 0, capacity
-        self.rng = np.random.default_rng(seed)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.obs, self.next_obs, self.action, self.reward,
-                                      self.terminated))
+        super().__init__(capacity, (STACK,) + FRAME, seed=seed)
+        self.obs.fill(1)
+        self.next_obs.fill(1)
+        self.size = capacity
 
     def add(self, obs, next_obs, action, reward, terminated, truncated) -> None:
-        rows = (self.pos + np.arange(len(obs))) % self.capacity
-        self.obs[rows] = obs
-        self.next_obs[rows] = next_obs
-        self.action[rows] = action
-        self.reward[rows] = reward
-        self.terminated[rows] = terminated
-        self.pos = int(rows[-1] + 1) % self.capacity
-
-    def sample(self, batch_size: int):
-        i = self.rng.integers(0, self.size, batch_size)
-        return self.obs[i], self.next_obs[i], self.action[i], self.reward[i], self.terminated[i]
+        super().add(obs, next_obs, action, reward, terminated)
 
     def sample_into(self, out) -> None:
         """NumPy's best case: np.take into preallocated arrays (no allocation per call)."""
