@@ -11,21 +11,9 @@ import numpy as np
 import pytest
 
 from fastdqn.envs import make_envs
+from benchutil import record_rate
 
 NUM_ENVS = 8
-
-
-def record_rate(benchmark, units: int, key: str, nbytes: int | None = None) -> None:
-    """Put units/s (and bytes/s) of the median round into extra_info; nothing when disabled."""
-    benchmark.extra_info["units_per_round"] = units
-    if nbytes is not None:
-        benchmark.extra_info["bytes_per_round"] = nbytes
-    if benchmark.stats is None:
-        return
-    median = benchmark.stats.stats.median
-    benchmark.extra_info[key] = units / median
-    if nbytes is not None:
-        benchmark.extra_info["GB_per_s"] = nbytes / median / 1e9
 
 
 @pytest.fixture(scope="module")

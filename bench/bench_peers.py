@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchutil import record_rate
+
 NUM_ENVS = 8
 OBS_SHAPE = (4, 84, 84)
 NUM_ACTIONS = 4
@@ -315,16 +317,6 @@ def make_adapter(key: str, capacity: int, seed: int = 0, scratch: str | None = N
     if factory == "memmap":
         return TorchRL(capacity, seed, memmap_dir=scratch)
     return factory(capacity, seed)
-
-
-def record_rate(benchmark, units: int, key: str, nbytes: int | None = None) -> None:
-    benchmark.extra_info["units_per_round"] = units
-    if benchmark.stats is None:
-        return
-    median = benchmark.stats.stats.median
-    benchmark.extra_info[key] = units / median
-    if nbytes is not None:
-        benchmark.extra_info["GB_per_s"] = nbytes / median / 1e9
 
 
 # ---- pytest-benchmark ------------------------------------------------------------------------------

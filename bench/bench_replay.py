@@ -125,9 +125,9 @@ def record(benchmark, transitions: int, nbytes: int, **extra) -> None:
     benchmark.extra_info.update(extra)
     if benchmark.stats is None:  # --benchmark-disable
         return
-    mean = benchmark.stats.stats.mean
-    benchmark.extra_info["transitions_per_s"] = round(transitions / mean)
-    benchmark.extra_info["gb_per_s"] = round(nbytes / mean / 1e9, 3)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info["transitions_per_s"] = round(transitions / median)
+    benchmark.extra_info["gb_per_s"] = round(nbytes / median / 1e9, 3)
 
 
 STEP_BYTES = 2 * NUM_ENVS * STACK * FRAME[0] * FRAME[1]  # obs + next_obs of one 8-env step

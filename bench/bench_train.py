@@ -23,6 +23,7 @@ from fastdqn.learner import Learner
 from fastdqn.networks import MLP, NatureCNN
 from fastdqn.replay import ReplayBuffer
 from fastdqn.trainer import Trainer
+from benchutil import record_rate
 
 NUM_ENVS = 8
 EPSILON = 0.05
@@ -58,12 +59,6 @@ def components(setting, compile: bool = False):
                           frame_stack=info.frame_stack, seed=0)
     learner = Learner(q_network(info), compile=compile, batch_size=32, double_dqn=True, seed=0)
     return info, buffer, learner
-
-
-def record_rate(benchmark, units: int, key: str) -> None:
-    benchmark.extra_info["units_per_round"] = units
-    if benchmark.stats is not None:
-        benchmark.extra_info[key] = units / benchmark.stats.stats.median
 
 
 @pytest.mark.benchmark(group="train.collect")
