@@ -15,6 +15,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from fastdqn.config import ATARI, PRESETS, VECTOR, TrainConfig, make_config
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    # EnvPool's classic-control specs declare float64 bounds that gymnasium warns about on
+    # every env creation; the observations themselves are float32 and exact.
+    warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32",
+                            category=UserWarning)
     try:
         return args.handler(args)
     except (FastDQNError, MemoryError) as exc:
