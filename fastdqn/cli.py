@@ -18,6 +18,8 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from fastdqn.config import ATARI, PRESETS, VECTOR, TrainConfig, make_config
 from fastdqn.errors import CheckpointError, ConfigError, FastDQNError
 
@@ -266,13 +268,15 @@ def _evaluator(learner, config: TrainConfig):
     from fastdqn.evaluate import evaluate
 
     envs = []
+    eval_seed = config.seed + 1_000_003
+    rng = np.random.default_rng(eval_seed)
 
     def run():
         if not envs:
-            envs.append(make_envs(config.env_id, min(config.eval_episodes, 16), seed=config.seed + 1_000_003,
+            envs.append(make_envs(config.env_id, min(config.eval_episodes, 16), seed=eval_seed,
                                   episodic_life=False, sticky_actions=config.sticky_actions,
                                   max_episode_steps=config.max_episode_steps))
-        return evaluate(learner, envs[0], config.eval_episodes, config.eval_epsilon)
+        return evaluate(learner, envs[0], config.eval_episodes, config.eval_epsilon, rng)
 
     return run
 
@@ -353,7 +357,8 @@ def _eval(args: argparse.Namespace) -> int:
     envs = make_envs(config.env_id, num_envs, seed=args.seed, episodic_life=False,
                      sticky_actions=config.sticky_actions, max_episode_steps=config.max_episode_steps)
     try:
-        stats = summarize(evaluate(learner, envs, args.episodes, args.epsilon))
+        stats = summarize(evaluate(learner, envs, args.episodes, args.epsilon,
+                                   np.random.default_rng(args.seed)))
     finally:
         envs.close()
     stats.update(env_id=config.env_id, global_step=int(state["trainer"]["global_step"]), epsilon=args.epsilon)

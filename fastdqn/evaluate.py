@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def evaluate(learner, envs, episodes: int, epsilon: float) -> np.ndarray:
+def evaluate(learner, envs, episodes: int, epsilon: float, rng: np.random.Generator) -> np.ndarray:
     """Play ``episodes`` full games on ``envs`` and return their scores (float64, (episodes,)).
+
+    Exploration draws come from ``rng``, not the learner's generator, so evaluating during
+    training leaves the training run exactly as it would have been.
 
     ``envs`` must be synchronous EnvPool envs made with ``episodic_life=False``, so every
     ``terminated`` or ``truncated`` is the end of a game. Each env plays a fixed quota of
@@ -22,7 +25,7 @@ def evaluate(learner, envs, episodes: int, epsilon: float) -> np.ndarray:
     score = np.zeros(num_envs, dtype=np.float64)
     scores: list[float] = []
     while len(scores) < episodes:
-        actions = learner.act(obs, epsilon)
+        actions = learner.act(obs, epsilon, rng=rng)
         obs, reward, terminated, truncated, info = envs.step(actions)
         ids = info["env_id"]
         score[ids] += reward

@@ -349,20 +349,23 @@ class Learner:
 
     # ------------------------------------------------------------------- acting
 
-    def act(self, obs, epsilon: float) -> np.ndarray:
+    def act(self, obs, epsilon: float, rng: np.random.Generator | None = None) -> np.ndarray:
         """Epsilon-greedy actions, NumPy int64 ``(n,)``, one per row of ``obs``.
 
-        Each row explores with probability ``epsilon`` (seeded generator); with
-        ``epsilon >= 1`` the network is not run at all.
+        Each row explores with probability ``epsilon``; with ``epsilon >= 1`` the network
+        is not run at all. The draws come from ``rng``, by default the learner's own seeded
+        generator (saved in checkpoints); evaluation passes its own so that it never shifts
+        the training run's exploration.
         """
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating)) \
                 or not 0.0 <= epsilon or np.isnan(epsilon):
             raise ConfigError(f"epsilon: expected a number >= 0, got {epsilon!r}")
         n = self._checker.obs_rows(obs)
+        rng = self._rng if rng is None else rng
         if epsilon >= 1.0:
-            return self._rng.integers(self.num_actions, size=n, dtype=np.int64)
-        explore = self._rng.random(n) < epsilon
-        random_actions = self._rng.integers(self.num_actions, size=n, dtype=np.int64)
+            return rng.integers(self.num_actions, size=n, dtype=np.int64)
+        explore = rng.random(n) < epsilon
+        random_actions = rng.integers(self.num_actions, size=n, dtype=np.int64)
         obs_t = self._checker.obs_tensor(obs)
         with torch.inference_mode():
             greedy = self.online(obs_t).argmax(dim=1).cpu().numpy()

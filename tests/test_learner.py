@@ -467,3 +467,19 @@ def test_cuda_nonfinite_loss_is_reported_with_its_update(compile):
     learner.update(make_batch(rng))
     with pytest.raises(FloatingPointError, match="update 2"):
         learner.check_finite()
+
+
+def test_act_with_own_rng_leaves_the_learner_generator_alone():
+    obs = np.random.default_rng(1).standard_normal((64, OBS_DIM)).astype(np.float32)
+    learner = Learner(tiny_mlp(), compile=False, seed=0)
+    untouched = Learner(tiny_mlp(), compile=False, seed=0)
+    before = learner.state_dict()["rng"]
+    own = learner.act(obs, 0.5, rng=np.random.default_rng(7))
+    assert learner.state_dict()["rng"] == before
+    # The training draws that follow are the ones a learner that never evaluated makes.
+    np.testing.assert_array_equal(learner.act(obs, 0.5), untouched.act(obs, 0.5))
+    # The explicit generator's draws decide the exploring rows.
+    np.testing.assert_array_equal(own, learner.act(obs, 0.5, rng=np.random.default_rng(7)))
+    explore = np.random.default_rng(7).random(64) < 0.5
+    greedy = learner.act(obs, 0.0)
+    np.testing.assert_array_equal(own[~explore], greedy[~explore])
