@@ -44,20 +44,12 @@ NUM_ACTIONS = 4
 
 def record_stream(vector_steps: int, seed: int = 0) -> list[dict]:
     """Breakout-v5 under random actions, one dict of ``ReplayBuffer.add`` arguments per vector step."""
+    from fastdqn.bench import record_envpool_stream
     from fastdqn.envs import make_envs
 
-    envs = make_envs("Breakout-v5", NUM_ENVS, seed=seed)
     rng = np.random.default_rng(seed)
-    obs, _ = envs.reset()
-    stream = []
-    for _ in range(vector_steps):
-        action = rng.integers(0, NUM_ACTIONS, size=NUM_ENVS)
-        next_obs, reward, terminated, truncated, info = envs.step(action)
-        stream.append(dict(obs=obs, next_obs=next_obs, action=action, reward=reward.astype(np.float32),
-                           terminated=terminated, truncated=truncated, valid=info["elapsed_step"] > 0))
-        obs = next_obs
-    envs.close()
-    return stream
+    actions = rng.integers(0, NUM_ACTIONS, size=(vector_steps, NUM_ENVS))
+    return record_envpool_stream(make_envs("Breakout-v5", NUM_ENVS, seed=seed), actions)
 
 
 def transition_key(obs, next_obs, action, reward, terminated) -> bytes:

@@ -147,18 +147,23 @@ def section_env(ctx: Context) -> list[Figure]:
     return figures
 
 
-def record_stream(ctx: Context, steps: int) -> list[dict]:
-    """``steps`` vector steps of the env under random actions, as ``ReplayBuffer.add`` kwargs."""
-    envs = ctx.make_envs()
+def record_envpool_stream(envs, actions) -> list[dict]:
+    """Step sync ``envs`` through ``actions`` (one row per vector step) and close them; one
+    dict of ``ReplayBuffer.add`` kwargs per step, reset rows marked invalid."""
     obs, _ = envs.reset()
     stream = []
-    for a in random_actions(ctx, steps, ctx.args.num_envs):
+    for a in actions:
         next_obs, reward, terminated, truncated, info = envs.step(a)
         stream.append(dict(obs=obs, next_obs=next_obs, action=a, reward=reward.astype(np.float32),
                            terminated=terminated, truncated=truncated, valid=info["elapsed_step"] > 0))
         obs = next_obs
     envs.close()
     return stream
+
+
+def record_stream(ctx: Context, steps: int) -> list[dict]:
+    """``steps`` vector steps of the env under random actions, as ``ReplayBuffer.add`` kwargs."""
+    return record_envpool_stream(ctx.make_envs(), random_actions(ctx, steps, ctx.args.num_envs))
 
 
 def section_replay(ctx: Context) -> list[Figure]:
