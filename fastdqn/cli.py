@@ -291,11 +291,11 @@ def _stop_handler(trainer):
 
 
 def _replay_bytes(config: TrainConfig, info) -> int:
-    """Memory ReplayBuffer will allocate: per env ceil(capacity / num_envs) + k slots of one
-    frame plus action (4 B), reward (4 B), terminated (1 B) and info (1 B), and 25 B of counters."""
-    frame = info.obs_dtype.itemsize * math.prod(info.obs_shape) // info.frame_stack
-    slots = -(-config.buffer_size // config.num_envs) + info.frame_stack
-    return config.num_envs * (slots * (frame + 10) + 25)
+    """Memory the ReplayBuffer for this run will allocate."""
+    from fastdqn.replay import ReplayBuffer
+
+    return ReplayBuffer.required_bytes(config.buffer_size, info.obs_shape, config.num_envs,
+                                       obs_dtype=info.obs_dtype, frame_stack=info.frame_stack)
 
 
 def _available_memory() -> int:

@@ -64,6 +64,28 @@ def _positive_int(name: str, value, minimum: int = 1, why: str = "") -> int:
     return int(value)
 
 
+def _geometry(capacity: int, obs_shape: tuple, num_envs: int, obs_dtype: np.dtype,
+              frame_stack: int) -> tuple[int, int]:
+    """Bytes of one stored frame, and slots in each env's ring (room for one stack more)."""
+    frame_bytes = obs_dtype.itemsize * math.prod(obs_shape) // frame_stack
+    return frame_bytes, -(-capacity // num_envs) + frame_stack
+
+
+def _layout(num_envs: int, slots: int, frame_bytes: int) -> dict:
+    """Name -> (shape, dtype) of every array the buffer holds."""
+    E, L, F = num_envs, slots, frame_bytes
+    return {
+        "frames": ((E, L, F), np.uint8), "action": ((E, L), np.int32),
+        "reward": ((E, L), np.float32), "terminated": ((E, L), np.bool_),
+        "info": ((E, L), np.uint8), "count": ((E,), np.int64), "pending": ((E,), np.bool_),
+        "flagged": ((E,), np.int64), "nvalid": ((E,), np.int64),
+    }
+
+
+def _layout_bytes(layout: dict) -> int:
+    return sum(math.prod(shape) * np.dtype(dt).itemsize for shape, dt in layout.values())
+
+
 class ReplayBuffer:
     """Uniform replay memory for ``num_envs`` envs, allocated once at construction.
 
@@ -103,8 +125,7 @@ class ReplayBuffer:
         self._obs_shape = obs_shape
         self._obs_dtype = obs_dtype
         self._k = frame_stack
-        self._frame_bytes = obs_dtype.itemsize * math.prod(obs_shape) // frame_stack
-        self._L = -(-capacity // num_envs) + frame_stack
+        self._frame_bytes, self._L = _geometry(capacity, obs_shape, num_envs, obs_dtype, frame_stack)
         self._rng = np.random.default_rng(seed)
         self._len = 0
         self._allocate()
@@ -117,13 +138,8 @@ class ReplayBuffer:
 
     def _allocate(self) -> None:
         E, L, F = self._num_envs, self._L, self._frame_bytes
-        layout = {
-            "frames": ((E, L, F), np.uint8), "action": ((E, L), np.int32),
-            "reward": ((E, L), np.float32), "terminated": ((E, L), np.bool_),
-            "info": ((E, L), np.uint8), "count": ((E,), np.int64), "pending": ((E,), np.bool_),
-            "flagged": ((E,), np.int64), "nvalid": ((E,), np.int64),
-        }
-        needed = sum(math.prod(shape) * np.dtype(dt).itemsize for shape, dt in layout.values())
+        layout = _layout(E, L, F)
+        needed = _layout_bytes(layout)
         available = _available_memory()
         figures = (f"ReplayBuffer(capacity={self._capacity}, obs_shape={self._obs_shape}, "
                    f"num_envs={self._num_envs}) needs {needed / 1e9:.2f} GB ({needed} bytes)")
@@ -139,6 +155,14 @@ class ReplayBuffer:
         except MemoryError:
             raise MemoryError(f"{figures} and allocating it failed; lower capacity") from None
         self._nbytes = needed
+
+    @staticmethod
+    def required_bytes(capacity: int, obs_shape, num_envs: int, *, obs_dtype=np.uint8,
+                       frame_stack: int = 1) -> int:
+        """Bytes a buffer built with these arguments allocates (its ``nbytes``), without
+        allocating: lets a caller check free memory before building one."""
+        frame_bytes, slots = _geometry(capacity, obs_shape, num_envs, np.dtype(obs_dtype), frame_stack)
+        return _layout_bytes(_layout(num_envs, slots, frame_bytes))
 
     def _warm_up(self) -> None:
         """Compile (or load from cache) every kernel now, on scratch arrays."""
