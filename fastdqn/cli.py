@@ -161,8 +161,10 @@ def _train(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, run_dir=str(run_dir))
     if config.cuda and not cuda_available:
         raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
+    from fastdqn.replay import available_memory
+
     replay_bytes = _replay_bytes(config, info)
-    free = _available_memory()
+    free = available_memory()
     if replay_bytes > free:
         raise ConfigError(
             f"--buffer-size {config.buffer_size}: the replay buffer would need {replay_bytes / 1e9:.2f} GB "
@@ -296,12 +298,6 @@ def _replay_bytes(config: TrainConfig, info) -> int:
 
     return ReplayBuffer.required_bytes(config.buffer_size, info.obs_shape, config.num_envs,
                                        obs_dtype=info.obs_dtype, frame_stack=info.frame_stack)
-
-
-def _available_memory() -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().available)
 
 
 def _print_summary(config, info, learner, replay_bytes, free, resume_step, buffer_restored) -> None:

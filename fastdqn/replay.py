@@ -47,7 +47,8 @@ class ReplayBatch(NamedTuple):
     index: np.ndarray        # (B,) int64
 
 
-def _available_memory() -> int:
+def available_memory() -> int:
+    """Bytes of memory the machine can still hand out (what buffers are checked against)."""
     try:
         import psutil
 
@@ -140,7 +141,7 @@ class ReplayBuffer:
         E, L, F = self._num_envs, self._L, self._frame_bytes
         layout = _layout(E, L, F)
         needed = _layout_bytes(layout)
-        available = _available_memory()
+        available = available_memory()
         figures = (f"ReplayBuffer(capacity={self._capacity}, obs_shape={self._obs_shape}, "
                    f"num_envs={self._num_envs}) needs {needed / 1e9:.2f} GB ({needed} bytes)")
         if needed > available:
