@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ReplayBuffer": "fastdqn.replay",
     "ReplayBatch": "fastdqn.replay",
+    "PrioritizedReplayBuffer": "fastdqn.prioritized",
+    "PrioritizedBatch": "fastdqn.prioritized",
     "Learner": "fastdqn.learner",
     "NatureCNN": "fastdqn.networks",
     "MLP": "fastdqn.networks",

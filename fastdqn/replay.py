@@ -13,6 +13,9 @@ that starts a new stack (reset, or a row that does not continue the previous one
 among those newest slots, so a long episode keeps exactly ``ceil(capacity / num_envs)``
 transitions per env and each episode boundary in the window costs about one more slot.
 
+With ``n_step=n`` a sampled transition carries the discounted sum of up to ``n`` rewards,
+the stack up to ``n`` steps later and the discount to apply there; see ``ReplayBuffer``.
+
 Importing this module pulls in NumPy and Numba only.
 """
 
@@ -27,6 +30,7 @@ import numpy as np
 
 from fastdqn.atomic import atomic_write
 from fastdqn.errors import CheckpointError, ReplayError, ReplayStateError
+from fastdqn.kernels import nstep as kn
 from fastdqn.kernels import replay as kr
 
 _MAGIC = b"FASTDQN-REPLAY\x00\x01"
@@ -44,6 +48,7 @@ class ReplayBatch(NamedTuple):
     action: np.ndarray       # (B,) int64
     reward: np.ndarray       # (B,) float32
     terminated: np.ndarray   # (B,) bool
+    discount: np.ndarray     # (B,) float32: gamma ** steps, 0 after a termination
     index: np.ndarray        # (B,) int64
 
 
@@ -90,12 +95,32 @@ def _layout_bytes(layout: dict) -> int:
 class ReplayBuffer:
     """Uniform replay memory for ``num_envs`` envs, allocated once at construction.
 
+    ``n_step=n`` samples n-step transitions: from step t of an env, ``reward`` is
+    ``sum(gamma**i * r[t+i] for i < m)``, ``next_obs`` the stack ``m`` steps on and
+    ``discount`` ``gamma**m``, where ``m = n`` unless the window ends early:
+
+    - at a termination (``terminated=True``: a game over, or a lost life with
+      ``episodic_life``): ``discount`` is 0 and ``terminated`` True;
+    - at a truncation, bootstrapping from that step's real final ``next_obs``;
+    - where the env's next stored step does not continue it (its ``obs`` differs from
+      ``next_obs``, or a row of the env came with ``valid=False`` in between, as
+      EnvPool's reset rows do): windows never cross into another episode or env.
+
+    A window still open at the env's newest step is not sampled (nor counted in
+    ``len``) until the env's next step closes it. With ``n_step=1`` (the default)
+    ``discount`` is ``gamma``, or 0 after a termination, so a learner can use one target
+    ``reward + discount * Q(next_obs)`` for every n.
+
     Not thread-safe: do not call ``add`` while another thread samples.
     """
 
     def __init__(self, capacity: int, obs_shape, num_envs: int, *, obs_dtype=np.uint8,
-                 frame_stack: int = 1, seed=None):
+                 frame_stack: int = 1, n_step: int = 1, gamma: float = 0.99, seed=None):
         num_envs = _positive_int("num_envs", num_envs)
+        n_step = _positive_int("n_step", n_step)
+        if isinstance(gamma, (bool, np.bool_)) or not isinstance(gamma, (int, float, np.number)) \
+                or not 0.0 <= float(gamma) <= 1.0:
+            raise ReplayError(f"gamma: expected a number in [0, 1], got {gamma!r}; pass e.g. gamma=0.99")
         frame_stack = _positive_int("frame_stack", frame_stack)
         if frame_stack > kr.MAX_FRAME_STACK:
             raise ReplayError(f"frame_stack: expected at most {kr.MAX_FRAME_STACK}, got {frame_stack}")
@@ -126,6 +151,8 @@ class ReplayBuffer:
         self._obs_shape = obs_shape
         self._obs_dtype = obs_dtype
         self._k = frame_stack
+        self._n = n_step
+        self._gamma = float(gamma)
         self._frame_bytes, self._L = _geometry(capacity, obs_shape, num_envs, obs_dtype, frame_stack)
         self._rng = np.random.default_rng(seed)
         self._len = 0
@@ -135,6 +162,7 @@ class ReplayBuffer:
         self._err = np.zeros(2, np.int64)
         self._all_valid = np.ones(num_envs, bool)
         self._env_range = np.arange(num_envs, dtype=np.int64)
+        self._open = np.zeros(num_envs, np.int64)  # per env: transitions whose window is open
         self._warm_up()
 
     def _allocate(self) -> None:
@@ -176,10 +204,12 @@ class ReplayBuffer:
                           for name, arr in self._state.items()}
         scratch._rng = np.random.default_rng(0)
         scratch._uniform = np.empty(0, np.float64)
+        scratch._open = np.zeros_like(self._open)
         obs = np.zeros((self._num_envs,) + self._obs_shape, self._obs_dtype)
         zeros = np.zeros(self._num_envs)
+        # Terminated rows close their windows at once, so every n can sample them.
         scratch.add(obs, obs, zeros.astype(np.int64), zeros.astype(np.float32),
-                    zeros.astype(bool), zeros.astype(bool))
+                    np.ones(self._num_envs, bool), zeros.astype(bool))
         scratch.sample(1)
 
     # -- properties ---------------------------------------------------------------------
@@ -205,6 +235,14 @@ class ReplayBuffer:
         return self._k
 
     @property
+    def n_step(self) -> int:
+        return self._n
+
+    @property
+    def gamma(self) -> float:
+        return self._gamma
+
+    @property
     def slots_per_env(self) -> int:
         """Frame slots in each env's ring; ``index = env * slots_per_env + slot``."""
         return self._L
@@ -220,7 +258,7 @@ class ReplayBuffer:
     def __repr__(self) -> str:
         return (f"ReplayBuffer(capacity={self._capacity}, obs_shape={self._obs_shape}, "
                 f"num_envs={self._num_envs}, obs_dtype={self._obs_dtype}, "
-                f"frame_stack={self._k}, len={self._len})")
+                f"frame_stack={self._k}, n_step={self._n}, gamma={self._gamma}, len={self._len})")
 
     # -- adding -------------------------------------------------------------------------
 
@@ -249,9 +287,9 @@ class ReplayBuffer:
         """Store one transition per row (rows with ``valid=False`` are skipped).
 
         ``next_obs`` must be ``obs`` shifted by one frame (checked on valid rows);
-        ``env_ids`` must be distinct and in range on every row. ``truncated`` is accepted for
-        symmetry with the env API; a truncated step is stored with its ``terminated`` flag
-        (False), so targets bootstrap from its real final ``next_obs``.
+        ``env_ids`` must be distinct and in range on every row. A truncated step is stored
+        with its ``terminated`` flag (False), so targets bootstrap from its real final
+        ``next_obs``; with ``n_step > 1`` it also ends the n-step window.
         """
         obs_b = self._check_obs("obs", obs, None)
         n = obs_b.shape[0]
@@ -259,7 +297,7 @@ class ReplayBuffer:
         action = self._check_rows("action", action, n, "iu", np.int64, "an integer array")
         reward = self._check_rows("reward", reward, n, "f", np.float32, "a float array")
         terminated = self._check_rows("terminated", terminated, n, "b", np.bool_, "a bool array")
-        self._check_rows("truncated", truncated, n, "b", np.bool_, "a bool array")
+        truncated = self._check_rows("truncated", truncated, n, "b", np.bool_, "a bool array")
         if env_ids is None:
             if n != self._num_envs:
                 raise ReplayError(f"env_ids: required when obs has a number of rows other than "
@@ -278,6 +316,9 @@ class ReplayBuffer:
                             self._seen, self._err)
         if total < 0:
             self._raise_add_error(int(self._err[0]), int(self._err[1]), env_ids, action)
+        if self._n > 1:
+            total -= kn.end_windows(st["info"], st["terminated"], st["count"], self._open, self._n,
+                                    env_ids, valid, truncated)
         self._len = int(total)
 
     def _raise_add_error(self, code: int, row: int, env_ids, action) -> None:
@@ -297,23 +338,27 @@ class ReplayBuffer:
 
     # -- sampling -----------------------------------------------------------------------
 
+    _batch_type = ReplayBatch
+
+    def _batch_specs(self) -> tuple:
+        """(shape per row, dtype) of each field of ``_batch_type``, in order."""
+        return ((self._obs_shape, self._obs_dtype), (self._obs_shape, self._obs_dtype),
+                ((), np.dtype(np.int64)), ((), np.dtype(np.float32)), ((), np.dtype(np.bool_)),
+                ((), np.dtype(np.float32)), ((), np.dtype(np.int64)))
+
     def make_batch(self, batch_size: int) -> ReplayBatch:
         """Freshly allocated arrays to pass as ``out=`` to ``sample``/``gather``."""
         B = _positive_int("batch_size", batch_size)
-        return ReplayBatch(np.empty((B,) + self._obs_shape, self._obs_dtype),
-                           np.empty((B,) + self._obs_shape, self._obs_dtype),
-                           np.empty(B, np.int64), np.empty(B, np.float32),
-                           np.empty(B, np.bool_), np.empty(B, np.int64))
+        return self._batch_type(*(np.empty((B,) + shape, dtype) for shape, dtype in self._batch_specs()))
 
     def _check_out(self, out, B: int) -> ReplayBatch:
         if out is None:
             return self.make_batch(B)
-        if not isinstance(out, tuple) or len(out) != len(ReplayBatch._fields):
-            raise ReplayError(f"out: expected a ReplayBatch (see make_batch), got {type(out).__name__}")
-        specs = ((self._obs_shape, self._obs_dtype), (self._obs_shape, self._obs_dtype),
-                 ((), np.dtype(np.int64)), ((), np.dtype(np.float32)), ((), np.dtype(np.bool_)),
-                 ((), np.dtype(np.int64)))
-        for field, arr, (shape, dtype) in zip(ReplayBatch._fields, out, specs):
+        fields = self._batch_type._fields
+        if not isinstance(out, tuple) or len(out) != len(fields):
+            raise ReplayError(f"out: expected a {self._batch_type.__name__} (see make_batch), "
+                              f"got {type(out).__name__}")
+        for field, arr, (shape, dtype) in zip(fields, out, self._batch_specs()):
             if not isinstance(arr, np.ndarray):
                 raise ReplayError(f"out.{field}: expected a NumPy array, got {type(arr).__name__}")
             if arr.dtype != dtype or arr.shape != (B,) + shape:
@@ -322,16 +367,22 @@ class ReplayBuffer:
             if not (arr.flags.c_contiguous and arr.flags.writeable):
                 raise ReplayError(f"out.{field}: expected a writeable C-contiguous array, got a "
                                   f"non-contiguous or read-only one")
-        return ReplayBatch(*out)
+        return self._batch_type(*out)
 
     def _fill(self, out: ReplayBatch, index: np.ndarray) -> int:
         B = index.shape[0]
         st = self._state
-        return kr.gather(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
-                         st["count"], index,
-                         out.obs.view(np.uint8).reshape(B, self._k, self._frame_bytes),
-                         out.next_obs.view(np.uint8).reshape(B, self._k, self._frame_bytes),
-                         out.action, out.reward, out.terminated)
+        obs = out.obs.view(np.uint8).reshape(B, self._k, self._frame_bytes)
+        next_obs = out.next_obs.view(np.uint8).reshape(B, self._k, self._frame_bytes)
+        if self._n > 1:
+            return kn.gather_n(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
+                               st["count"], index, self._n, self._gamma, obs, next_obs,
+                               out.action, out.reward, out.terminated, out.discount)
+        bad = kr.gather(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
+                        st["count"], index, obs, next_obs, out.action, out.reward, out.terminated)
+        if bad < 0:
+            kn.fill_discount(out.terminated, self._gamma, out.discount)
+        return bad
 
     def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
         """Draw ``batch_size`` transitions uniformly (with replacement) from the valid ones."""
@@ -350,7 +401,11 @@ class ReplayBuffer:
         filled = 0
         while filled < B:
             self._rng.random(out=uniform)
-            filled = kr.draw_indices(st["info"], st["count"], uniform, out.index, filled)
+            drawn = kr.draw_indices(st["info"], st["count"], uniform, out.index, filled)
+            if self._n > 1:  # drop transitions whose window is still open
+                drawn = kn.keep_closed(st["info"], st["terminated"], st["count"], self._n,
+                                       out.index, filled, drawn)
+            filled = drawn
         self._fill(out, out.index)
         return out
 
@@ -364,8 +419,9 @@ class ReplayBuffer:
         bad = self._fill(out, idx)
         if bad >= 0:
             raise ReplayError(f"index: index[{bad}] = {idx[bad]} is not a stored transition "
-                              f"(out of range [0, {self._num_envs * self._L}), overwritten, or not a "
-                              f"transition slot); use ids from sample().index")
+                              f"(out of range [0, {self._num_envs * self._L}), overwritten, not a "
+                              f"transition slot, or its n-step window still open); use ids from "
+                              f"sample().index")
         if out.index is not idx:
             out.index[:] = idx
         return out
@@ -375,12 +431,13 @@ class ReplayBuffer:
     def save(self, path) -> None:
         """Write the buffer to ``path`` atomically (temp file in the same folder, then rename)."""
         path = os.fspath(path)
-        arrays = [(name, self._state[name]) for name in _STATE_ARRAYS]
+        arrays = [(name, self._state[name]) for name in _STATE_ARRAYS] + self._extra_arrays()
         header = {
             "version": _VERSION, "capacity": self._capacity, "obs_shape": list(self._obs_shape),
             "num_envs": self._num_envs, "obs_dtype": self._obs_dtype.str, "frame_stack": self._k,
             "slots_per_env": self._L, "len": self._len, "rng": self._rng.bit_generator.state,
             "arrays": [[name, arr.dtype.str, list(arr.shape)] for name, arr in arrays],
+            "kind": type(self).__name__, "options": self._options(),
         }
         blob = json.dumps(header).encode()
 
@@ -416,32 +473,56 @@ class ReplayBuffer:
                 if header["version"] != _VERSION:
                     raise CheckpointError(f"path: {path!r} has format version {header['version']}, "
                                           f"expected {_VERSION}")
+                kind = header.get("kind", ReplayBuffer.__name__)
+                if kind != cls.__name__:
+                    raise CheckpointError(f"path: {path!r} holds a {kind}, not a {cls.__name__}; "
+                                          f"load it with {kind}.load")
                 buf = cls(header["capacity"], tuple(header["obs_shape"]), header["num_envs"],
-                          obs_dtype=np.dtype(header["obs_dtype"]), frame_stack=header["frame_stack"])
-                specs = [[name, arr.dtype.str, list(arr.shape)]
-                         for name, arr in ((nm, buf._state[nm]) for nm in _STATE_ARRAYS)]
+                          obs_dtype=np.dtype(header["obs_dtype"]), frame_stack=header["frame_stack"],
+                          **header.get("options", {}))
+                arrays = [(nm, buf._state[nm]) for nm in _STATE_ARRAYS] + buf._extra_arrays()
+                specs = [[name, arr.dtype.str, list(arr.shape)] for name, arr in arrays]
                 if header["arrays"] != specs or header["slots_per_env"] != buf._L:
                     raise CheckpointError(f"path: {path!r} holds arrays {header['arrays']}, "
                                           f"expected {specs}")
             except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
                 raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from exc
-            expected = len(_MAGIC) + 8 + n + buf._nbytes
+            expected = len(_MAGIC) + 8 + n + sum(arr.nbytes for _, arr in arrays)
             if size != expected:
                 raise CheckpointError(f"path: {path!r} is truncated or corrupt: expected "
                                       f"{expected} bytes, the file has {size}")
-            for name in _STATE_ARRAYS:
-                _read_into(f, memoryview(buf._state[name]).cast("B"), path)
+            for _, arr in arrays:
+                _read_into(f, memoryview(arr).cast("B"), path)
         try:
             bit_generator = getattr(np.random, header["rng"]["bit_generator"])()
             bit_generator.state = header["rng"]
             buf._rng = np.random.Generator(bit_generator)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise CheckpointError(f"path: {path!r} has a corrupt RNG state: {exc}") from exc
-        buf._len = int(buf._state["nvalid"].sum())
+        buf._len = buf._loaded_len()
         if buf._len != header["len"]:
             raise CheckpointError(f"path: {path!r} is corrupt: header says {header['len']} "
                                   f"transitions, the data holds {buf._len}")
         return buf
+
+
+    # -- what subclasses add to a saved file -----------------------------------------------
+
+    def _options(self) -> dict:
+        """Constructor keywords beyond the storage geometry, saved in the header."""
+        return {"n_step": self._n, "gamma": self._gamma}
+
+    def _extra_arrays(self) -> list:
+        """(name, array) saved after the state arrays and read back into place by ``load``."""
+        return []
+
+    def _loaded_len(self) -> int:
+        """Rebuild derived state after ``load`` has read the arrays; returns ``len``."""
+        st = self._state
+        open_total = 0
+        if self._n > 1:
+            open_total = kn.count_open(st["info"], st["terminated"], st["count"], self._open, self._n)
+        return int(st["nvalid"].sum()) - int(open_total)
 
 
 def _write_all(f, data) -> None:

@@ -259,6 +259,7 @@ class Trainer:
                 action=torch.empty(batch_size, dtype=torch.int64, pin_memory=True),
                 reward=torch.empty(batch_size, dtype=torch.float32, pin_memory=True),
                 terminated=torch.empty(batch_size, dtype=torch.bool, pin_memory=True),
+                discount=torch.empty(batch_size, dtype=torch.float32, pin_memory=True),
                 index=torch.empty(batch_size, dtype=torch.int64, pin_memory=True),
             )
             host = ReplayBatch(*(t.numpy() for t in tensors))

@@ -6,8 +6,8 @@ Storage, one ring per env (``E`` envs, ``L`` slots each, ``F`` bytes per frame):
 - ``action (E, L) int32``, ``reward (E, L) float32``, ``terminated (E, L) bool``: the
   transition whose obs has its newest frame in that slot.
 - ``info (E, L) uint8``: bit 7 (``HAS_TRANSITION``) says a transition starts in the slot;
-  bits 0-6 are its *depth*, the number of real earlier frames of the same stack
-  (0..k-1). Frames further back than the depth are the oldest real one repeated, which
+  bit 6 (``WINDOW_END``) says an n-step window ends at it (``kernels.nstep``); bits 0-5
+  are its *depth*, the number of real earlier frames of the same stack (0..k-1). Frames further back than the depth are the oldest real one repeated, which
   is exactly how EnvPool pads a reset stack.
 - ``count (E,) int64``: slots written so far per env (absolute slot ``a`` lives at
   ``a % L``), ``pending (E,) bool``: the newest slot is the next frame of the latest
@@ -26,7 +26,8 @@ import numpy as np
 from numba import njit
 
 HAS_TRANSITION = np.uint8(0x80)
-DEPTH_MASK = np.uint8(0x7F)
+WINDOW_END = np.uint8(0x40)
+DEPTH_MASK = np.uint8(0x3F)
 MAX_FRAME_STACK = 64
 
 # Status codes of add_rows (err[0]); err[1] is the offending row.

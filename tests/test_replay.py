@@ -219,11 +219,12 @@ def test_seed_makes_sampling_reproducible():
 def test_batch_fields_follow_the_contract():
     buf = filled_buffer()
     batch = buf.sample(4)
-    assert ReplayBatch._fields == ("obs", "next_obs", "action", "reward", "terminated", "index")
+    assert ReplayBatch._fields == ("obs", "next_obs", "action", "reward", "terminated", "discount",
+                                   "index")
     assert [(x.dtype, x.shape) for x in batch] == [
         (np.dtype(np.uint8), (4, 4) + FRAME), (np.dtype(np.uint8), (4, 4) + FRAME),
         (np.dtype(np.int64), (4,)), (np.dtype(np.float32), (4,)), (np.dtype(bool), (4,)),
-        (np.dtype(np.int64), (4,))]
+        (np.dtype(np.float32), (4,)), (np.dtype(np.int64), (4,))]
     assert [(x.dtype, x.shape) for x in buf.make_batch(4)] == [(x.dtype, x.shape) for x in batch]
 
 

@@ -1,0 +1,190 @@
+"""Numba kernels for n-step returns over the frame rings of ``kernels.replay``.
+
+A transition at absolute slot ``a`` of env ``e`` continues into the one at ``a + 1``
+exactly when slot ``a + 1`` holds a transition: a step that continues the previous
+``next_obs`` is stored in the slot of that next frame, any other step starts past it.
+The window of ``a`` follows that chain for up to ``n`` steps and stops early at a
+termination (discount 0) or at a slot flagged ``WINDOW_END`` (a truncation, or a row
+of the env passed with ``valid=False``), bootstrapping there. A window that reaches the
+env's newest slot before either is *open*: the env's next step may still extend it, so
+it is not sampled yet. Later steps of a window are newer than its first, so they are
+never overwritten before it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from fastdqn.kernels.replay import (DEPTH_MASK, HAS_TRANSITION, WINDOW_END, _copy_frame,
+                                    _is_valid)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _window(info, term_s, count, n, e, a):
+    """(steps m in the window of absolute slot a, whether it is closed)."""
+    L = info.shape[1]
+    j = a
+    m = 1
+    while True:
+        s = j % L
+        if term_s[e, s] or (info[e, s] & WINDOW_END) or m == n:
+            return m, True
+        if not (info[e, (j + 1) % L] & HAS_TRANSITION):
+            # Slot j + 1 holds j's next frame; only the newest one may still be continued.
+            return m, j + 1 < count[e] - 1
+        j += 1
+        m += 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _absolute(count, L, e, s):
+    c = count[e]
+    return c - 1 - ((c - 1 - s) % L)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _sampleable(info, term_s, count, n, e, s):
+    """A stored transition whose frames are all kept and whose window is closed."""
+    if not _is_valid(info, count, info.shape[1], e, s):
+        return False
+    return _window(info, term_s, count, n, e, _absolute(count, info.shape[1], e, s))[1]
+
+
+@njit(nogil=True, cache=True)
+def _open_tail(info, term_s, count, n, e):
+    # Only the env's newest n-1 transitions can be open, and only while they chain to it.
+    L = info.shape[1]
+    c = count[e]
+    lo = max(np.int64(0), c - L)
+    opened = 0
+    a = c - 2
+    for _ in range(n - 1):
+        if a < lo:
+            break
+        f = info[e, a % L]
+        if not (f & HAS_TRANSITION) or term_s[e, a % L] or (f & WINDOW_END):
+            break
+        if a - np.int64(f & DEPTH_MASK) >= lo:  # lost ones are already out of nvalid
+            opened += 1
+        a -= 1
+    return opened
+
+
+@njit(nogil=True, cache=True)
+def _end_windows(info, term_s, count, open_, n, env_ids, valid, truncated):
+    L = info.shape[1]
+    for i in range(env_ids.shape[0]):
+        e = env_ids[i]
+        c = count[e]
+        # After any add the env's newest transition sits just before its newest slot.
+        if c >= 2 and (truncated[i] or not valid[i]) and info[e, (c - 2) % L] & HAS_TRANSITION:
+            info[e, (c - 2) % L] |= WINDOW_END
+        open_[e] = _open_tail(info, term_s, count, n, e)
+    total = 0
+    for e in range(open_.shape[0]):
+        total += open_[e]
+    return total
+
+
+def end_windows(info, term_s, count, open_, n: int, env_ids, valid, truncated) -> int:
+    """After a successful ``add_rows``: flag where windows end, recount open ones.
+
+    A truncated row ends its window (bootstrapping from its real final obs); a row passed
+    with ``valid=False`` ends its env's latest window, since the step it skips is not
+    stored. ``open_ (E,) int64`` receives each env's open (not yet sampleable)
+    transitions; returns their total.
+    """
+    return _end_windows(info, term_s, count, open_, n, env_ids, valid, truncated)
+
+
+@njit(nogil=True, cache=True)
+def _count_open(info, term_s, count, open_, n):
+    total = 0
+    for e in range(open_.shape[0]):
+        open_[e] = _open_tail(info, term_s, count, n, e)
+        total += open_[e]
+    return total
+
+
+def count_open(info, term_s, count, open_, n: int) -> int:
+    """Recount every env's open transitions into ``open_`` (after loading); returns the total."""
+    return _count_open(info, term_s, count, open_, n)
+
+
+@njit(nogil=True, cache=True)
+def _keep_closed(info, term_s, count, n, index, start, stop):
+    L = info.shape[1]
+    b = start
+    for i in range(start, stop):
+        g = index[i]
+        if _window(info, term_s, count, n, g // L, _absolute(count, L, g // L, g % L))[1]:
+            index[b] = g
+            b += 1
+    return b
+
+
+def keep_closed(info, term_s, count, n: int, index, start: int, stop: int) -> int:
+    """Compact ``index[start:stop]`` (valid transitions) to those with closed windows; returns the new stop."""
+    return _keep_closed(info, term_s, count, n, index, start, stop)
+
+
+@njit(nogil=True, cache=True)
+def _gather_n(frames, action_s, reward_s, term_s, info, count, index, n, gamma,
+              out_obs, out_next, out_action, out_reward, out_term, out_discount):
+    E, L, _ = frames.shape
+    k = out_obs.shape[1]
+    for b in range(index.shape[0]):
+        g = index[b]
+        if g < 0 or g >= E * L or not _sampleable(info, term_s, count, n, g // L, g % L):
+            return b
+    for b in range(index.shape[0]):
+        g = index[b]
+        e = g // L
+        s = g % L
+        a = _absolute(count, L, e, s)
+        m = _window(info, term_s, count, n, e, a)[0]
+        d = np.int64(info[e, s] & DEPTH_MASK)
+        for j in range(k):
+            _copy_frame(out_obs[b, j], frames[e, (s - min(k - 1 - j, d)) % L])
+        # next_obs is the stack m steps on: obs shifted by m, then the m new frames.
+        for j in range(k):
+            if j + m < k:
+                _copy_frame(out_next[b, j], out_obs[b, j + m])
+            else:
+                _copy_frame(out_next[b, j], frames[e, (s + m - (k - 1 - j)) % L])
+        ret = 0.0
+        disc = 1.0
+        for i in range(m):
+            ret += disc * np.float64(reward_s[e, (s + i) % L])
+            disc *= gamma
+        last = (s + m - 1) % L
+        out_action[b] = action_s[e, s]
+        out_reward[b] = ret
+        out_term[b] = term_s[e, last]
+        out_discount[b] = 0.0 if term_s[e, last] else disc
+    return -1
+
+
+def gather_n(frames, action_s, reward_s, term_s, info, count, index, n: int, gamma: float,
+             out_obs, out_next, out_action, out_reward, out_term, out_discount) -> int:
+    """Rebuild the n-step transitions at global slot ids ``index`` into ``out_*``.
+
+    ``reward`` is the sum over the window of ``gamma**i * r_{t+i}`` (in float64, then
+    float32), ``discount`` is ``gamma**m`` or 0 after a termination, ``next_obs`` the
+    stack ``m`` steps on. Checks every index first and returns the position of the first
+    one that is not a sampleable transition (writing nothing), else -1.
+    """
+    return _gather_n(frames, action_s, reward_s, term_s, info, count, index, n, gamma,
+                     out_obs, out_next, out_action, out_reward, out_term, out_discount)
+
+
+@njit(nogil=True, cache=True)
+def _fill_discount(terminated, gamma, out_discount):
+    for b in range(terminated.shape[0]):
+        out_discount[b] = 0.0 if terminated[b] else gamma
+
+
+def fill_discount(terminated, gamma: float, out_discount) -> None:
+    """One-step discounts: ``gamma``, or 0 where the transition terminated."""
+    _fill_discount(terminated, gamma, out_discount)
