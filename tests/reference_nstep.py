@@ -63,15 +63,20 @@ class NStepReference:
         return (first["obs"], last["next_obs"], first["action"], np.float32(ret),
                 last["terminated"], np.float32(disc))
 
-    def stored(self) -> dict:
-        """index -> n-step transition, for every stored transition whose window is closed."""
-        slots = self.ref.slots
+    def closed(self) -> dict:
+        """(env, absolute slot) -> n-step transition, for every stored transition whose
+        window is closed."""
         out = {}
-        for (env, slot), item in self.ref.items.items():
-            w = self.window(*self.by_slot[(env, slot)])
+        for key in self.ref.items:
+            w = self.window(*self.by_slot[key])
             if w is not None:
-                out[env * slots + slot % slots] = w
+                out[key] = w
         return out
+
+    def stored(self) -> dict:
+        """index (env * slots + slot % slots) -> n-step transition, windows closed only."""
+        slots = self.ref.slots
+        return {env * slots + slot % slots: w for (env, slot), w in self.closed().items()}
 
     def open_ids(self) -> list:
         slots = self.ref.slots
