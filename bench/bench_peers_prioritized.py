@@ -277,13 +277,13 @@ def test_sample_update(benchmark, key, sizes, stream):
 def test_sumtree_draw_update(benchmark, full_size):
     from fastdqn.kernels import sumtree as ks
 
-    sums, mins, ids, prio, uniform = sumtree_at(1_000_000 if full_size else 1000)
+    tree, ids, prio, uniform = sumtree_at(1_000_000 if full_size else 1000)
     rng = np.random.default_rng(1)
 
     def run():
         rng.random(out=uniform)
-        ks.draw_stratified(sums, uniform, ids)
-        ks.set_leaves(sums, mins, ids, prio)
+        ks.draw_stratified(tree, uniform, ids)
+        ks.set_leaves(tree, ids, prio)
 
     benchmark(run)
     record_rate(benchmark, BATCH, "ids_per_s")
@@ -292,12 +292,10 @@ def test_sumtree_draw_update(benchmark, full_size):
 def sumtree_at(capacity: int):
     from fastdqn.kernels import sumtree as ks
 
-    P = ks.leaves_for(capacity)
     rng = np.random.default_rng(0)
-    sums, mins = np.zeros(2 * P), np.full(2 * P, np.inf)
-    ks.set_leaves(sums, mins, np.arange(capacity, dtype=np.int64), rng.uniform(0.1, 2.0, capacity))
-    return (sums, mins, np.empty(BATCH, np.int64), rng.uniform(0.1, 2.0, BATCH),
-            np.empty(BATCH, np.float64))
+    tree = ks.empty_tree(capacity)
+    ks.set_leaves(tree, np.arange(capacity, dtype=np.int64), rng.uniform(0.1, 2.0, capacity))
+    return tree, np.empty(BATCH, np.int64), rng.uniform(0.1, 2.0, BATCH), np.empty(BATCH, np.float64)
 
 
 @pytest.mark.parametrize("n_step", [1, 3])
@@ -403,13 +401,13 @@ def main(argv=None) -> int:
 
     from fastdqn.kernels import sumtree as ks
 
-    sums, mins, ids, prio, uniform = sumtree_at(1_000_000)
+    tree, ids, prio, uniform = sumtree_at(1_000_000)
     rng = np.random.default_rng(1)
 
     def tree_step():
         rng.random(out=uniform)
-        ks.draw_stratified(sums, uniform, ids)
-        ks.set_leaves(sums, mins, ids, prio)
+        ks.draw_stratified(tree, uniform, ids)
+        ks.set_leaves(tree, ids, prio)
 
     times = in_turn({"tree": tree_step}, args.repeats, 20 * args.calls)
     print(f"- sum tree, capacity 1,000,000: draw {BATCH} + update {BATCH} ids "

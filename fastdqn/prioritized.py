@@ -75,15 +75,15 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self._warm_up_priority()
 
     def _allocate(self) -> None:
-        P = ks.leaves_for(self._num_envs * self._L)
+        ids = self._num_envs * self._L
         super()._allocate()
         try:
-            self._sums = np.zeros(2 * P, np.float64)
-            self._mins = np.full(2 * P, np.inf)
+            self._tree = ks.empty_tree(ids)
         except MemoryError:
             raise MemoryError(f"PrioritizedReplayBuffer(capacity={self._capacity}): allocating "
-                              f"its priority trees ({32 * P} bytes) failed; lower capacity") from None
-        self._nbytes += self._sums.nbytes + self._mins.nbytes
+                              f"its priority trees ({32 * ks.leaves_for(ids)} bytes) failed; "
+                              f"lower capacity") from None
+        self._nbytes += self._tree.nbytes
 
     @staticmethod
     def required_bytes(capacity: int, obs_shape, num_envs: int, *, obs_dtype=np.uint8,
@@ -97,17 +97,17 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def _warm_up_priority(self) -> None:
         """Compile the tree kernels now, on scratch trees and the (empty) rings."""
         st = self._state
-        sums, mins = np.zeros(4), np.full(4, np.inf)
+        tree = ks.empty_tree(2)
         one = np.zeros(1, np.int64)
-        ks.set_leaves(sums, mins, one, np.ones(1))
+        ks.set_leaves(tree, one, np.ones(1))
         kp.refresh(st["info"], st["terminated"], st["count"], st["count"], one, self._n, self._k,
-                   sums, mins, np.ones(1))
-        kp.sample(sums, mins, st["count"], self._L, np.zeros(1), 1.0, one.copy(),
+                   tree, np.ones(1))
+        kp.sample(tree, st["count"], self._L, np.zeros(1), 1.0, one.copy(),
                   np.empty(1, np.float32), one.copy())
         kp.update(st["info"], st["terminated"], st["count"], self._n, one, np.ones(1), self._alpha,
-                  self._eps, sums, mins, np.ones(1), np.zeros(2, np.int64))
+                  self._eps, tree, np.ones(1), one.copy(), np.zeros(2, np.int64))
         kp.ids_to_slots(st["info"], st["terminated"], st["count"], self._n, one, one.copy())
-        ks.rebuild(sums, mins)
+        ks.rebuild(tree)
 
     @property
     def alpha(self) -> float:
@@ -124,12 +124,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def total_priority(self) -> float:
         """Sum of p_i over the transitions that can be sampled."""
-        return float(self._sums[1])
+        return float(self._tree[1, 0])
 
     def priorities(self, index) -> np.ndarray:
         """p_i of the transition ids ``index`` (as ``sample`` draws them), float64."""
         slots = self._slots_of(index)
-        return self._sums[self._sums.shape[0] // 2 + slots]
+        return self._tree[self._tree.shape[0] // 2 + slots, 0]
 
     def __repr__(self) -> str:
         return (f"PrioritizedReplayBuffer(capacity={self._capacity}, obs_shape={self._obs_shape}, "
@@ -145,7 +145,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         super().add(obs, next_obs, action, reward, terminated, truncated, env_ids, valid)
         rows = self._env_range if env_ids is None else np.asarray(env_ids, np.int64)
         kp.refresh(st["info"], st["terminated"], st["count"], self._before, rows, self._n, self._k,
-                   self._sums, self._mins, self._max_priority)
+                   self._tree, self._max_priority)
 
     add.__doc__ = ReplayBuffer.add.__doc__
 
@@ -173,7 +173,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             self._slots = np.empty(B, np.int64)
         uniform, slots = self._uniform[:B], self._slots[:B]
         self._rng.random(out=uniform)
-        kp.sample(self._sums, self._mins, self._state["count"], self._L, uniform, beta,
+        kp.sample(self._tree, self._state["count"], self._L, uniform, beta,
                   slots, out.weight, out.index)
         bad = self._fill(out, slots)
         assert bad < 0, "the priority tree drew a slot without a sampleable transition"
@@ -199,8 +199,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         slots = self._slots_of(index)
         out = self._check_out(out, slots.shape[0])
         self._fill(out, slots)
-        P = self._sums.shape[0] // 2
-        np.divide(self._mins[1], self._sums[P + slots], out=out.weight, casting="same_kind")
+        P = self._tree.shape[0] // 2
+        np.divide(self._tree[1, 1], self._tree[P + slots, 0], out=out.weight, casting="same_kind")
         out.index[:] = np.asarray(index)
         return out
 
@@ -225,10 +225,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
                               f"index), got {prio.dtype} {prio.shape}")
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         prio = np.ascontiguousarray(prio, dtype=np.float64)
+        if self._slots.shape[0] < idx.shape[0]:
+            self._slots = np.empty(idx.shape[0], np.int64)
         st = self._state
         written = kp.update(st["info"], st["terminated"], st["count"], self._n, idx, prio,
-                            self._alpha, self._eps, self._sums, self._mins, self._max_priority,
-                            self._prio_err)
+                            self._alpha, self._eps, self._tree, self._max_priority,
+                            self._slots, self._prio_err)
         if written < 0:
             code, row = int(self._prio_err[0]), int(self._prio_err[1])
             if code == kp.PRIORITY_VALUE:
@@ -248,10 +250,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return {**super()._options(), "alpha": self._alpha, "eps": self._eps}
 
     def _extra_arrays(self) -> list:
-        P = self._sums.shape[0] // 2
-        return [("priority", self._sums[P:P + self._num_envs * self._L]),
+        P = self._tree.shape[0] // 2
+        return [("priority", self._tree[P:P + self._num_envs * self._L]),
                 ("max_priority", self._max_priority)]
 
     def _loaded_len(self) -> int:
-        ks.rebuild(self._sums, self._mins)
+        ks.rebuild(self._tree)
         return super()._loaded_len()

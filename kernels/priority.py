@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from fastdqn.kernels.nstep import _absolute, _sampleable
-from fastdqn.kernels.sumtree import _draw, _set_leaf
+from fastdqn.kernels.sumtree import _draw, _propagate, _set_leaf
 
 # Status codes of update (err[0]); err[1] is the offending position.
 OK = 0
@@ -23,59 +23,59 @@ ID_RANGE = 3
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _refresh_slot(info, term_s, count, n, e, a, sums, mins, new_priority):
+def _refresh_slot(info, term_s, count, n, e, a, tree, new_priority):
     L = info.shape[1]
     g = e * L + a % L
     live = _sampleable(info, term_s, count, n, e, a % L)
-    current = sums[sums.shape[0] // 2 + g]
+    current = tree[tree.shape[0] // 2 + g, 0]
     if live and current == 0.0:
-        _set_leaf(sums, mins, g, new_priority)
+        _set_leaf(tree, g, new_priority)
     elif not live and current != 0.0:
-        _set_leaf(sums, mins, g, 0.0)
+        _set_leaf(tree, g, 0.0)
 
 
 @njit(nogil=True, cache=True)
-def _refresh(info, term_s, count, before, env_ids, n, k, sums, mins, max_priority):
+def _refresh(info, term_s, count, before, env_ids, n, k, tree, max_priority):
     L = info.shape[1]
     for i in range(env_ids.shape[0]):
         e = env_ids[i]
         c = count[e]
         c0 = before[e]
         for a in range(c0, c):  # slots written by this add: their old transitions are gone
-            _set_leaf(sums, mins, e * L + a % L, 0.0)
+            _set_leaf(tree, e * L + a % L, 0.0)
         lo = max(np.int64(0), c - L)
         # Oldest slots whose stacks now reach past the ring, then the newest ones: new
         # transitions and windows that closed.
         for a in range(lo, min(lo + k - 1, c)):
-            _refresh_slot(info, term_s, count, n, e, a, sums, mins, max_priority[0])
+            _refresh_slot(info, term_s, count, n, e, a, tree, max_priority[0])
         for a in range(max(lo, c0 - n - 1), c):
-            _refresh_slot(info, term_s, count, n, e, a, sums, mins, max_priority[0])
+            _refresh_slot(info, term_s, count, n, e, a, tree, max_priority[0])
 
 
-def refresh(info, term_s, count, before, env_ids, n: int, k: int, sums, mins, max_priority) -> None:
+def refresh(info, term_s, count, before, env_ids, n: int, k: int, tree, max_priority) -> None:
     """After an add of rows for ``env_ids`` (``before``: each env's count before it), make
     the trees' leaves of those envs positive exactly on sampleable transitions: new ones
     get ``max_priority[0]``, kept ones keep theirs."""
-    _refresh(info, term_s, count, before, env_ids, n, k, sums, mins, max_priority)
+    _refresh(info, term_s, count, before, env_ids, n, k, tree, max_priority)
 
 
 @njit(nogil=True, cache=True)
-def _sample(sums, mins, count, L, uniform, beta, out_slots, out_weight, out_ids):
+def _sample(tree, count, L, uniform, beta, out_slots, out_weight, out_ids):
     E = count.shape[0]
-    P = sums.shape[0] // 2
-    _draw(sums, uniform, out_slots)
-    smallest = mins[1]
+    P = tree.shape[0] // 2
+    _draw(tree, uniform, out_slots)
+    smallest = tree[1, 1]
     for b in range(out_slots.shape[0]):
         g = out_slots[b]
         # (N P(i))^-beta / max_j (N P(j))^-beta; N and the total cancel.
-        out_weight[b] = (sums[P + g] / smallest) ** (-beta)
+        out_weight[b] = (tree[P + g, 0] / smallest) ** (-beta)
         out_ids[b] = _absolute(count, L, g // L, g % L) * E + g // L
 
 
-def sample(sums, mins, count, L: int, uniform, beta: float, out_slots, out_weight, out_ids) -> None:
+def sample(tree, count, L: int, uniform, beta: float, out_slots, out_weight, out_ids) -> None:
     """Stratified draw of ``len(out_slots)`` slot ids, their importance weights normalised
     by the largest weight over the whole buffer, and their transition ids."""
-    _sample(sums, mins, count, L, uniform, beta, out_slots, out_weight, out_ids)
+    _sample(tree, count, L, uniform, beta, out_slots, out_weight, out_ids)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -90,8 +90,10 @@ def _live_slot(info, term_s, count, n, t):
 
 
 @njit(nogil=True, cache=True)
-def _update(info, term_s, count, n, ids, priorities, alpha, eps, sums, mins, max_priority, err):
+def _update(info, term_s, count, n, ids, priorities, alpha, eps, tree, max_priority,
+            slots, err):
     E = info.shape[0]
+    P = tree.shape[0] // 2
     err[0] = OK
     err[1] = -1
     # Check every row before writing anything, so bad input changes nothing.
@@ -112,19 +114,22 @@ def _update(info, term_s, count, n, ids, priorities, alpha, eps, sums, mins, max
         if g < 0:  # overwritten (or its stack lost) since it was sampled
             continue
         p = (priorities[b] + eps) ** alpha
-        _set_leaf(sums, mins, g, p)
+        tree[P + g, 0] = p
+        tree[P + g, 1] = p
         max_priority[0] = max(max_priority[0], p)
+        slots[written] = g
         written += 1
+    _propagate(tree, slots, written)
     return written
 
 
-def update(info, term_s, count, n: int, ids, priorities, alpha: float, eps: float, sums, mins,
-           max_priority, err) -> int:
+def update(info, term_s, count, n: int, ids, priorities, alpha: float, eps: float, tree,
+           max_priority, slots, err) -> int:
     """Set ``(priorities[b] + eps) ** alpha`` for each transition id still sampleable; later
-    rows win. Returns how many were written, or -1 with ``err`` = (status, row) and
-    nothing changed."""
-    return _update(info, term_s, count, n, ids, priorities, alpha, eps, sums, mins,
-                   max_priority, err)
+    rows win. ``slots`` is int64 scratch at least as long as ``ids``. Returns how many were
+    written, or -1 with ``err`` = (status, row) and nothing changed."""
+    return _update(info, term_s, count, n, ids, priorities, alpha, eps, tree,
+                   max_priority, slots, err)
 
 
 @njit(nogil=True, cache=True)
