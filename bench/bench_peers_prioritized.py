@@ -31,14 +31,19 @@ import time
 import numpy as np
 import pytest
 
-from bench_peers import NUM_ENVS, OBS_SHAPE, Truth, record_stream
+# The fixtures ``sizes``, ``stream`` and ``truth`` are the uniform suite's: the same stream
+# and capacity.
+from bench_peers import (NUM_ENVS, OBS_SHAPE, FastDQN, Tianshou, TorchRL, Truth, record_stream,
+                         sizes, stream, truth)
 from benchutil import record_rate
 
 ALPHA, BETA, EPS = 0.6, 0.4, 1e-6
 BATCH = 32
 
 
-class FastDQNPrioritized:
+class FastDQNPrioritized(FastDQN):
+    """``add`` and ``nbytes`` as the uniform fastdqn adapter."""
+
     name = "fastdqn PrioritizedReplayBuffer"
     note = "frames stored once per env; float64 trees"
 
@@ -49,9 +54,6 @@ class FastDQNPrioritized:
                                            alpha=ALPHA, eps=EPS, seed=seed)
         self.eps = EPS
         self.out = {}
-
-    def add(self, step):
-        self.buf.add(**step)
 
     def sample(self, batch_size):
         if batch_size not in self.out:
@@ -65,10 +67,6 @@ class FastDQNPrioritized:
     def all_ids(self):
         # Before any update every priority is equal: a stratified draw of len() takes each once.
         return np.unique(self.buf.sample(len(self.buf)).index)
-
-    @property
-    def nbytes(self):
-        return self.buf.nbytes
 
 
 class CPPRBPrioritized:
@@ -102,7 +100,9 @@ class CPPRBPrioritized:
         return np.arange(self.buf.get_stored_size())
 
 
-class TorchRLPrioritized:
+class TorchRLPrioritized(TorchRL):
+    """``add`` and ``nbytes`` as the uniform TorchRL adapter."""
+
     name = "torchrl PrioritizedSampler"
     note = "LazyTensorStorage: obs and next_obs stacks, torch tensors"
 
@@ -116,15 +116,6 @@ class TorchRLPrioritized:
             capacity, alpha=ALPHA, beta=BETA, eps=EPS))
         self.eps = EPS
 
-    def add(self, step):
-        import torch
-        from tensordict import TensorDict
-
-        v = step["valid"]
-        data = {k: torch.from_numpy(np.ascontiguousarray(step[k][v]))
-                for k in ("obs", "next_obs", "action", "reward", "terminated")}
-        self.buf.extend(TensorDict(data, batch_size=[int(v.sum())]))
-
     def sample(self, batch_size):
         s, info = self.buf.sample(batch_size, return_info=True)
         fields = tuple(s[k].numpy() for k in ("obs", "next_obs", "action", "reward", "terminated"))
@@ -133,18 +124,15 @@ class TorchRLPrioritized:
     def update(self, ids, td):
         import torch
 
-        self.buf.update_priority(ids, torch.from_numpy(td))
+        self.buf.update_priority(torch.as_tensor(ids), torch.as_tensor(td, dtype=torch.float32))
 
     def all_ids(self):
         return np.arange(len(self.buf))
 
-    @property
-    def nbytes(self):
-        td = self.storage._storage
-        return sum(t.numel() * t.element_size() for t in td.values(include_nested=True, leaves_only=True))
 
+class TianshouPrioritized(Tianshou):
+    """``add`` as the uniform Tianshou adapter."""
 
-class TianshouPrioritized:
     name = "tianshou PrioritizedVectorReplayBuffer"
     note = "stack_num=4, last frames only; eps fixed at float32 eps"
 
@@ -156,14 +144,6 @@ class TianshouPrioritized:
                                                  stack_num=4, ignore_obs_next=True,
                                                  save_only_last_obs=True)
         self.eps = float(np.finfo(np.float32).eps)
-
-    def add(self, step):
-        from tianshou.data import Batch
-
-        v = step["valid"]
-        self.buf.add(Batch(obs=step["obs"][v], act=step["action"][v], rew=step["reward"][v],
-                           terminated=step["terminated"][v], truncated=step["truncated"][v],
-                           obs_next=step["next_obs"][v]), buffer_ids=np.flatnonzero(v))
 
     def sample(self, batch_size):
         b, idx = self.buf.sample(batch_size)
@@ -177,14 +157,7 @@ class TianshouPrioritized:
 
     @property
     def nbytes(self):
-        def walk(batch):
-            total = 0
-            for key in batch.get_keys():
-                value = batch[key]
-                total += value.nbytes if isinstance(value, np.ndarray) else walk(value)
-            return total
-
-        return walk(self.buf._meta) + self.buf.weight._value.nbytes
+        return super().nbytes + self.buf.weight._value.nbytes
 
 
 PEERS = {
@@ -244,19 +217,9 @@ def chi2_passes(chi2: float, dof: int) -> bool:
 
 # ---- pytest-benchmark ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def sizes(full_size) -> dict:
-    return dict(steps=1500, capacity=10_000) if full_size else dict(steps=40, capacity=200)
-
-
-@pytest.fixture(scope="module")
-def stream(sizes) -> list[dict]:
-    return record_stream(sizes["steps"])
-
-
 @pytest.mark.parametrize("key", list(PEERS))
 @pytest.mark.benchmark(group="replay.peers.prioritized.sample_update.32")
-def test_sample_update(benchmark, key, sizes, stream):
+def test_sample_update(benchmark, key, sizes, stream, truth):
     reason = unavailable(key)
     if reason:
         pytest.skip(reason)
@@ -264,7 +227,7 @@ def test_sample_update(benchmark, key, sizes, stream):
     td = np.random.default_rng(0).uniform(0, 2, BATCH)
     benchmark(sample_update, adapter, td)
     fields, _ = adapter.sample(BATCH)
-    correct, _ = Truth(stream).check(*fields)
+    correct, _ = truth.check(*fields)
     chi2, dof = draw_frequency_chi2(filled(key, 128, stream[:24]), 50 if sizes["steps"] < 100 else 2000)
     benchmark.extra_info.update(correct=correct, chi2=chi2, dof=dof, chi2_passes=chi2_passes(chi2, dof),
                                 bytes_per_transition=adapter.nbytes / sizes["capacity"])
@@ -358,8 +321,15 @@ def main(argv=None) -> int:
         else:
             keys.append(k)
     adapters = {k: filled(k, args.capacity, stream) for k in keys}
-    times = in_turn({k: (lambda a=a: sample_update(a, td)) for k, a in adapters.items()},
-                    args.repeats, args.calls)
+    fns = {k: (lambda a=a: sample_update(a, td)) for k, a in adapters.items()}
+    from fastdqn import ReplayBuffer
+
+    uniform = ReplayBuffer(args.capacity, OBS_SHAPE, NUM_ENVS, frame_stack=4, seed=0)
+    for step in stream:
+        uniform.add(**step)
+    uniform_out = uniform.make_batch(BATCH)
+    fns["uniform"] = lambda: uniform.sample(BATCH, out=uniform_out)  # context: no priorities
+    times = in_turn(fns, args.repeats, args.calls)
     print(f"Recorded Breakout-v5, {NUM_ENVS} envs x {args.steps} steps, capacity {args.capacity:,}; "
           f"sample({BATCH}) + update_priorities({BATCH}), {args.repeats} repeats taken in turn")
     print("| buffer | sample+update (steps/s, median) | fastdqn speed-up (paired) | bytes/transition "
@@ -372,7 +342,10 @@ def main(argv=None) -> int:
         speedup = paired_ratio(times, k, "fastdqn") if "fastdqn" in adapters else float("nan")
         print(f"| {a.name} | {1 / np.median(times[k]):,.0f} | {speedup:.2f}x | {a.nbytes / args.capacity:,.0f} "
               f"| {correct:.1%} | {chi2:.0f} / {dof} ({verdict}) | {a.note} |")
-    del adapters
+    print(f"\nIn the same turns, fastdqn's uniform ReplayBuffer.sample({BATCH}, out=) alone: "
+          f"{1 / np.median(times['uniform']):,.0f} batches/s; prioritized sample+update takes "
+          f"{paired_ratio(times, 'fastdqn', 'uniform'):.2f}x its time (paired)")
+    del adapters, uniform
 
     print(f"\nLarge figures, capacity {args.large_capacity:,} (the stream cycled to fill it)")
     big = cycled(stream, args.large_capacity)
@@ -384,8 +357,6 @@ def main(argv=None) -> int:
     for k in large:
         print(f"- {large[k].name}: sample+update {1 / np.median(times[k]):,.0f} steps/s")
     del large
-
-    from fastdqn import ReplayBuffer
 
     bufs = {}
     for n in (1, 3):

@@ -15,23 +15,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastdqn.errors import ReplayError, ReplayStateError
+from fastdqn.errors import ReplayError
 from fastdqn.kernels import priority as kp
 from fastdqn.kernels import sumtree as ks
-from fastdqn.replay import ReplayBuffer, _geometry, _positive_int
+from fastdqn.replay import ReplayBatch, ReplayBuffer, _geometry, _index_array
 
 
-class PrioritizedBatch(NamedTuple):
-    """A ``ReplayBatch`` with importance weights; ``index`` holds transition ids."""
-
-    obs: np.ndarray          # (B, *obs_shape) obs_dtype
-    next_obs: np.ndarray     # (B, *obs_shape) obs_dtype
-    action: np.ndarray       # (B,) int64
-    reward: np.ndarray       # (B,) float32
-    terminated: np.ndarray   # (B,) bool
-    discount: np.ndarray     # (B,) float32: gamma ** steps, 0 after a termination
-    index: np.ndarray        # (B,) int64: ids for update_priorities and gather
-    weight: np.ndarray       # (B,) float32: (N P(i))^-beta / max_j (N P(j))^-beta
+# A ReplayBatch plus ``weight (B,) float32``: (N P(i))^-beta / max_j (N P(j))^-beta. Its
+# ``index`` holds transition ids, for update_priorities and gather.
+PrioritizedBatch = NamedTuple("PrioritizedBatch", [*ReplayBatch.__annotations__.items(),
+                                                   ("weight", np.ndarray)])
+PrioritizedBatch.__doc__ = "A ``ReplayBatch`` with importance weights; ``index`` holds transition ids."
 
 
 def _number(name: str, value, low: float, high: float, low_open: bool, hint: str) -> float:
@@ -159,14 +153,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         ``(N P(i))^-beta / max_j (N P(j))^-beta`` over the whole buffer; ``beta`` in [0, 1]
         (anneal it towards 1).
         """
-        B = _positive_int("batch_size", batch_size)
         beta = _number("beta", beta, 0.0, 1.0, False, "pass e.g. beta=0.4, annealed to 1")
-        if self._len == 0:
-            raise ReplayStateError("sample: the buffer is empty; add transitions before sampling")
-        if B > self._len:
-            raise ReplayError(f"batch_size: expected at most len(buffer) = {self._len}, got {B}; "
-                              f"add more transitions first")
-        out = self._check_out(out, B)
+        B, out = self._check_sample(batch_size, out)
         if self._uniform.shape[0] < B:
             self._uniform = np.empty(B, np.float64)
         if self._slots.shape[0] < B:
@@ -180,10 +168,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return out
 
     def _slots_of(self, index) -> np.ndarray:
-        idx = np.asarray(index)
-        if idx.ndim != 1 or idx.dtype.kind not in "iu":
-            raise ReplayError(f"index: expected a 1-D integer array, got {idx.dtype} {idx.shape}")
-        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        idx = _index_array(index)
         slots = np.empty(idx.shape[0], np.int64)
         st = self._state
         bad = kp.ids_to_slots(st["info"], st["terminated"], st["count"], self._n, idx, slots)
@@ -216,14 +201,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         where an id repeats, the later one wins. Ids overwritten since they were sampled are
         skipped. Bad input raises and changes nothing. Returns how many were written.
         """
-        idx = np.asarray(index)
-        if idx.ndim != 1 or idx.dtype.kind not in "iu":
-            raise ReplayError(f"index: expected a 1-D integer array, got {idx.dtype} {idx.shape}")
+        idx = _index_array(index)
         prio = np.asarray(priorities)
         if prio.dtype.kind not in "fiu" or prio.shape != idx.shape:
             raise ReplayError(f"priorities: expected a float array of shape {idx.shape} (one per "
                               f"index), got {prio.dtype} {prio.shape}")
-        idx = np.ascontiguousarray(idx, dtype=np.int64)
         prio = np.ascontiguousarray(prio, dtype=np.float64)
         if self._slots.shape[0] < idx.shape[0]:
             self._slots = np.empty(idx.shape[0], np.int64)

@@ -384,15 +384,18 @@ class ReplayBuffer:
             kn.fill_discount(out.terminated, self._gamma, out.discount)
         return bad
 
-    def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
-        """Draw ``batch_size`` transitions uniformly (with replacement) from the valid ones."""
+    def _check_sample(self, batch_size, out) -> tuple[int, ReplayBatch]:
         B = _positive_int("batch_size", batch_size)
         if self._len == 0:
             raise ReplayStateError("sample: the buffer is empty; add transitions before sampling")
         if B > self._len:
             raise ReplayError(f"batch_size: expected at most len(buffer) = {self._len}, got {B}; "
                               f"add more transitions first")
-        out = self._check_out(out, B)
+        return B, self._check_out(out, B)
+
+    def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
+        """Draw ``batch_size`` transitions uniformly (with replacement) from the valid ones."""
+        B, out = self._check_sample(batch_size, out)
         m = 2 * B + 16
         if self._uniform.shape[0] < m:
             self._uniform = np.empty(m, np.float64)
@@ -411,10 +414,7 @@ class ReplayBuffer:
 
     def gather(self, index, out: ReplayBatch | None = None) -> ReplayBatch:
         """The transitions at ``index`` (ids from ``ReplayBatch.index``)."""
-        idx = np.asarray(index)
-        if idx.ndim != 1 or idx.dtype.kind not in "iu":
-            raise ReplayError(f"index: expected a 1-D integer array, got {idx.dtype} {idx.shape}")
-        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        idx = _index_array(index)
         out = self._check_out(out, idx.shape[0])
         bad = self._fill(out, idx)
         if bad >= 0:
@@ -523,6 +523,13 @@ class ReplayBuffer:
         if self._n > 1:
             open_total = kn.count_open(st["info"], st["terminated"], st["count"], self._open, self._n)
         return int(st["nvalid"].sum()) - int(open_total)
+
+
+def _index_array(index) -> np.ndarray:
+    idx = np.asarray(index)
+    if idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise ReplayError(f"index: expected a 1-D integer array, got {idx.dtype} {idx.shape}")
+    return np.ascontiguousarray(idx, dtype=np.int64)
 
 
 def _write_all(f, data) -> None:
