@@ -372,18 +372,21 @@ def main(argv=None) -> int:
 
     from fastdqn.kernels import sumtree as ks
 
-    tree, ids, prio, uniform = sumtree_at(1_000_000)
     rng = np.random.default_rng(1)
 
-    def tree_step():
+    def tree_step(tree, ids, prio, uniform):
         rng.random(out=uniform)
         ks.draw_stratified(tree, uniform, ids)
         ks.set_leaves(tree, ids, prio)
 
-    times = in_turn({"tree": tree_step}, args.repeats, 20 * args.calls)
-    print(f"- sum tree, capacity 1,000,000: draw {BATCH} + update {BATCH} ids "
-          f"{np.median(times['tree']) * 1e6:.2f} us (median of {args.repeats}; includes drawing "
-          f"the {BATCH} uniforms)")
+    # Beside a tree small enough to stay in cache: the difference is memory latency.
+    trees = {size: sumtree_at(size) for size in (1_000_000, 1_000)}
+    times = in_turn({size: (lambda t=t: tree_step(*t)) for size, t in trees.items()},
+                    args.repeats, 20 * args.calls)
+    for size in trees:
+        print(f"- sum tree, capacity {size:,}: draw {BATCH} + update {BATCH} ids "
+              f"{np.median(times[size]) * 1e6:.2f} us (median of {args.repeats}; includes drawing "
+              f"the {BATCH} uniforms)")
     return 0
 
 
