@@ -188,6 +188,7 @@ def _train(args: argparse.Namespace) -> int:
         learner.load_state_dict(state["learner"])
     if saved_buffer is not None:
         buffer = ReplayBuffer.load(saved_buffer)
+        _check_saved_buffer(buffer, config, info, saved_buffer)
     else:
         buffer = ReplayBuffer(config.buffer_size, info.obs_shape, config.num_envs, obs_dtype=info.obs_dtype,
                               frame_stack=info.frame_stack, seed=config.seed + (resume_step or 0))
@@ -226,10 +227,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainConfig:
-    try:
-        saved = TrainConfig.from_dict(state["config"])
-    except (ConfigError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"--resume: the checkpoint's config is unusable: {exc}") from None
+    saved = TrainConfig.from_dict(state["config"])  # load_checkpoint has checked it
     fixed = _FIXED_ON_RESUME + (_FIXED_WITH_BUFFER if state.get("buffer_file") else ())
     for name in fixed:
         given = overrides.get(name)
@@ -245,6 +243,18 @@ def _resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainC
     values["cuda"] = cuda_available
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values)
+
+
+def _check_saved_buffer(buffer, config: TrainConfig, info, path: Path) -> None:
+    """The replay file must be the buffer this run would build."""
+    expected = (config.buffer_size, config.num_envs, info.obs_shape, info.obs_dtype, info.frame_stack)
+    got = (buffer.capacity, buffer.num_envs, buffer.obs_shape, buffer.obs_dtype, buffer.frame_stack)
+    if got != expected:
+        raise CheckpointError(
+            f"checkpoint: its replay buffer file {str(path)!r} holds (capacity, num_envs, obs_shape, "
+            f"obs_dtype, frame_stack) {got}, the run needs {expected}; the file is damaged or was "
+            "replaced: use an older copy of the run folder"
+        )
 
 
 def _make_learner(config: TrainConfig, info, *, compile: bool | None = None):
@@ -338,10 +348,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.cuda and not torch.cuda.is_available():
         raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
     state = load_checkpoint(args.checkpoint)
-    try:
-        saved = TrainConfig.from_dict(state["config"])
-    except (ConfigError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint: its config is unusable: {exc}") from None
+    saved = TrainConfig.from_dict(state["config"])  # load_checkpoint has checked it
     cuda = torch.cuda.is_available() if args.cuda is None else args.cuda
     config = dataclasses.replace(saved, cuda=cuda, compile=False, anneal_lr=False)
     if config.torch_threads:

@@ -69,6 +69,12 @@ class TrainConfig:
     progress: bool = _f(True, "show a progress bar (only on a terminal)")
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"--{_flag(f.name)}: expected True or False, got {value!r}")
+            if f.type == "str" and not isinstance(value, str):
+                raise ConfigError(f"--{_flag(f.name)}: expected a string, got {value!r}")
         positive_ints = ("total_timesteps", "num_envs", "buffer_size", "target_network_frequency",
                          "batch_size", "train_frequency", "max_episode_steps", "log_every")
         for name in positive_ints:
@@ -94,7 +100,8 @@ class TrainConfig:
             raise ConfigError(f"--max-grad-norm: expected a number >= 0, got {self.max_grad_norm!r}")
         if self.loss not in ("mse", "huber"):
             raise ConfigError(f"--loss: expected 'mse' or 'huber', got {self.loss!r}")
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
+        if not isinstance(self.hidden, tuple) or not self.hidden or any(
+                isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
             raise ConfigError(f"--hidden: expected positive layer widths like 120,84, got {self.hidden!r}")
         if self.batch_size > self.buffer_size:
             raise ConfigError(
@@ -144,12 +151,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        """The config ``to_dict`` returned (e.g. read back from a file), checked like any other:
+        every value's type and range. Fields it lacks take their defaults."""
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise ConfigError(f"config: expected a dict of field names to values, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"config: unknown fields {unknown}; was it written by another fastdqn version?")
         data = dict(data)
         if "hidden" in data:
+            if not isinstance(data["hidden"], (list, tuple)):
+                raise ConfigError(f"--hidden: expected a list of positive layer widths, got {data['hidden']!r}")
             data["hidden"] = tuple(data["hidden"])
         return cls(**data)
 

@@ -73,13 +73,14 @@ class Trainer:
     # ---- state for checkpoints -------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """Counters and torch's RNG states: plain data, as checkpoints hold nothing else.
+        NumPy's global RNG is not saved: nothing in fastdqn draws from it."""
         return {
             "global_step": self.global_step,
             "pending": self._pending,
             "learn_after": self._learn_after,
             "episodes": self.episodes,
             "last_eval": self.last_eval,
-            "numpy_rng": np.random.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
@@ -96,7 +97,6 @@ class Trainer:
         if not buffer_restored:
             self._learn_after = max(self._learn_after, self.global_step + self.config.learning_starts)
             self._pending = 0
-        np.random.set_state(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -17,10 +17,11 @@ from fastdqn.checkpoint import CHECKPOINT_NAME, buffer_path, load_checkpoint, sa
 from fastdqn.errors import CheckpointError
 from fastdqn.replay import ReplayBuffer
 
+from checkpoint_doc import document
 
-def state(step, payload=None):
-    return {"config": {}, "learner": {"w": torch.arange(4.0) + step}, "trainer": {"global_step": step},
-            "obs_shape": (4,), "payload": payload}
+
+def state(step):
+    return document(step, learner={"w": torch.arange(4.0) + step})
 
 
 def test_roundtrip(tmp_path):
@@ -50,13 +51,14 @@ def test_kill_during_writes_leaves_a_loadable_checkpoint(tmp_path):
     """SIGKILL a process that rewrites a large checkpoint in a loop; the file must load."""
     code = (
         "import sys, torch; from fastdqn.checkpoint import save_checkpoint\n"
+        "from checkpoint_doc import document\n"
         "step = 0\n"
         "while True:\n"
         "    step += 1\n"
-        "    save_checkpoint(sys.argv[1], {'trainer': {'global_step': step}, 'config': {},\n"
-        "                    'learner': {'w': torch.full((2_000_000,), float(step))}})\n"
+        "    save_checkpoint(sys.argv[1], document(step, {'w': torch.full((2_000_000,), float(step))}))\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env)
     try:
         deadline = time.time() + 60
         while not (tmp_path / CHECKPOINT_NAME).exists() and time.time() < deadline:

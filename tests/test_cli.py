@@ -17,6 +17,8 @@ from fastdqn.checkpoint import save_checkpoint
 from fastdqn.cli import build_parser, main
 from fastdqn.config import TrainConfig
 
+from checkpoint_doc import document
+
 TRAIN_FLAGS = ["--env-id", "--seed", "--total-timesteps", "--learning-rate", "--num-envs",
                "--buffer-size", "--gamma", "--target-network-frequency", "--batch-size", "--start-e",
                "--end-e", "--exploration-fraction", "--learning-starts", "--train-frequency", "--cuda",
@@ -99,9 +101,7 @@ def test_missing_checkpoint(capsys, workdir):
 
 def _write_checkpoint(run_dir, **config):
     run_dir.mkdir()
-    state = {"config": TrainConfig(env_id="CartPole-v1", **config).to_dict(), "learner": {},
-             "trainer": {"global_step": 100}, "obs_shape": (4,)}
-    return save_checkpoint(run_dir, state)
+    return save_checkpoint(run_dir, document(100, **config))
 
 
 def test_corrupt_and_truncated_checkpoints(tmp_path, capsys, workdir):
