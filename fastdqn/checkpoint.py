@@ -55,6 +55,8 @@ _V1_NUMPY_GLOBALS = {
     "numpy.dtype": np.dtype,
     "_codecs.encode": None,  # rebuilds the array's bytes; torch allows it already
 }
+# The loader sets the state of the uint32 dtype it built, so allows that dtype's class too.
+_V1_DTYPE_CLASS = type(np.dtype(np.uint32))
 _KEYS = {"format", "version", "config", "learner", "trainer", "obs_shape", "buffer_file"}
 _TRAINER_KEYS = {"global_step", "pending", "learn_after", "episodes", "last_eval", "torch_rng", "cuda_rng"}
 _COUNTERS = ("global_step", "pending", "learn_after", "episodes")
@@ -113,6 +115,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             "tensors and plain values, so nothing in this file was loaded: do not use files of unknown origin"
         )
     numpy_globals = [(obj, name) for name, obj in _V1_NUMPY_GLOBALS.items() if name in foreign and obj]
+    if numpy_globals:
+        numpy_globals.append(_V1_DTYPE_CLASS)
     try:
         with torch.serialization.safe_globals(numpy_globals):
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -191,8 +195,6 @@ def _drop_numpy_rng(state: dict, where: str) -> None:
 def _check_document(state: dict, where: str) -> None:
     if set(state) != _KEYS:
         _bad(where, "its fields", sorted(_KEYS), sorted(map(str, state)))
-    if not isinstance(state["config"], dict):
-        _bad(where, "config", "a dict", _describe(state["config"]))
     try:
         TrainConfig.from_dict(state["config"])
     except ConfigError as exc:

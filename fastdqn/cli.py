@@ -185,7 +185,7 @@ def _train(args: argparse.Namespace) -> int:
     resume_step = int(state["trainer"]["global_step"]) if state is not None else None
     learner = _make_learner(config, info)
     if state is not None:
-        learner.load_state_dict(state["learner"])
+        _load_learner_state(learner, state)
     if saved_buffer is not None:
         buffer = ReplayBuffer.load(saved_buffer)
         _check_saved_buffer(buffer, config, info, saved_buffer)
@@ -255,6 +255,13 @@ def _check_saved_buffer(buffer, config: TrainConfig, info, path: Path) -> None:
             f"obs_dtype, frame_stack) {got}, the run needs {expected}; the file is damaged or was "
             "replaced: use an older copy of the run folder"
         )
+
+
+def _load_learner_state(learner, state: dict) -> None:
+    try:
+        learner.load_state_dict(state["learner"])
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {state['path']!r}: {exc}") from None
 
 
 def _make_learner(config: TrainConfig, info, *, compile: bool | None = None):
@@ -355,7 +362,7 @@ def _eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(config.torch_threads)
     info = env_info(config.env_id)
     learner = _make_learner(config, info, compile=False)
-    learner.load_state_dict(state["learner"])
+    _load_learner_state(learner, state)
     num_envs = args.num_envs or min(args.episodes, 16)
     envs = make_envs(config.env_id, num_envs, seed=args.seed, episodic_life=False,
                      sticky_actions=config.sticky_actions, max_episode_steps=config.max_episode_steps)

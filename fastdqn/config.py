@@ -154,11 +154,11 @@ class TrainConfig:
         """The config ``to_dict`` returned (e.g. read back from a file), checked like any other:
         every value's type and range. Fields it lacks take their defaults."""
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-            raise ConfigError(f"config: expected a dict of field names to values, got {type(data).__name__}")
+            raise ConfigError(f"expected a dict of field names to values, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"config: unknown fields {unknown}; was it written by another fastdqn version?")
+            raise ConfigError(f"unknown fields {unknown}; was it written by another fastdqn version?")
         data = dict(data)
         if "hidden" in data:
             if not isinstance(data["hidden"], (list, tuple)):

@@ -32,7 +32,7 @@ def check_learner_state(state, *, networks: dict[str, dict], optimizer: torch.op
     if set(state) != set(KEYS):
         _bad("", f"keys {sorted(KEYS)}", sorted(map(str, state)))
     for name, ours in networks.items():
-        _check_tensors(f"[{name!r}]", ours, state[name], "the checkpoint was made for a different network")
+        _check_tensors(f"[{name!r}]", ours, state[name])
     _check_optimizer(optimizer, state["optimizer"])
     count = state["num_updates"]
     if type(count) is not int or count < 0:
@@ -40,7 +40,8 @@ def check_learner_state(state, *, networks: dict[str, dict], optimizer: torch.op
     pcg64_state(state["rng"], f"{_WHERE}['rng']")
 
 
-def _check_tensors(field: str, ours: dict, theirs, why: str) -> None:
+def _check_tensors(field: str, ours: dict, theirs) -> None:
+    why = "the checkpoint was made for a different network"
     if not isinstance(theirs, dict) or set(theirs) != set(ours):
         got = sorted(map(str, theirs)) if isinstance(theirs, dict) else _describe(theirs)
         raise CheckpointError(f"{_WHERE}{field}: expected parameters {sorted(ours)}, got {got}; {why}")
@@ -51,7 +52,7 @@ def _check_tensors(field: str, ours: dict, theirs, why: str) -> None:
         if tuple(value.shape) != tuple(other.shape) or value.dtype != other.dtype:
             raise CheckpointError(
                 f"{_WHERE}{field}[{key!r}]: expected shape {tuple(value.shape)} {value.dtype}, got "
-                f"{tuple(other.shape)} {other.dtype}; {why} of another shape"
+                f"{tuple(other.shape)} {other.dtype}; {why}"
             )
 
 
