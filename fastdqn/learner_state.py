@@ -79,13 +79,14 @@ def _check_optimizer(optimizer: torch.optim.Optimizer, theirs) -> None:
     # Adam's per-parameter state: a 'step' count and moments shaped like the parameter.
     shapes = {index: param.shape for saved, group in zip(our_groups, optimizer.param_groups)
               for index, param in zip(saved["params"], group["params"])}
+    keys = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if groups[0].get("amsgrad") else set())
     state = theirs["state"]
     if not isinstance(state, dict):
         _bad("['optimizer']['state']", "a dict", _describe(state))
     for index, entry in state.items():
         field = f"['optimizer']['state'][{index!r}]"
-        if index not in shapes or not isinstance(entry, dict):
-            _bad(field, f"the state of one of parameters {sorted(shapes)}", _describe(entry))
+        if index not in shapes or not isinstance(entry, dict) or set(entry) != keys:
+            _bad(field, f"Adam's state {sorted(keys)} of one of parameters {sorted(shapes)}", _describe(entry))
         for key, value in entry.items():
             if not isinstance(key, str) or not isinstance(value, torch.Tensor) or not value.is_floating_point():
                 _bad(f"{field}[{key!r}]", "a float tensor", _describe(value))

@@ -243,6 +243,7 @@ TAMPERED = {
     "weight_shape": (_tamper(("learner", "online", "net.0.weight"), torch.zeros(3, 3)), "net.0.weight"),
     "target_dtype": (_tamper(("learner", "target", "net.4.bias"), lambda t: t.double()), "net.4.bias"),
     "adam_shape": (_tamper(("learner", "optimizer", "state", 2, "exp_avg"), torch.zeros(5)), "exp_avg"),
+    "adam_missing": (lambda doc: doc["learner"]["optimizer"]["state"][0].pop("exp_avg_sq"), "exp_avg_sq"),
     "adam_lr": (_tamper(("learner", "optimizer", "param_groups", 0, "lr"), -0.5), "lr"),
     "num_updates": (_tamper(("learner", "num_updates"), -1), "num_updates"),
     "learner_rng": (_tamper(("learner", "rng", "bit_generator"), "MT19937"), "rng"),
