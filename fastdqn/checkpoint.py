@@ -126,11 +126,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{where} is not a fastdqn checkpoint")
     version = state.get("version")
-    if version == 1:
-        _drop_numpy_rng(state, where)
-    elif version != VERSION:
+    if type(version) is not int or version not in (1, VERSION):
         raise CheckpointError(f"{where} has format version {version!r}; this fastdqn reads versions 1 and "
                               f"{VERSION}: use the fastdqn that wrote it")
+    if version == 1:
+        _drop_numpy_rng(state, where)
     elif foreign:
         raise CheckpointError(f"{where}: a version-{VERSION} checkpoint holds no NumPy objects, this one "
                               f"refers to {sorted(foreign)}; {_FIX}")

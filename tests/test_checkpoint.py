@@ -341,10 +341,9 @@ def test_a_version_1_checkpoint_with_anything_else_is_refused(trained_run, tmp_p
 
 
 def read_document_v1(run):
-    import numpy._core.multiarray as multiarray
-
-    with torch.serialization.safe_globals([multiarray._reconstruct, np.ndarray, np.dtype,
-                                           type(np.dtype(np.uint32))]):
+    """An unchecked read of a version-1 file, allowing what its NumPy array needs."""
+    reconstruct = np.zeros(1).__reduce__()[0]  # where NumPy's arrays are rebuilt from
+    with torch.serialization.safe_globals([reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]):
         return torch.load(run / CHECKPOINT_NAME, weights_only=True)
 
 
