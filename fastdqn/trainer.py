@@ -22,6 +22,7 @@ import torch
 
 from fastdqn.checkpoint import save_checkpoint
 from fastdqn.config import TrainConfig, linear_schedule
+from fastdqn.errors import TrainingError
 from fastdqn.replay import ReplayBatch
 
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -163,7 +164,10 @@ class Trainer:
             timers["replay"] += t4 - t3
             timers["act"] += (t2 - t1) + (t5 - t4)
             if self.global_step > self._learn_after and len(buffer) >= c.batch_size:
-                self._learn(len(ids))
+                try:
+                    self._learn(len(ids))
+                except FloatingPointError as exc:
+                    raise self._diverged(exc) from None
 
             if self.logger is not None:
                 if self.global_step >= next_log:
@@ -184,6 +188,32 @@ class Trainer:
                 self._log_training(start_step, start_time)
             self.checkpoint()
         return EXIT_STATUS.get(self.stop_signal, 0) if self.stop_signal is not None else 0
+
+    def _diverged(self, exc: FloatingPointError) -> TrainingError:
+        """Save the learner's last good state if it has one; the error to stop with.
+
+        On the CPU the learner raises before applying a bad update, so its state is the
+        one from before it; on CUDA bad steps may already be applied, and then the last
+        periodic checkpoint is kept instead.
+        """
+        where = f"training diverged at step {self.global_step:,} ({exc})"
+        fix = f"lower --learning-rate (this run: {self.config.learning_rate:g})"
+        if self.logger is None:
+            return TrainingError(f"{where}; {fix}")
+        run_dir = self.logger.run_dir
+        try:
+            finite = all(bool(torch.isfinite(p).all()) for p in self.learner.online.parameters())
+            if finite:
+                self.checkpoint()
+        except FloatingPointError:
+            finite = False
+        if finite:
+            saved = f"the state from before that update is saved in {run_dir}"
+            then = f"then continue with: fastdqn train --resume {run_dir} --learning-rate LOWER, or start anew"
+        else:
+            saved = "the network is no longer finite, so no checkpoint was written now (an earlier one, if any, is kept)"
+            then = "then resume from the earlier checkpoint or start anew"
+        return TrainingError(f"{where}; {saved}; {fix}, {then}")
 
     def _learn(self, env_steps: int) -> None:
         c, perf = self.config, time.perf_counter
