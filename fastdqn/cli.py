@@ -167,6 +167,7 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 
 def _train(args: argparse.Namespace, signals: StopSignals) -> int:
+    signals.note = " before training started; no checkpoint was written"
     import torch
 
     from fastdqn.checkpoint import CHECKPOINT_NAME, buffer_path, resolve_checkpoint
@@ -189,13 +190,12 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
                                  max_episode_steps=info.max_episode_steps)
             run_dir = Path(config.run_dir or f"runs/{config.env_id}__{config.seed}__{int(time.time())}")
             check_run_dir(run_dir)
-            _check_no_run(run_dir, run_files(run_dir))
         config = dataclasses.replace(config, run_dir=str(run_dir))
         if config.cuda and not cuda_available:
             raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
         replay_bytes, free = _check_memory(config, info)
         lock = RunDirLock(run_dir)
-        # Again, now that no other process can start a run here or write a newer checkpoint.
+        # Under the lock, so that no other process can start a run here or write a newer checkpoint.
         if state is None:
             _check_no_run(run_dir, run_files(run_dir))
         else:

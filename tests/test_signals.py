@@ -1,0 +1,125 @@
+"""SIGINT and SIGTERM at chosen moments of a real ``fastdqn train`` process.
+
+Never a traceback: either the trainer writes a checkpoint and the status is 130/143, or
+one line says that no checkpoint was written and the status is 3. The moments are made
+deterministic: the process signals itself from inside a chosen step (a real signal,
+delivered by the OS), or the test waits for something it can see (the handler installed,
+the summary printed) before it sends one.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fastdqn.checkpoint import load_checkpoint
+
+RUN = ["train", "--env-id", "CartPole-v1", "--num-envs", "4", "--learning-starts", "200", "--batch-size", "32",
+       "--eval-episodes", "0", "--no-progress", "--no-cuda", "--torch-threads", "1", "--total-timesteps", "100000000"]
+
+
+def signal_self_during(target: str, sig: int, run_dir) -> subprocess.CompletedProcess:
+    """Run ``fastdqn train`` in a fresh process that sends itself ``sig`` when ``target``
+    ("module.function") is called, just before the call goes on."""
+    module, name = target.rsplit(".", 1)
+    code = (
+        "import importlib, os, sys\n"
+        f"module = importlib.import_module({module!r})\n"
+        f"real = module.{name}\n"
+        "def hooked(*args, **kwargs):\n"
+        f"    os.kill(os.getpid(), {int(sig)})\n"
+        "    return real(*args, **kwargs)\n"
+        f"module.{name} = hooked\n"
+        "from fastdqn.cli import main\n"
+        f"sys.exit(main({RUN + ['--run-dir', str(run_dir)]!r}))\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def assert_stopped_without_checkpoint(result, sig, run_dir):
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    # Before the command is parsed fastdqn does not know yet that it is a training run.
+    assert result.stderr.splitlines()[-1] in (
+        f"fastdqn: stopped by {signal.Signals(sig).name} before training started; no checkpoint was written",
+        f"fastdqn: stopped by {signal.Signals(sig).name}; nothing was written")
+    assert not (run_dir / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("target, sig", [
+    ("fastdqn.envs.env_info", signal.SIGINT),       # while looking the env up
+    ("fastdqn.cli._make_learner", signal.SIGTERM),  # while building the network
+    ("fastdqn.envs.make_envs", signal.SIGINT),      # while creating the envs
+])
+def test_signal_during_start_up_stops_with_one_line(tmp_path, target, sig):
+    run = tmp_path / "run"
+    assert_stopped_without_checkpoint(signal_self_during(target, sig, run), sig, run)
+    # Nothing of a run was written, so the same command starts afresh.
+    assert sorted(p.name for p in run.iterdir()) in ([], ["fastdqn.lock"]) if run.exists() else True
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_right_at_the_summary_writes_a_checkpoint(tmp_path, sig, status):
+    run = tmp_path / "run"
+    result = signal_self_during("fastdqn.cli._print_summary", sig, run)
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"stopped by {signal.Signals(sig).name} at step 0; checkpoint saved" in result.stdout
+    assert load_checkpoint(run)["trainer"]["global_step"] == 0
+    resumed = subprocess.run([sys.executable, "-m", "fastdqn", "train", "--resume", str(run), "--total-timesteps",
+                              "400", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(run)["trainer"]["global_step"] == 400
+
+
+def _catches(pid: int, sig: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (sig - 1)))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_as_soon_as_the_command_runs(tmp_path, sig):
+    """Sent the moment fastdqn has installed its handler (SIGTERM shows up in the process's
+    caught signals), long before torch and envpool are imported."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fastdqn", *RUN, "--run-dir", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not _catches(proc.pid, signal.SIGTERM):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.002)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert_stopped_without_checkpoint(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), sig, run)
+    assert not run.exists()  # stopped before the run folder was made
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_after_the_summary_line_writes_a_checkpoint(tmp_path, sig, status):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fastdqn", *RUN, "--run-dir", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not any("steps into" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, proc.stderr.read()
+            lines.append(line)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, err
+    assert "Traceback" not in err and "checkpoint saved" in out
+    load_checkpoint(run)  # loadable, so --resume works
