@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             parser = build_parser()
             args = parser.parse_args(argv)
             if args.command is None:
-                parser.print_help()
-                return EXIT_USAGE
+                raise UsageError("expected a command: train, eval or bench; see fastdqn --help")
             # EnvPool's classic-control specs declare float64 bounds that gymnasium warns about on
             # every env creation; the observations themselves are float32 and exact.
             warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32",
@@ -79,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fastdqn: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except OSError as exc:
-            print(f"fastdqn: error: {exc}; fix the cause, then continue with --resume", file=sys.stderr)
+            print(f"fastdqn: error: {exc}; fix the cause and run again (--resume continues from the last "
+                  "checkpoint written)", file=sys.stderr)
             return EXIT_FAILED
 
 
@@ -102,7 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
         _add_field(train, f)
     train.add_argument("--resume", metavar="PATH", default=None,
                        help="continue a run from its checkpoint file or run folder")
-    train.set_defaults(handler=_train)
 
     ev = sub.add_parser("eval", help="play full games with a trained checkpoint")
     ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="checkpoint file or run folder")

@@ -125,7 +125,18 @@ class Trainer:
         return linear_schedule(c.start_e, c.end_e, c.exploration_steps, self.global_step)
 
     def train(self) -> int:
-        """Train to ``total_timesteps``; returns 0, or 130/143 after SIGINT/SIGTERM."""
+        """Train to ``total_timesteps``; returns 0, or 130/143 after SIGINT/SIGTERM.
+
+        A non-finite loss (the learner raises ``FloatingPointError`` in an update, or on
+        CUDA when a checkpoint reads its state) ends in ``TrainingError``, after the last
+        good state is saved where there is one.
+        """
+        try:
+            return self._train()
+        except FloatingPointError as exc:
+            raise self._diverged(exc) from None
+
+    def _train(self) -> int:
         c, envs, buffer, learner, timers = self.config, self.envs, self.buffer, self.learner, self.timers
         perf = time.perf_counter
         start_step, start_time = self.global_step, perf()
@@ -164,10 +175,7 @@ class Trainer:
             timers["replay"] += t4 - t3
             timers["act"] += (t2 - t1) + (t5 - t4)
             if self.global_step > self._learn_after and len(buffer) >= c.batch_size:
-                try:
-                    self._learn(len(ids))
-                except FloatingPointError as exc:
-                    raise self._diverged(exc) from None
+                self._learn(len(ids))
 
             if self.logger is not None:
                 if self.global_step >= next_log:
@@ -211,7 +219,8 @@ class Trainer:
             saved = f"the state from before that update is saved in {run_dir}"
             then = f"then continue with: fastdqn train --resume {run_dir} --learning-rate LOWER, or start anew"
         else:
-            saved = "the network is no longer finite, so no checkpoint was written now (an earlier one, if any, is kept)"
+            saved = ("the learner's state already holds non-finite updates, so no checkpoint was written "
+                     "now (an earlier one, if any, is kept)")
             then = "then resume from the earlier checkpoint or start anew"
         return TrainingError(f"{where}; {saved}; {fix}, {then}")
 

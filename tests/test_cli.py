@@ -186,6 +186,7 @@ def test_replay_estimate_matches_the_buffer():
     (["bench", "--num-envs", "abc"], ["--num-envs", "'abc'", "fastdqn bench --help"]),
     (["bench", "--quick", "extra"], ["extra"]),
     (["tarin"], ["'tarin'", "train"]),
+    ([], ["expected a command", "fastdqn --help"]),
 ])
 def test_argparse_errors_are_one_line(argv, expected, capsys, workdir):
     fails(argv, capsys, workdir, *expected)

@@ -83,22 +83,25 @@ def test_largest_seed_finishes_evaluates_and_resumes(tmp_path, capsys):
 
 def test_epsilon_keeps_its_schedule_when_the_total_grows(tmp_path):
     run = tmp_path / "run"
-    # Decay over 0.25 * 2000 = 500 steps; resumed with 4x the total, the decay stays 500 steps long.
-    assert train(*QUICK, "--total-timesteps", 2000, "--exploration-fraction", 0.25, "--end-e", 0.05,
-                 "--log-every", 40, "--eval-episodes", 0, "--checkpoint-every", 0, "--run-dir", run) == 0
+    # Decay over 0.5 * 1000 = 500 steps; resumed with 3x the total, the decay stays 500 steps long
+    # (recomputed from the new total it would be 1500 steps, and epsilon would jump from 0.05 to 0.68).
+    assert train(*QUICK, "--total-timesteps", 1000, "--exploration-fraction", 0.5, "--end-e", 0.05,
+                 "--train-frequency", 8, "--log-every", 40, "--eval-episodes", 0, "--checkpoint-every", 0, "--run-dir", run) == 0
     before = [r for r in records(run) if "sps" in r]
-    assert train("--resume", run, "--total-timesteps", 8000, "--no-progress") == 0
-    after = [r for r in records(run) if "sps" in r and r["global_step"] > 2000]
+    assert train("--resume", run, "--total-timesteps", 3000, "--no-progress") == 0
+    after = [r for r in records(run) if "sps" in r and r["global_step"] > 1000]
     assert after and before
     for r in before + after:
         assert r["epsilon"] == pytest.approx(linear_schedule(1.0, 0.05, 500, r["global_step"]), abs=1e-12)
     config = json.loads((run / "config.json").read_text())
-    assert config["total_timesteps"] == 8000 and config["exploration_fraction"] * 8000 == pytest.approx(500)
+    assert config["total_timesteps"] == 3000 and config["exploration_fraction"] * 3000 == pytest.approx(500)
     # Given explicitly, the fraction applies to the new total.
-    assert train("--resume", run, "--total-timesteps", 8400, "--exploration-fraction", 1.0,
+    assert train("--resume", run, "--total-timesteps", 3200, "--exploration-fraction", 1.0,
                  "--no-progress") == 0
-    last = [r for r in records(run) if "sps" in r][-1]
-    assert last["global_step"] == 8400 and last["epsilon"] == pytest.approx(linear_schedule(1.0, 0.05, 8400, 8400))
+    latest = [r for r in records(run) if "sps" in r and r["global_step"] > 3000]
+    assert [r["global_step"] for r in latest] == list(range(3040, 3201, 40))
+    for r in latest:
+        assert r["epsilon"] == pytest.approx(linear_schedule(1.0, 0.05, 3200, r["global_step"]), abs=1e-12)
 
 
 @pytest.mark.parametrize("bad", [b"123\n", b'{"global_step": "abc"}\n', b'{"global_step": true}\n',
@@ -123,3 +126,25 @@ def test_resume_after_a_corrupt_last_metrics_line(tmp_path):
     assert train("--resume", run, "--total-timesteps", 800, "--no-progress") == 0
     steps = [r["global_step"] for r in records(run)]
     assert steps == sorted(steps) and steps[-1] == 800
+
+
+def test_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import fastdqn.trainer
+
+    real_save, calls = fastdqn.trainer.save_checkpoint, []
+
+    def save_checkpoint(run_dir, state, buffer=None):
+        calls.append(state["trainer"]["global_step"])
+        if len(calls) > 1:  # the disk fills up after the first checkpoint
+            raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "checkpoint.pt"))
+        return real_save(run_dir, state, buffer)
+
+    monkeypatch.setattr(fastdqn.trainer, "save_checkpoint", save_checkpoint)
+    run = tmp_path / "run"
+    assert train(*QUICK, "--total-timesteps", 800, "--checkpoint-every", 400, "--eval-episodes", 0,
+                 "--run-dir", run) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "--resume" in err[0]
+    assert calls == [400, 800] and load_checkpoint(run)["trainer"]["global_step"] == 400

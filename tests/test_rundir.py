@@ -3,37 +3,19 @@ block --resume, and --resume accepts --run-dir naming the same folder."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 
 import pytest
+from processes import fastdqn, start, wait_for_line
 
 from fastdqn.checkpoint import load_checkpoint
 from fastdqn.rundir import LOCK_NAME, RunDirLock, run_files
 
 QUICK = ["--env-id", "CartPole-v1", "--num-envs", 4, "--learning-starts", 200, "--batch-size", 32,
          "--eval-episodes", 0, "--no-progress", "--no-cuda", "--torch-threads", 1]
-
-
-def fastdqn(*args):
-    return [sys.executable, "-m", "fastdqn", *map(str, args)]
-
-
-def start(*args):
-    return subprocess.Popen(fastdqn(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_line(proc, text, timeout=120):
-    """Read ``proc``'s stdout until a line containing ``text``; fail if it exits first."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if text in line:
-            return line
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode} before {text!r}: {proc.stderr.read()}")
-    raise AssertionError(f"no {text!r} within {timeout} s")
 
 
 def wait_for_checkpoint(run, proc, timeout=120):
@@ -118,8 +100,6 @@ def test_two_runs_started_together_into_one_folder(tmp_path):
     assert "done: 600 steps" in winner_out and len(loser_err.splitlines()) == 1
     seed = 1 if results[0][0] == 0 else 2
     assert load_checkpoint(run)["config"]["seed"] == seed
-    import json
-
     assert json.loads((run / "config.json").read_text())["seed"] == seed
     steps = [json.loads(line)["global_step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 600  # one run's records, in order

@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+from processes import signal_when_ready, start, wait_for_line
 
 from fastdqn.checkpoint import load_checkpoint
 
@@ -88,38 +89,22 @@ def test_signal_as_soon_as_the_command_runs(tmp_path, sig):
     """Sent the moment fastdqn has installed its handler (SIGTERM shows up in the process's
     caught signals), long before torch and envpool are imported."""
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "fastdqn", *RUN, "--run-dir", str(run)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+
+    def handler_installed(proc):
         deadline = time.time() + 60
         while not _catches(proc.pid, signal.SIGTERM):
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.002)
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert_stopped_without_checkpoint(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), sig, run)
+
+    result = signal_when_ready(start(*RUN, "--run-dir", run), handler_installed, sig)
+    assert_stopped_without_checkpoint(result, sig, run)
     assert not run.exists()  # stopped before the run folder was made
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_after_the_summary_line_writes_a_checkpoint(tmp_path, sig, status):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "fastdqn", *RUN, "--run-dir", str(run)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = []
-        while not any("steps into" in line for line in lines):
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, proc.stderr.read()
-            lines.append(line)
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == status, err
-    assert "Traceback" not in err and "checkpoint saved" in out
+    result = signal_when_ready(start(*RUN, "--run-dir", run), lambda proc: wait_for_line(proc, "steps into"), sig)
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr and "checkpoint saved" in result.stdout
     load_checkpoint(run)  # loadable, so --resume works
