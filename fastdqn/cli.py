@@ -206,11 +206,11 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
             f" (the one in {run_dir} is unchanged)" if state is not None else "")
         return _run(config, info, state, saved_buffer, run_dir, replay_bytes, free, signals)
     except Interrupted:
-        if signals.received is not None and (run_dir / CHECKPOINT_NAME).exists():
-            signals.note = (f" a second time; stopped at once without a new checkpoint (the last one in "
-                            f"{run_dir} is kept)")
-        elif signals.received is not None:
-            signals.note = " a second time; stopped at once and no checkpoint was written"
+        if signals.received is not None:
+            kept = run_dir is not None and (run_dir / CHECKPOINT_NAME).exists()
+            signals.note = " a second time, at once; " + (
+                f"no new checkpoint was written (the last one in {run_dir} is kept)" if kept
+                else "no checkpoint was written")
         raise
     finally:
         if lock is not None:

@@ -23,21 +23,24 @@ RUN = ["train", "--env-id", "CartPole-v1", "--num-envs", "4", "--learning-starts
        "--eval-episodes", "0", "--no-progress", "--no-cuda", "--torch-threads", "1", "--total-timesteps", "100000000"]
 
 
-def signal_self_during(target: str, sig: int, run_dir) -> subprocess.CompletedProcess:
-    """Run ``fastdqn train`` in a fresh process that sends itself ``sig`` when ``target``
-    ("module.function") is called, just before the call goes on."""
-    module, name = target.rsplit(".", 1)
-    code = (
-        "import importlib, os, sys\n"
-        f"module = importlib.import_module({module!r})\n"
-        f"real = module.{name}\n"
-        "def hooked(*args, **kwargs):\n"
-        f"    os.kill(os.getpid(), {int(sig)})\n"
-        "    return real(*args, **kwargs)\n"
-        f"module.{name} = hooked\n"
-        "from fastdqn.cli import main\n"
-        f"sys.exit(main({RUN + ['--run-dir', str(run_dir)]!r}))\n"
-    )
+def signal_self_during(run_dir, *hooks: tuple[str, str, int]) -> subprocess.CompletedProcess:
+    """Run ``fastdqn train`` in a fresh process that sends itself a signal when a chosen
+    function is first called, just before the call goes on. Each hook is (module, attribute
+    such as "make_envs" or "Trainer.checkpoint", signal)."""
+    code = "import importlib, os, sys\n"
+    for i, (module, attribute, signum) in enumerate(hooks):
+        *owner, name = attribute.split(".")
+        code += (
+            f"holder{i} = importlib.import_module({module!r})" + "".join(f".{o}" for o in owner) + "\n"
+            f"real{i}, sent{i} = holder{i}.{name}, []\n"
+            f"def hooked{i}(*args, **kwargs):\n"
+            f"    if not sent{i}:\n"
+            f"        sent{i}.append(True)\n"
+            f"        os.kill(os.getpid(), {int(signum)})\n"
+            f"    return real{i}(*args, **kwargs)\n"
+            f"holder{i}.{name} = hooked{i}\n"
+        )
+    code += f"from fastdqn.cli import main\nsys.exit(main({RUN + ['--run-dir', str(run_dir)]!r}))\n"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
@@ -51,14 +54,14 @@ def assert_stopped_without_checkpoint(result, sig, run_dir):
     assert not (run_dir / "checkpoint.pt").exists()
 
 
-@pytest.mark.parametrize("target, sig", [
-    ("fastdqn.envs.env_info", signal.SIGINT),       # while looking the env up
-    ("fastdqn.cli._make_learner", signal.SIGTERM),  # while building the network
-    ("fastdqn.envs.make_envs", signal.SIGINT),      # while creating the envs
+@pytest.mark.parametrize("module, name, sig", [
+    ("fastdqn.envs", "env_info", signal.SIGINT),       # while looking the env up
+    ("fastdqn.cli", "_make_learner", signal.SIGTERM),  # while building the network
+    ("fastdqn.envs", "make_envs", signal.SIGINT),      # while creating the envs
 ])
-def test_signal_during_start_up_stops_with_one_line(tmp_path, target, sig):
+def test_signal_during_start_up_stops_with_one_line(tmp_path, module, name, sig):
     run = tmp_path / "run"
-    assert_stopped_without_checkpoint(signal_self_during(target, sig, run), sig, run)
+    assert_stopped_without_checkpoint(signal_self_during(run, (module, name, sig)), sig, run)
     # Nothing of a run was written, so the same command starts afresh.
     assert sorted(p.name for p in run.iterdir()) in ([], ["fastdqn.lock"]) if run.exists() else True
 
@@ -66,7 +69,7 @@ def test_signal_during_start_up_stops_with_one_line(tmp_path, target, sig):
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_right_at_the_summary_writes_a_checkpoint(tmp_path, sig, status):
     run = tmp_path / "run"
-    result = signal_self_during("fastdqn.cli._print_summary", sig, run)
+    result = signal_self_during(run, ("fastdqn.cli", "_print_summary", sig))
     assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     assert f"stopped by {signal.Signals(sig).name} at step 0; checkpoint saved" in result.stdout
@@ -75,6 +78,17 @@ def test_signal_right_at_the_summary_writes_a_checkpoint(tmp_path, sig, status):
                               "400", "--no-progress"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(run)["trainer"]["global_step"] == 400
+
+
+def test_second_signal_stops_at_once_with_one_line(tmp_path):
+    """The first SIGINT asks for a checkpoint; a second one while it is written stops at once."""
+    run = tmp_path / "run"
+    result = signal_self_during(run, ("fastdqn.cli", "_print_summary", signal.SIGINT),
+                                ("fastdqn.trainer", "Trainer.checkpoint", signal.SIGINT))
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines() == [
+        "fastdqn: stopped by SIGINT a second time, at once; no checkpoint was written"]
+    assert not (run / "checkpoint.pt").exists()
 
 
 def _catches(pid: int, sig: int) -> bool:
