@@ -38,7 +38,7 @@ EXIT_INTERRUPTED = 3
 _FIXED_ON_RESUME = ("env_id", "hidden")
 # With a saved replay buffer these must match it too.
 _FIXED_WITH_BUFFER = ("buffer_size", "num_envs")
-# Bytes per network parameter held by training: online and target weights, gradients, Adam's two moments.
+# Copies of each network parameter that training holds: online and target weights, gradients, Adam's two moments.
 _COPIES_PER_PARAMETER = 5
 
 
