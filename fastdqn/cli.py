@@ -171,7 +171,7 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
 
     from fastdqn.checkpoint import CHECKPOINT_NAME, buffer_path, resolve_checkpoint
     from fastdqn.envs import env_info
-    from fastdqn.rundir import RunDirLock, check_run_dir, run_files
+    from fastdqn.rundir import RunDirLock, check_no_run, check_run_dir
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     cuda_available = torch.cuda.is_available()
@@ -196,7 +196,7 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
         lock = RunDirLock(run_dir)
         # Under the lock, so that no other process can start a run here or write a newer checkpoint.
         if state is None:
-            _check_no_run(run_dir, run_files(run_dir))
+            check_no_run(run_dir)
         else:
             state, config, info = _load_resume(args.resume, overrides, cuda_available)
             config = dataclasses.replace(config, run_dir=str(run_dir))
@@ -229,18 +229,6 @@ def _load_resume(path: str, overrides: dict, cuda_available: bool):
         raise ConfigError(f"--resume: the checkpoint was trained on observations "
                           f"{tuple(state['obs_shape'])}, {config.env_id} gives {info.obs_shape}")
     return state, config, info
-
-
-def _check_no_run(run_dir: Path, files: list[str]) -> None:
-    from fastdqn.checkpoint import CHECKPOINT_NAME
-
-    if CHECKPOINT_NAME in files:
-        raise ConfigError(f"--run-dir: {str(run_dir)!r} already holds a run; pass --resume {run_dir} "
-                          "to continue it or choose another --run-dir")
-    if files:
-        raise ConfigError(f"--run-dir: {str(run_dir)!r} holds files of a run that wrote no checkpoint "
-                          f"({', '.join(files)}), so there is nothing to resume; delete them or choose "
-                          "another --run-dir")
 
 
 def _run(config: TrainConfig, info, state, saved_buffer, run_dir: Path, replay_bytes: int, free: int,

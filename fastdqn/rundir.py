@@ -65,6 +65,18 @@ def run_files(path: Path) -> list[str]:
     return sorted({p.name for pattern in RUN_FILE_PATTERNS for p in path.glob(pattern)})
 
 
+def check_no_run(path: Path) -> None:
+    """Refuse a folder that holds run files: a run to resume, or a run that wrote no checkpoint."""
+    files = run_files(path)
+    if CHECKPOINT_NAME in files:
+        raise ConfigError(f"--run-dir: {str(path)!r} already holds a run; pass --resume {path} "
+                          "to continue it or choose another --run-dir")
+    if files:
+        raise ConfigError(f"--run-dir: {str(path)!r} holds files of a run that wrote no checkpoint "
+                          f"({', '.join(files)}), so there is nothing to resume; delete them or choose "
+                          "another --run-dir")
+
+
 class RunDirLock:
     """Exclusive ownership of a run folder (created if missing) until ``release()`` or exit."""
 
