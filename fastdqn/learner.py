@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastdqn.errors import CheckpointError, ConfigError
+from fastdqn.errors import ConfigError
 from fastdqn.learner_batch import BatchChecker
+from fastdqn.learner_state import check_learner_state
 from fastdqn.losses import LOSSES, q_learning_loss
 
 NONFINITE_CHECK_INTERVAL = 100
@@ -386,13 +387,13 @@ class Learner:
         })
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what ``state_dict`` returned; training then continues exactly as it would have."""
-        missing = {"online", "target", "optimizer", "num_updates", "rng"} - set(state)
-        if missing:
-            raise CheckpointError(f"learner state: missing keys {sorted(missing)}; "
-                                  "pass a dict made by Learner.state_dict()")
-        for name in ("online", "target"):
-            _check_same_shapes(name, getattr(self, name).state_dict(), state[name])
+        """Restore what ``state_dict`` returned; training then continues exactly as it would have.
+
+        Every field is checked first (``fastdqn.learner_state``): a bad one raises
+        ``CheckpointError`` and changes nothing."""
+        check_learner_state(state, networks={"online": self.online.state_dict(),
+                                             "target": self.target.state_dict()},
+                            optimizer=self.optimizer)
         with torch.no_grad():
             self.online.load_state_dict(state["online"])
             self.target.load_state_dict(state["target"])
@@ -406,17 +407,3 @@ class Learner:
         # The captured graph points at the old optimizer state tensors; capture again.
         self._graph = None
 
-
-def _check_same_shapes(name: str, ours: dict, theirs: dict) -> None:
-    if set(ours) != set(theirs):
-        raise CheckpointError(
-            f"learner state[{name!r}]: expected parameters {sorted(ours)}, got {sorted(theirs)}; "
-            "the checkpoint was made for a different network"
-        )
-    for key, value in ours.items():
-        other = theirs[key]
-        if tuple(value.shape) != tuple(other.shape):
-            raise CheckpointError(
-                f"learner state[{name!r}][{key!r}]: expected shape {tuple(value.shape)}, got "
-                f"{tuple(other.shape)}; the checkpoint was made for a network of another shape"
-            )

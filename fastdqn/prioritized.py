@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastdqn.errors import ReplayError
+from fastdqn.errors import CheckpointError, ReplayError
 from fastdqn.kernels import priority as kp
 from fastdqn.kernels import sumtree as ks
 from fastdqn.replay import ReplayBatch, ReplayBuffer, _geometry, _index_array
@@ -101,6 +101,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         kp.update(st["info"], st["terminated"], st["count"], self._n, one, np.ones(1), self._alpha,
                   self._eps, tree, np.ones(1), one.copy(), np.zeros(2, np.int64))
         kp.ids_to_slots(st["info"], st["terminated"], st["count"], self._n, one, one.copy())
+        kp.check_leaves(st["info"], st["terminated"], st["count"], self._n, tree)
         ks.rebuild(tree)
 
     @property
@@ -228,14 +229,31 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     # -- persistence --------------------------------------------------------------------
 
+    _OPTIONS = ReplayBuffer._OPTIONS + ("alpha", "eps")
+
     def _options(self) -> dict:
         return {**super()._options(), "alpha": self._alpha, "eps": self._eps}
+
+    @classmethod
+    def _extra_layout(cls, num_envs: int, slots: int) -> dict:
+        # Each slot id's leaf of both trees; the parents are rebuilt on load.
+        return {"priority": ((num_envs * slots, 2), np.float64), "max_priority": ((1,), np.float64)}
 
     def _extra_arrays(self) -> list:
         P = self._tree.shape[0] // 2
         return [("priority", self._tree[P:P + self._num_envs * self._L]),
                 ("max_priority", self._max_priority)]
 
-    def _loaded_len(self) -> int:
+    def _loaded_len(self, path: str) -> int:
+        size = super()._loaded_len(path)
+        if not (math.isfinite(self._max_priority[0]) and self._max_priority[0] > 0):
+            raise CheckpointError(f"path: {path!r} is corrupt: max_priority is {self._max_priority[0]}, "
+                                  f"expected a positive finite number")
+        st = self._state
+        bad = kp.check_leaves(st["info"], st["terminated"], st["count"], self._n, self._tree)
+        if bad >= 0:
+            raise CheckpointError(f"path: {path!r} is corrupt: the priority of slot id {bad} is "
+                                  f"{self._tree[self._tree.shape[0] // 2 + bad, 0]}, expected a positive "
+                                  f"finite number exactly where a transition can be sampled, else 0")
         ks.rebuild(self._tree)
-        return super()._loaded_len()
+        return size

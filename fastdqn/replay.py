@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +33,7 @@ from fastdqn.atomic import atomic_write
 from fastdqn.errors import CheckpointError, ReplayError, ReplayStateError
 from fastdqn.kernels import nstep as kn
 from fastdqn.kernels import replay as kr
+from fastdqn.rngstate import pcg64_state
 
 _MAGIC = b"FASTDQN-REPLAY\x00\x01"
 _VERSION = 1
@@ -451,7 +453,12 @@ class ReplayBuffer:
 
     @classmethod
     def load(cls, path) -> "ReplayBuffer":
-        """Read a buffer written by ``save``; sampling continues as it would have."""
+        """Read a buffer written by ``save``; sampling continues as it would have.
+
+        The header is plain JSON. Its every field is checked, and the file's size compared
+        with the size the header implies, before anything is allocated: a small file cannot
+        make the loader allocate a large buffer.
+        """
         path = os.fspath(path)
         try:
             f = open(path, "rb", buffering=0)
@@ -470,53 +477,60 @@ class ReplayBuffer:
                 raise CheckpointError(f"path: {path!r} has a corrupt header (length {n})")
             try:
                 header = json.loads(_read_exact(f, n, path))
-                if header["version"] != _VERSION:
-                    raise CheckpointError(f"path: {path!r} has format version {header['version']}, "
-                                          f"expected {_VERSION}")
-                kind = header.get("kind", ReplayBuffer.__name__)
-                if kind != cls.__name__:
-                    raise CheckpointError(f"path: {path!r} holds a {kind}, not a {cls.__name__}; "
-                                          f"load it with {kind}.load")
-                buf = cls(header["capacity"], tuple(header["obs_shape"]), header["num_envs"],
-                          obs_dtype=np.dtype(header["obs_dtype"]), frame_stack=header["frame_stack"],
-                          **header.get("options", {}))
-                arrays = [(nm, buf._state[nm]) for nm in _STATE_ARRAYS] + buf._extra_arrays()
-                specs = [[name, arr.dtype.str, list(arr.shape)] for name, arr in arrays]
-                if header["arrays"] != specs or header["slots_per_env"] != buf._L:
-                    raise CheckpointError(f"path: {path!r} holds arrays {header['arrays']}, "
-                                          f"expected {specs}")
-            except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from exc
-            expected = len(_MAGIC) + 8 + n + sum(arr.nbytes for _, arr in arrays)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
+            args = _header_args(header, path)
+            kind = header.get("kind", ReplayBuffer.__name__)
+            if kind != cls.__name__:
+                raise CheckpointError(f"path: {path!r} holds a {kind!r}, not a {cls.__name__}; "
+                                      f"load it with that class's load")
+            options = header.get("options", {})
+            if not (isinstance(options, dict) and set(options) <= set(cls._OPTIONS)):
+                raise CheckpointError(f"path: {path!r} has a corrupt header: options: expected a "
+                                      f"JSON object with keys among {list(cls._OPTIONS)}, got {options!r}")
+            frame_bytes, slots = _geometry(**args)
+            layout = _layout(args["num_envs"], slots, frame_bytes)
+            extra = cls._extra_layout(args["num_envs"], slots)
+            specs = [[name, np.dtype(dt).str, list(shape)]
+                     for name, (shape, dt) in [(nm, layout[nm]) for nm in _STATE_ARRAYS] + list(extra.items())]
+            if header["arrays"] != specs or header["slots_per_env"] != slots:
+                raise CheckpointError(f"path: {path!r} holds arrays {header['arrays']}, expected {specs}")
+            expected = len(_MAGIC) + 8 + n + _layout_bytes(layout) + _layout_bytes(extra)
             if size != expected:
-                raise CheckpointError(f"path: {path!r} is truncated or corrupt: expected "
-                                      f"{expected} bytes, the file has {size}")
-            for _, arr in arrays:
+                raise CheckpointError(f"path: {path!r} is truncated or corrupt: its header describes "
+                                      f"{expected} bytes (capacity {args['capacity']}), the file has {size}")
+            try:
+                buf = cls(args["capacity"], args["obs_shape"], args["num_envs"], obs_dtype=args["obs_dtype"],
+                          frame_stack=args["frame_stack"], **options)
+            except ReplayError as exc:
+                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
+            for _, arr in [(nm, buf._state[nm]) for nm in _STATE_ARRAYS] + buf._extra_arrays():
                 _read_into(f, memoryview(arr).cast("B"), path)
-        try:
-            bit_generator = getattr(np.random, header["rng"]["bit_generator"])()
-            bit_generator.state = header["rng"]
-            buf._rng = np.random.Generator(bit_generator)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise CheckpointError(f"path: {path!r} has a corrupt RNG state: {exc}") from exc
-        buf._len = buf._loaded_len()
+        buf._rng.bit_generator.state = header["rng"]
+        buf._len = buf._loaded_len(path)
         if buf._len != header["len"]:
             raise CheckpointError(f"path: {path!r} is corrupt: header says {header['len']} "
                                   f"transitions, the data holds {buf._len}")
         return buf
 
-
     # -- what subclasses add to a saved file -----------------------------------------------
 
+    _OPTIONS = ("n_step", "gamma")
+
     def _options(self) -> dict:
-        """Constructor keywords beyond the storage geometry, saved in the header."""
+        """Constructor keywords beyond the storage geometry (``_OPTIONS``), saved in the header."""
         return {"n_step": self._n, "gamma": self._gamma}
 
+    @classmethod
+    def _extra_layout(cls, num_envs: int, slots: int) -> dict:
+        """Name -> (shape, dtype) of the arrays saved after the state arrays (none here)."""
+        return {}
+
     def _extra_arrays(self) -> list:
-        """(name, array) saved after the state arrays and read back into place by ``load``."""
+        """(name, array) of ``_extra_layout``, read back into place by ``load``."""
         return []
 
-    def _loaded_len(self) -> int:
+    def _loaded_len(self, path: str) -> int:
         """Rebuild derived state after ``load`` has read the arrays; returns ``len``."""
         st = self._state
         open_total = 0
@@ -531,6 +545,39 @@ def _index_array(index) -> np.ndarray:
         raise ReplayError(f"index: expected a 1-D integer array, got {idx.dtype} {idx.shape}")
     return np.ascontiguousarray(idx, dtype=np.int64)
 
+
+def _header_args(header, path: str) -> dict:
+    """The constructor arguments in a replay file's header, each checked (allocates nothing)."""
+    def bad(field: str, expected: str, got) -> None:
+        raise CheckpointError(f"path: {path!r} has a corrupt header: {field}: expected {expected}, got {got!r}")
+
+    def count(value, minimum: int) -> bool:
+        return type(value) is int and value >= minimum
+
+    if not isinstance(header, dict):
+        bad("header", "a JSON object", type(header).__name__)
+    missing = {"version", "capacity", "obs_shape", "num_envs", "obs_dtype", "frame_stack", "slots_per_env",
+               "len", "rng", "arrays"} - set(header)
+    if missing:
+        bad("header", "every field of the format", f"no {sorted(missing)}")
+    if header["version"] != _VERSION:
+        raise CheckpointError(f"path: {path!r} has format version {header['version']!r}, expected {_VERSION}")
+    for name in ("capacity", "num_envs", "frame_stack"):
+        if not count(header[name], 1):
+            bad(name, "an int >= 1", header[name])
+    if not count(header["len"], 0):
+        bad("len", "an int >= 0", header["len"])
+    pcg64_state(header["rng"], f"path: {path!r}: rng")
+    if header["frame_stack"] > kr.MAX_FRAME_STACK:
+        bad("frame_stack", f"at most {kr.MAX_FRAME_STACK}", header["frame_stack"])
+    shape = header["obs_shape"]
+    if not (isinstance(shape, list) and shape and all(count(x, 1) for x in shape)):
+        bad("obs_shape", "a non-empty list of positive ints", shape)
+    dtype = header["obs_dtype"]
+    if not (isinstance(dtype, str) and re.fullmatch(r"[<>|][biuf][1248]", dtype) and np.dtype(dtype).str == dtype):
+        bad("obs_dtype", "a plain numeric NumPy dtype like '<f4' or '|u1'", dtype)
+    return {"capacity": header["capacity"], "obs_shape": tuple(shape), "num_envs": header["num_envs"],
+            "obs_dtype": np.dtype(dtype), "frame_stack": header["frame_stack"]}
 
 def _write_all(f, data) -> None:
     view = memoryview(data).cast("B")

@@ -147,3 +147,21 @@ def _ids_to_slots(info, term_s, count, n, ids, out_slots):
 def ids_to_slots(info, term_s, count, n: int, ids, out_slots) -> int:
     """Slot ids of sampleable transition ids; returns the first position that is not one, else -1."""
     return _ids_to_slots(info, term_s, count, n, ids, out_slots)
+
+
+@njit(nogil=True, cache=True)
+def _check_leaves(info, term_s, count, n, tree):
+    E, L = info.shape
+    P = tree.shape[0] // 2
+    for g in range(P):
+        p = tree[P + g, 0]
+        live = g < E * L and _sampleable(info, term_s, count, n, g // L, g % L)
+        if not (p < np.inf) or (p > 0.0) != live or p < 0.0:
+            return g
+    return -1
+
+
+def check_leaves(info, term_s, count, n: int, tree) -> int:
+    """The first slot id whose leaf is not positive and finite exactly where a transition
+    can be sampled (0 elsewhere), else -1: what ``load`` checks before trusting a file."""
+    return _check_leaves(info, term_s, count, n, tree)

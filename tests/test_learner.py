@@ -15,7 +15,6 @@ from fastdqn import MLP, CheckpointError, ConfigError, Learner, NatureCNN
 from fastdqn.errors import BatchError
 
 OBS_DIM, NUM_ACTIONS, B = 4, 3, 8
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def make_batch(rng, size=B, obs_dim=OBS_DIM, num_actions=NUM_ACTIONS, reward_scale=1.0):
@@ -436,7 +435,7 @@ def test_bad_act_input():
 # -------------------------------------------------------------------------- CUDA
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_cuda_graph_update_equals_cpu_eager():
     rng = np.random.default_rng(0)
     batches = [make_batch(rng, reward_scale=5.0) for _ in range(6)]
@@ -455,7 +454,7 @@ def test_cuda_graph_update_equals_cpu_eager():
         torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=1e-4, atol=1e-5)
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("compile", [False, True])
 def test_cuda_nonfinite_loss_is_reported_with_its_update(compile):
     learner = Learner(tiny_mlp(), compile=compile, device="cuda")

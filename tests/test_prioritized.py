@@ -226,3 +226,22 @@ def test_priorities_follow_transitions_through_wraparound(n_step):
         td = rng.uniform(0, 0.5 if chunk % 2 else 3.0, len(ids))
         buf.update_priorities(np.array(ids, np.int64), td)
         given = dict(zip(ids, (td + buf.eps) ** buf.alpha))
+
+
+@pytest.mark.parametrize("where,value", [("max", np.nan), ("max", 0.0), ("leaf", -1.0),
+                                         ("leaf", np.inf), ("empty-leaf", 1.0)])
+def test_load_refuses_tampered_priorities(where, value, tmp_path):
+    buf = make(capacity=20, num_envs=2)
+    stream_into(buf, [], 3, events=("step",))  # a few transitions: most slot ids hold none
+    buf.save(tmp_path / "per.bin")
+    data = bytearray((tmp_path / "per.bin").read_bytes())
+    ids = buf.num_envs * buf.slots_per_env
+    leaves = np.frombuffer(data, np.float64, count=2 * ids, offset=len(data) - 8 - 16 * ids).reshape(ids, 2)
+    live = int(np.flatnonzero(leaves[:, 0] > 0)[0])
+    empty = int(np.flatnonzero(leaves[:, 0] == 0)[0])
+    offset = {"max": len(data) - 8, "leaf": len(data) - 8 - 16 * ids + 16 * live,
+              "empty-leaf": len(data) - 8 - 16 * ids + 16 * empty}[where]
+    data[offset:offset + 8] = np.float64(value).tobytes()
+    (tmp_path / "per.bin").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        PrioritizedReplayBuffer.load(tmp_path / "per.bin")
