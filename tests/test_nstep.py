@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fastdqn import ReplayBuffer, ReplayError
 from reference_nstep import NStepReference
-from test_replay import EVENTS, FakeEnvs, obs_shape
+from test_replay import EVENTS, FakeEnvs, draw_step, obs_shape
 
 NO_JIT = numba.config.DISABLE_JIT
 
@@ -55,18 +55,7 @@ def test_nstep_streams_match_reference(data, k, n, gamma):
     envs = FakeEnvs(num_envs, k, np.uint8)
     rng = np.random.default_rng(0)
     for _ in range(data.draw(st.integers(1, 30), label="steps")):
-        if async_mode:
-            ids = data.draw(st.permutations(range(num_envs)), label="order")
-            ids = ids[:data.draw(st.integers(1, num_envs), label="batch")]
-        else:
-            ids = list(range(num_envs))
-        rows = []
-        for e in ids:
-            event = data.draw(st.sampled_from(EVENTS), label="event")
-            plain = data.draw(st.integers(0, 9), label="plain") == 0
-            repeats = data.draw(st.integers(0, k - 1), label="repeats")
-            rows.append(envs.step(e, event, plain, repeats))
-        obs, nxt, term, trunc, valid = (np.array(col) for col in zip(*rows))
+        ids, obs, nxt, term, trunc, valid = draw_step(data, envs, num_envs, k, async_mode)
         # A dropped row: the env stepped, the caller did not store it.
         dropped = np.array([data.draw(st.integers(0, 11), label="drop") == 0 for _ in ids])
         valid = valid & ~dropped

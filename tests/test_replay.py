@@ -111,6 +111,24 @@ def check_against_reference(buf: ReplayBuffer, ref: ReferenceReplay, rng) -> Non
             buf.gather(np.array([index[0], g]))
 
 
+def draw_step(data, envs: FakeEnvs, num_envs: int, k: int, async_mode: bool):
+    """One vector step of ``envs`` drawn by hypothesis: the env ids (all of them in order,
+    or some in any order when ``async_mode``) and their rows (obs, next_obs, terminated,
+    truncated, valid)."""
+    if async_mode:
+        ids = data.draw(st.permutations(range(num_envs)), label="order")
+        ids = ids[:data.draw(st.integers(1, num_envs), label="batch")]
+    else:
+        ids = list(range(num_envs))
+    rows = []
+    for e in ids:
+        event = data.draw(st.sampled_from(EVENTS), label="event")
+        plain = data.draw(st.integers(0, 9), label="plain") == 0
+        repeats = data.draw(st.integers(0, k - 1), label="repeats")
+        rows.append(envs.step(e, event, plain, repeats))
+    return (ids, *(np.array(col) for col in zip(*rows)))
+
+
 def run_stream(data, k: int, dtype, steps: int) -> None:
     num_envs = data.draw(st.integers(1, 3), label="num_envs")
     capacity = data.draw(st.integers(num_envs * k, num_envs * (k + 6)), label="capacity")
@@ -121,18 +139,7 @@ def run_stream(data, k: int, dtype, steps: int) -> None:
     envs = FakeEnvs(num_envs, k, dtype)
     rng = np.random.default_rng(0)
     for _ in range(steps):
-        if async_mode:
-            ids = data.draw(st.permutations(range(num_envs)), label="order")
-            ids = ids[:data.draw(st.integers(1, num_envs), label="batch")]
-        else:
-            ids = list(range(num_envs))
-        rows = []
-        for e in ids:
-            event = data.draw(st.sampled_from(EVENTS), label="event")
-            plain = data.draw(st.integers(0, 9), label="plain") == 0
-            repeats = data.draw(st.integers(0, k - 1), label="repeats")
-            rows.append(envs.step(e, event, plain, repeats))
-        obs, nxt, term, trunc, valid = (np.array(col) for col in zip(*rows))
+        ids, obs, nxt, term, trunc, valid = draw_step(data, envs, num_envs, k, async_mode)
         action = rng.integers(0, 6, len(ids))
         reward = rng.normal(size=len(ids)).astype(np.float32)
         buf.add(obs=obs, next_obs=nxt, action=action, reward=reward, terminated=term,
