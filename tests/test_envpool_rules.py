@@ -110,7 +110,7 @@ def expected_transitions(envs):
 
 def stored_transitions(buffer):
     out = []
-    slots = buffer.num_envs * (-(-buffer.capacity // buffer.num_envs) + buffer.frame_stack)
+    slots = buffer.num_envs * buffer.slots_per_env
     for i in range(slots):
         try:
             b = buffer.gather(np.array([i]))
