@@ -15,6 +15,7 @@ Importing this module pulls in NumPy only.
 
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 from typing import Callable, NamedTuple
 
@@ -53,22 +54,20 @@ class ReplayBatch(namedtuple("ReplayBatch", [f.name for f in FIELDS])):
 
 
 def window_of(obs, next_obs) -> np.ndarray | None:
-    """The window array whose ``[:, :k]`` is ``obs`` and ``[:, 1:]`` is ``next_obs``, or None."""
-    frames = getattr(obs, "base", None)
-    if (isinstance(frames, np.ndarray) and frames.ndim == obs.ndim >= 3
-            and frames.shape[0] == obs.shape[0] and frames.shape[1] == obs.shape[1] + 1
-            and frames.shape[2:] == obs.shape[2:] and frames.flags.c_contiguous
-            and _is_view(obs, frames, 0) and _is_view(next_obs, frames, 1)):
-        return frames
-    return None
-
-
-def _is_view(view, frames: np.ndarray, first: int) -> bool:
-    return (isinstance(view, np.ndarray) and view.shape == (frames.shape[0], frames.shape[1] - 1,
-                                                            *frames.shape[2:])
-            and view.strides == frames.strides
-            and view.__array_interface__["data"][0]
-            == frames.__array_interface__["data"][0] + first * frames.strides[1])
+    """The ``(B, k + 1, ...)`` array whose ``[:, :k]`` is ``obs`` and ``[:, 1:]`` is
+    ``next_obs`` when both are such views of one C-contiguous window, else None."""
+    if not (isinstance(obs, np.ndarray) and isinstance(next_obs, np.ndarray)) or obs.ndim < 3:
+        return None
+    B, k, *rest = obs.shape
+    item = obs.itemsize
+    frame = math.prod(rest) * item
+    contiguous = tuple(math.prod(rest[i + 1:]) * item for i in range(len(rest)))
+    if (next_obs.shape != obs.shape or next_obs.dtype != obs.dtype or next_obs.strides != obs.strides
+            or obs.strides != ((k + 1) * frame, frame, *contiguous)
+            or next_obs.__array_interface__["data"][0] != obs.__array_interface__["data"][0] + frame):
+        return None
+    return np.lib.stride_tricks.as_strided(obs, (B, k + 1, *rest), obs.strides,
+                                           writeable=obs.flags.writeable)
 
 
 Empty = Callable[[tuple, np.dtype], np.ndarray]
