@@ -72,11 +72,9 @@ class Context:
                          async_envs=async_envs, batch_size=batch if async_envs else None)
 
     def q_network(self):
-        from fastdqn.networks import MLP, NatureCNN
+        from fastdqn.networks import q_network_for
 
-        if len(self.info.obs_shape) == 3:
-            return NatureCNN(self.info.num_actions, frame_stack=self.info.frame_stack)
-        return MLP(self.info.obs_shape[0], self.info.num_actions)
+        return q_network_for(self.info)
 
     def learner(self, compile: bool):
         from fastdqn.learner import Learner

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import signal
 import sys
 import time
@@ -249,14 +248,10 @@ def _resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainC
 
 def _make_learner(config: TrainConfig, info, *, compile: bool | None = None):
     from fastdqn.learner import Learner
-    from fastdqn.networks import MLP, NatureCNN
+    from fastdqn.networks import q_network_for
 
-    if info.kind == ATARI:
-        network = NatureCNN(info.num_actions, frame_stack=info.frame_stack)
-    else:
-        network = MLP(math.prod(info.obs_shape), info.num_actions, hidden=config.hidden)
     return Learner(
-        network, lr=config.learning_rate, gamma=config.gamma,
+        q_network_for(info, config.hidden), lr=config.learning_rate, gamma=config.gamma,
         target_update_interval=config.target_update_interval, loss=config.loss,
         max_grad_norm=config.max_grad_norm or None, double_dqn=config.double_dqn,
         compile=config.compile if compile is None else compile, device=config.device,

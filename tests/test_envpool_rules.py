@@ -18,7 +18,7 @@ from fastdqn.config import TrainConfig
 from fastdqn.envs import env_info, make_envs
 from fastdqn.errors import ReplayError
 from fastdqn.learner import Learner
-from fastdqn.networks import MLP, NatureCNN
+from fastdqn.networks import q_network_for
 from fastdqn.replay import ReplayBuffer
 from fastdqn.trainer import Trainer
 
@@ -76,11 +76,7 @@ def run_random(env_id, steps, *, num_envs=4, async_envs=False, max_episode_steps
                               batch_size=config.env_batch, max_episode_steps=config.max_episode_steps))
     buffer = ReplayBuffer(config.buffer_size, info.obs_shape, num_envs, obs_dtype=info.obs_dtype,
                           frame_stack=info.frame_stack, seed=0)
-    if info.kind == "atari":
-        network = NatureCNN(info.num_actions, frame_stack=info.frame_stack)
-    else:
-        network = MLP(info.obs_shape[0], info.num_actions)
-    learner = Learner(network, compile=False, seed=0)
+    learner = Learner(q_network_for(info), compile=False, seed=0)
     trainer = Trainer(envs, buffer, learner, config, logger)
     trainer.checkpoint = lambda: None
     trainer.train()

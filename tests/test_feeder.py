@@ -17,7 +17,7 @@ from fastdqn.feeder import BlockLayout, CudaTransfer, Feeder, numpy_view
 from fastdqn.learner import Learner
 from fastdqn.networks import MLP
 from fastdqn.trainer import Trainer
-from test_replay_window import K, FRAME, key, rows, stamped_stream
+from test_replay_window import FRAME, K, rows, stamped_stream
 
 
 def feeder_threads() -> list[threading.Thread]:
