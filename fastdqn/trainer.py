@@ -9,8 +9,8 @@ Batches reach the learner through a ``Feeder`` (``fastdqn/feeder.py``), which sa
 next one in a background thread while the learner updates; the loop lets that copy finish
 (``settle``) before it adds to the buffer, so a seed gives the same run with or without it.
 
-Rules (see docs/envpool.md, "What the trainer relies on"): a row with ``elapsed_step == 0`` is a reset, not a
-transition, and is masked out of the buffer; ``terminated`` (a lost life with
+Rules (docs/envpool.md describes the EnvPool behaviour behind them): a row with
+``elapsed_step == 0`` is a reset, not a transition, and is masked out of the buffer; ``terminated`` (a lost life with
 ``episodic_life``, or a game over) stops bootstrapping; ``truncated`` does not; rewards
 go into the buffer as ``np.sign(reward)`` while episode scores sum the raw rewards over
 all lives of a game, and a game is over when its env's reset arrives.

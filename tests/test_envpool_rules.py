@@ -4,6 +4,7 @@ A recording proxy keeps a copy of every ``recv()`` and ``send()`` the trainer ma
 expected transitions are rebuilt from that raw stream with plain Python (per env: the
 observation an action was sent for, and the next observation that env returned), then
 compared with every transition the replay buffer holds (gathered one id at a time).
+The EnvPool behaviour these rules answer to is written down in docs/envpool.md.
 """
 
 from __future__ import annotations
