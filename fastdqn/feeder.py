@@ -123,7 +123,8 @@ class Feeder:
     ``next()`` returns the batch for the next update; ``settle()`` waits for a background
     copy (call it before ``buffer.add``); ``close()`` stops the background thread. Use as a
     context manager, or call ``close()``: an exception raised in the background thread is
-    raised again by the next call of any of the three.
+    raised again by the next call of any of the three. Until ``settle()`` the buffer is
+    sampling in that thread: call its ``sample``/``gather`` only after it.
     """
 
     def __init__(self, buffer, batch_size: int, *, device="cpu", window: bool | None = None,

@@ -136,6 +136,7 @@ class ReplayBuffer:
         self._uniform = np.empty(0, np.float64)
         self._snapshot = np.zeros(num_envs, np.int64)
         self._oldest = np.empty(0, np.int64)
+        self._checked = None
         self._seen = np.zeros(num_envs, bool)
         self._err = np.zeros(2, np.int64)
         self._all_valid = np.ones(num_envs, bool)
@@ -320,12 +321,25 @@ class ReplayBuffer:
             raise ReplayError("window: expected window=False for frame_stack=1 (obs and next_obs "
                               "share no frames), got window=True")
 
-    def _check_out(self, out, B: int) -> ReplayBatch:
+    def _check_out(self, out, B: int) -> tuple[ReplayBatch, tuple]:
+        """``out`` checked, and its frame arrays as the kernels' byte views; a batch object
+        passed again (the usual case: one batch reused) is not checked again."""
         if out is None:
-            return self.make_batch(B)
-        out = check_batch(out, B, self._obs_shape, self._obs_dtype)
-        self._check_window(out.frames is not None)
-        return out
+            out = self.make_batch(B)
+        cached = self._checked
+        if cached is not None and cached[0] is out and cached[1] == B:
+            return cached[2], cached[3]
+        batch = check_batch(out, B, self._obs_shape, self._obs_dtype)
+        frames = batch.frames
+        self._check_window(frames is not None)
+        F = self._frame_bytes
+        if frames is not None:
+            views = (frames.reshape(B, self._k + 1, F), _NO_NEXT)
+        else:
+            views = (batch.obs.view(np.uint8).reshape(B, self._k, F),
+                     batch.next_obs.view(np.uint8).reshape(B, self._k, F))
+        self._checked = (out, B, batch, views)
+        return batch, views
 
     def _scratch(self, B: int) -> None:
         """Per-batch-size scratch of the sampler, allocated when the batch size changes."""
@@ -336,15 +350,10 @@ class ReplayBuffer:
             self._redraw = np.empty(B, np.int64)
             self._uniform = np.empty(2 * B + 16, np.float64)
 
-    def _copy(self, out: ReplayBatch, rows: np.ndarray, count: np.ndarray) -> None:
-        B = out.index.shape[0]
+    def _copy(self, out: ReplayBatch, views: tuple, rows: np.ndarray, count: np.ndarray) -> None:
+        """Copy the ids at ``out.index[rows]`` into ``out`` (``views``: from ``_check_out``)."""
+        stack, next_ = views
         st = self._state
-        F = self._frame_bytes
-        if out.frames is not None:
-            stack, next_ = out.frames.reshape(B, self._k + 1, F), _NO_NEXT
-        else:
-            stack = out.obs.view(np.uint8).reshape(B, self._k, F)
-            next_ = out.next_obs.view(np.uint8).reshape(B, self._k, F)
         kr.copy_rows(st["frames"], st["action"], st["reward"], st["terminated"], st["info"], count,
                      out.index, rows, self._k, stack, next_, out.action, out.reward,
                      out.terminated, self._oldest)
@@ -369,7 +378,7 @@ class ReplayBuffer:
         if B > self._len:
             raise ReplayError(f"batch_size: expected at most len(buffer) = {self._len}, got {B}; "
                               f"add more transitions first")
-        out = self._check_out(out, B)
+        out, _ = self._check_out(out, B)
         self._scratch(B)
         self._draw_into(out.index)
         return out
@@ -377,10 +386,11 @@ class ReplayBuffer:
     def fill(self, out: ReplayBatch) -> ReplayBatch:
         """Copy the transitions drawn into ``out.index`` by the latest ``draw``; rows that an
         ``add`` running meanwhile pushed out of the buffer are drawn again and copied."""
+        out, views = self._check_out(out, out.index.shape[0])
         st = self._state
         rows = self._all_rows
         for turn in itertools.count():
-            self._copy(out, rows, self._snapshot)
+            self._copy(out, views, rows, self._snapshot)
             spare = self._spare[turn % 2]
             n = kr.stale_rows(st["count"], self._keep, self._L, out.index, self._oldest, rows, spare)
             if n == 0:
@@ -402,7 +412,7 @@ class ReplayBuffer:
         if idx.ndim != 1 or idx.dtype.kind not in "iu":
             raise ReplayError(f"index: expected a 1-D integer array, got {idx.dtype} {idx.shape}")
         idx = np.ascontiguousarray(idx, dtype=np.int64)
-        out = self._check_out(out, idx.shape[0])
+        out, views = self._check_out(out, idx.shape[0])
         st = self._state
         bad = kr.first_invalid(st["info"], st["count"], self._keep, idx)
         if bad >= 0:
@@ -412,7 +422,7 @@ class ReplayBuffer:
         if out.index is not idx:
             out.index[:] = idx
         self._scratch(idx.shape[0])
-        self._copy(out, self._all_rows, st["count"])
+        self._copy(out, views, self._all_rows, st["count"])
         return out
 
     # -- persistence --------------------------------------------------------------------

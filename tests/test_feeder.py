@@ -110,6 +110,7 @@ def test_a_host_slot_is_refilled_only_after_its_copy_finished(slots, monkeypatch
             for _ in range(10):
                 batch = feeder.next()
                 assert batch.obs.base is transfer.device.obs.base  # the one device batch
+                feeder.settle()  # no other sampling call beside the background copy
                 expected.append(buf.gather(batch.index))  # the buffer is still: ground truth
         queue.run_until(len(queue.ops))
         got = [make(layout.carve(block, numpy_view)) for block in queue.delivered]
@@ -208,3 +209,33 @@ def test_cuda_feeder_hands_out_device_batches_equal_to_the_host_batches():
             want = buf.gather(batch.index)
             for name in ("obs", "next_obs", "action", "reward", "terminated"):
                 np.testing.assert_array_equal(getattr(batch, name).cpu().numpy(), getattr(want, name))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_learner_fed_by_the_feeder_equals_cpu_eager():
+    class Frames(torch.nn.Module):
+        num_actions = 3
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(K * FRAME[0] * FRAME[1], 3)
+
+        def forward(self, x):
+            return self.fc(x.float().flatten(1) / 255.0)
+
+    stream, _ = stamped_stream(2, 80, seed=7)
+    buf = ReplayBuffer(2 * 40, (K, *FRAME), 2, frame_stack=K, seed=2)
+    for kwargs in stream:
+        buf.add(**kwargs)
+    torch.manual_seed(0)
+    net = Frames()
+    cpu = Learner(net, compile=False, target_update_interval=3)
+    gpu = Learner(Frames().requires_grad_(False).requires_grad_(True), compile=True, device="cuda",
+                  target_update_interval=3)
+    gpu.load_state_dict(cpu.state_dict())
+    with Feeder(buf, 8, device="cuda") as feeder:
+        for _ in range(8):
+            batch = feeder.next()
+            want = float(cpu.update(buf.gather(batch.index))["td_loss"])
+            assert float(gpu.update(batch)["td_loss"]) == pytest.approx(want, rel=1e-4, abs=1e-5)
