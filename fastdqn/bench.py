@@ -288,18 +288,44 @@ def section_feed(ctx: Context) -> list[Figure]:
         return Case(run, s.sample_batches)
 
     stats = measure_interleaved({key: feed(f) for key, f in feeders.items()}, s.repeats)
+    # What the main thread pays per update when the update itself takes the time a device
+    # step would (a sleep here, leaving the CPU to the sampler thread).
+    updates = max(10, s.sample_batches // 10)
+    main = {key: summarize([main_thread_seconds(f, updates, FEED_STEP_S) / updates
+                            for _ in range(s.repeats)])
+            for key, f in feeders.items()}
     for f in feeders.values():
         f.close()
     base = stats[(False, False)]
     figures = []
     for (window, prefetch), stat in stats.items():
         name = "feed." + ("window" if window else "stacked") + (".prefetch" if prefetch else "")
-        us = 1e6 / stat.median
-        note = f"{us:.0f} µs per update, batch {a.batch_size}, {a.device}"
+        note = f"{1e6 / stat.median:.0f} µs per update, batch {a.batch_size}, {a.device}"
         if (window, prefetch) != (False, False):
             note += "; vs feed.stacked " + _paired_note(stat, base)
         figures.append(Figure.of(name, "updates/s", stat, note=note))
+    for (window, prefetch), stat in main.items():
+        name = "feed." + ("window" if window else "stacked") + (".prefetch" if prefetch else "") + ".main"
+        us = Stat(stat.median * 1e6, stat.spread * 1e6, tuple(x * 1e6 for x in stat.samples))
+        figures.append(Figure.of(name, "µs/update", us,
+                                 note=f"main thread's time in next() beside a {FEED_STEP_S * 1e3:.0f} ms step"))
     return figures
+
+
+FEED_STEP_S = 0.002  # stand-in for a device update, for the main-thread figures
+
+
+def main_thread_seconds(feeder, updates: int, step_s: float) -> float:
+    """Seconds the caller spends in ``feeder.next()`` over ``updates`` updates separated by
+    ``step_s`` of sleep (the background copy, if any, runs during the sleep)."""
+    spent = 0.0
+    for _ in range(updates):
+        start = time.perf_counter()
+        feeder.next()
+        spent += time.perf_counter() - start
+        time.sleep(step_s)
+    feeder.settle()
+    return spent
 
 
 def random_batch(ctx: Context, size: int) -> argparse.Namespace:

@@ -42,6 +42,7 @@ _MAGIC = b"FASTDQN-REPLAY\x00\x01"
 _VERSION = 1
 _MAX_HEADER = 1 << 20
 _NO_NEXT = np.empty((0, 1, 1), np.uint8)  # a window batch's copy has no separate next_obs
+_CHECKED_BATCHES = 8  # out= batches remembered as checked
 _STATE_ARRAYS = ("frames", "action", "reward", "terminated", "info", "count", "pending",
                  "flagged", "nvalid")
 
@@ -136,7 +137,7 @@ class ReplayBuffer:
         self._uniform = np.empty(0, np.float64)
         self._snapshot = np.zeros(num_envs, np.int64)
         self._oldest = np.empty(0, np.int64)
-        self._checked = None
+        self._checked: dict[int, tuple] = {}
         self._seen = np.zeros(num_envs, bool)
         self._err = np.zeros(2, np.int64)
         self._all_valid = np.ones(num_envs, bool)
@@ -183,6 +184,7 @@ class ReplayBuffer:
                           for name, arr in self._state.items()}
         scratch._rng = np.random.default_rng(0)
         scratch._uniform = np.empty(0, np.float64)
+        scratch._checked = {}
         obs = np.zeros((self._num_envs,) + self._obs_shape, self._obs_dtype)
         zeros = np.zeros(self._num_envs)
         scratch.add(obs, obs, zeros.astype(np.int64), zeros.astype(np.float32),
@@ -323,10 +325,10 @@ class ReplayBuffer:
 
     def _check_out(self, out, B: int) -> tuple[ReplayBatch, tuple]:
         """``out`` checked, and its frame arrays as the kernels' byte views; a batch object
-        passed again (the usual case: one batch reused) is not checked again."""
+        passed again (the usual case: a few batches reused in turn) is not checked again."""
         if out is None:
             out = self.make_batch(B)
-        cached = self._checked
+        cached = self._checked.get(id(out))
         if cached is not None and cached[0] is out and cached[1] == B:
             return cached[2], cached[3]
         batch = check_batch(out, B, self._obs_shape, self._obs_dtype)
@@ -338,7 +340,9 @@ class ReplayBuffer:
         else:
             views = (batch.obs.view(np.uint8).reshape(B, self._k, F),
                      batch.next_obs.view(np.uint8).reshape(B, self._k, F))
-        self._checked = (out, B, batch, views)
+        if len(self._checked) >= _CHECKED_BATCHES:
+            self._checked.clear()
+        self._checked[id(out)] = (out, B, batch, views)  # keeps out alive: its id stays its own
         return batch, views
 
     def _scratch(self, B: int) -> None:
