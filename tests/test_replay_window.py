@@ -9,6 +9,7 @@ import pytest
 
 from fastdqn import ReplayBatch, ReplayBuffer, ReplayError
 from fastdqn.batch import FIELDS
+from test_replay import gathers
 
 K = 4
 FRAME = (6, 6)
@@ -88,21 +89,13 @@ def test_window_batches_equal_stacked_batches_on_every_row():
         if t % 7 or len(buf) == 0:
             continue
         index = np.array([g for g in range(buf.num_envs * buf.slots_per_env)
-                          if _gathers(buf, g)], np.int64)
+                          if gathers(buf, g)], np.int64)
         assert len(index) == len(buf)
         stacked = buf.gather(index)
         window = buf.gather(index, out=buf.make_batch(len(index), window=True))
         for name in ReplayBatch._fields:
             np.testing.assert_array_equal(getattr(window, name), getattr(stacked, name))
         assert all(k in keys for k in rows(window))
-
-
-def _gathers(buf, g) -> bool:
-    try:
-        buf.gather(np.array([g]))
-    except ReplayError:
-        return False
-    return True
 
 
 def test_window_errors_name_the_fix():
