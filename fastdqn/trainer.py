@@ -41,8 +41,9 @@ class Trainer:
     ``config.num_envs`` envs; ``learner``: a ``Learner``; ``logger``: a ``RunLogger`` or None
     (then nothing is written: no metrics, no checkpoints). ``evaluator``: optional callable
     returning the scores of full evaluation games with the learner's current network.
-    ``feeder``: where updates get their batches; by default a ``Feeder`` of window batches
-    (stacked frames) for the learner's device, prefetching as ``config.prefetch`` says.
+    ``feeder``: where updates get their batches (the caller closes it); by default each
+    ``train()`` makes (and closes) a ``Feeder`` of window batches (stacked frames) for the
+    learner's device, prefetching as ``config.prefetch`` says.
     ``timers`` holds the seconds spent per phase (``PHASES``).
     """
 
@@ -56,6 +57,7 @@ class Trainer:
         self.evaluator = evaluator
         self.timer = PhaseTimer(PHASES)
         self.timers = self.timer.seconds
+        self._own_feeder = feeder is None
         self.feeder = feeder
         self.global_step = 0
         self.episodes = 0
@@ -137,7 +139,7 @@ class Trainer:
     def train(self) -> int:
         """Train to ``total_timesteps``; returns 0, or 130/143 after SIGINT/SIGTERM."""
         c, envs, buffer, learner, timer = self.config, self.envs, self.buffer, self.learner, self.timer
-        if self.feeder is None:
+        if self._own_feeder:
             self.feeder = Feeder(buffer, c.batch_size, device=getattr(learner, "device", "cpu"),
                                  prefetch=c.prefetch)
         start_step, start_time = self.global_step, time.perf_counter()
@@ -189,8 +191,11 @@ class Trainer:
                     self.logger.progress(self.global_step)
         finally:
             # Stops the sampler thread and raises what it raised; the drawn batch is dropped.
-            self.feeder.close()
-            self.feeder = None
+            if self._own_feeder:
+                self.feeder.close()
+                self.feeder = None
+            else:
+                self.feeder.settle()
         if self.stop_signal is None and self.logger is not None:
             if c.eval_episodes and (self.last_eval is None or self.last_eval["global_step"] != self.global_step):
                 self._evaluate()
