@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from fastdqn.baselines import NaiveDQNLoop, NumpyStackBuffer
+from fastdqn.config import check_seed
 from fastdqn.errors import ConfigError
 from fastdqn.measure import (
     Case,
@@ -576,6 +579,9 @@ def check_args(args: argparse.Namespace) -> list[str]:
     if args.async_envs and not 0 <= args.env_batch_size < args.num_envs:
         raise ConfigError(f"--env-batch-size: async mode needs it below --num-envs ({args.num_envs}), "
                           f"got {args.env_batch_size}; lower it or raise --num-envs")
+    check_seed("--seed", args.seed)
+    if args.json:
+        _check_output_file("--json", Path(args.json))
     if args.device.startswith("cuda"):
         import torch
 
@@ -585,6 +591,17 @@ def check_args(args: argparse.Namespace) -> list[str]:
     elif args.device != "cpu":
         raise ConfigError(f"--device: expected cpu or cuda, got {args.device!r}")
     return sections
+
+
+def _check_output_file(flag: str, path: Path) -> None:
+    """Refuse, before any measuring, a file that could not be written at the end."""
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(f"{flag}: {str(path)!r} is a folder; give a file name")
+    if not folder.is_dir():
+        raise ConfigError(f"{flag}: the folder {str(folder)!r} does not exist; create it or choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{flag}: no permission to write {str(path)!r}; choose another path")
 
 
 def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:

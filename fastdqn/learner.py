@@ -32,8 +32,9 @@ from torch import nn
 
 from fastdqn.batch import LEARNER_FIELDS
 from fastdqn.cuda_graph import CudaGraphStep
-from fastdqn.errors import CheckpointError, ConfigError
+from fastdqn.errors import ConfigError
 from fastdqn.learner_batch import BatchChecker
+from fastdqn.learner_state import check_learner_state
 from fastdqn.losses import LOSSES, q_learning_loss
 
 NONFINITE_CHECK_INTERVAL = 100
@@ -323,13 +324,13 @@ class Learner:
         })
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what ``state_dict`` returned; training then continues exactly as it would have."""
-        missing = {"online", "target", "optimizer", "num_updates", "rng"} - set(state)
-        if missing:
-            raise CheckpointError(f"learner state: missing keys {sorted(missing)}; "
-                                  "pass a dict made by Learner.state_dict()")
-        for name in ("online", "target"):
-            _check_same_shapes(name, getattr(self, name).state_dict(), state[name])
+        """Restore what ``state_dict`` returned; training then continues exactly as it would have.
+
+        Every field is checked first (``fastdqn.learner_state``): a bad one raises
+        ``CheckpointError`` and changes nothing."""
+        check_learner_state(state, networks={"online": self.online.state_dict(),
+                                             "target": self.target.state_dict()},
+                            optimizer=self.optimizer)
         with torch.no_grad():
             self.online.load_state_dict(state["online"])
             self.target.load_state_dict(state["target"])
@@ -358,17 +359,3 @@ def epsilon_greedy(greedy, n: int, num_actions: int, epsilon: float,
     random_actions = rng.integers(num_actions, size=n, dtype=np.int64)
     return np.where(explore, random_actions, greedy())
 
-
-def _check_same_shapes(name: str, ours: dict, theirs: dict) -> None:
-    if set(ours) != set(theirs):
-        raise CheckpointError(
-            f"learner state[{name!r}]: expected parameters {sorted(ours)}, got {sorted(theirs)}; "
-            "the checkpoint was made for a different network"
-        )
-    for key, value in ours.items():
-        other = theirs[key]
-        if tuple(value.shape) != tuple(other.shape):
-            raise CheckpointError(
-                f"learner state[{name!r}][{key!r}]: expected shape {tuple(value.shape)}, got "
-                f"{tuple(other.shape)}; the checkpoint was made for a network of another shape"
-            )

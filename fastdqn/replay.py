@@ -31,12 +31,15 @@ import itertools
 import json
 import math
 import os
+import re
+
 import numpy as np
 
 from fastdqn.atomic import atomic_write
 from fastdqn.batch import ReplayBatch, allocate_batch, check_batch
 from fastdqn.errors import CheckpointError, ReplayError, ReplayStateError
 from fastdqn.kernels import replay as kr
+from fastdqn.rngstate import pcg64_state
 
 _MAGIC = b"FASTDQN-REPLAY\x00\x01"
 _VERSION = 1
@@ -453,7 +456,12 @@ class ReplayBuffer:
 
     @classmethod
     def load(cls, path) -> "ReplayBuffer":
-        """Read a buffer written by ``save``; sampling continues as it would have."""
+        """Read a buffer written by ``save``; sampling continues as it would have.
+
+        The header is plain JSON. Its every field is checked, and the file's size compared
+        with the size the header implies, before anything is allocated: a small file cannot
+        make the loader allocate a large buffer.
+        """
         path = os.fspath(path)
         try:
             f = open(path, "rb", buffering=0)
@@ -472,36 +480,65 @@ class ReplayBuffer:
                 raise CheckpointError(f"path: {path!r} has a corrupt header (length {n})")
             try:
                 header = json.loads(_read_exact(f, n, path))
-                if header["version"] != _VERSION:
-                    raise CheckpointError(f"path: {path!r} has format version {header['version']}, "
-                                          f"expected {_VERSION}")
-                buf = cls(header["capacity"], tuple(header["obs_shape"]), header["num_envs"],
-                          obs_dtype=np.dtype(header["obs_dtype"]), frame_stack=header["frame_stack"])
-                specs = [[name, arr.dtype.str, list(arr.shape)]
-                         for name, arr in ((nm, buf._state[nm]) for nm in _STATE_ARRAYS)]
-                if header["arrays"] != specs or header["slots_per_env"] != buf._L:
-                    raise CheckpointError(f"path: {path!r} holds arrays {header['arrays']}, "
-                                          f"expected {specs}")
-            except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from exc
-            expected = len(_MAGIC) + 8 + n + buf._nbytes
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
+            args = _header_args(header, path)
+            frame_bytes, _, slots = _geometry(**args)
+            layout = _layout(args["num_envs"], slots, frame_bytes)
+            specs = [[name, np.dtype(layout[name][1]).str, list(layout[name][0])] for name in _STATE_ARRAYS]
+            if header["arrays"] != specs or header["slots_per_env"] != slots:
+                raise CheckpointError(f"path: {path!r} holds arrays {header['arrays']}, expected {specs}")
+            expected = len(_MAGIC) + 8 + n + _layout_bytes(layout)
             if size != expected:
-                raise CheckpointError(f"path: {path!r} is truncated or corrupt: expected "
-                                      f"{expected} bytes, the file has {size}")
+                raise CheckpointError(f"path: {path!r} is truncated or corrupt: its header describes "
+                                      f"{expected} bytes (capacity {args['capacity']}), the file has {size}")
+            try:
+                buf = cls(args["capacity"], args["obs_shape"], args["num_envs"], obs_dtype=args["obs_dtype"],
+                          frame_stack=args["frame_stack"])
+            except ReplayError as exc:
+                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
             for name in _STATE_ARRAYS:
                 _read_into(f, memoryview(buf._state[name]).cast("B"), path)
-        try:
-            bit_generator = getattr(np.random, header["rng"]["bit_generator"])()
-            bit_generator.state = header["rng"]
-            buf._rng = np.random.Generator(bit_generator)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise CheckpointError(f"path: {path!r} has a corrupt RNG state: {exc}") from exc
+        buf._rng.bit_generator.state = header["rng"]
         buf._len = int(buf._state["nvalid"].sum())
         if buf._len != header["len"]:
             raise CheckpointError(f"path: {path!r} is corrupt: header says {header['len']} "
                                   f"transitions, the data holds {buf._len}")
         return buf
 
+
+def _header_args(header, path: str) -> dict:
+    """The constructor arguments in a replay file's header, each checked (allocates nothing)."""
+    def bad(field: str, expected: str, got) -> None:
+        raise CheckpointError(f"path: {path!r} has a corrupt header: {field}: expected {expected}, got {got!r}")
+
+    def count(value, minimum: int) -> bool:
+        return type(value) is int and value >= minimum
+
+    if not isinstance(header, dict):
+        bad("header", "a JSON object", type(header).__name__)
+    missing = {"version", "capacity", "obs_shape", "num_envs", "obs_dtype", "frame_stack", "slots_per_env",
+               "len", "rng", "arrays"} - set(header)
+    if missing:
+        bad("header", "every field of the format", f"no {sorted(missing)}")
+    if header["version"] != _VERSION:
+        raise CheckpointError(f"path: {path!r} has format version {header['version']!r}, expected {_VERSION}")
+    for name in ("capacity", "num_envs", "frame_stack"):
+        if not count(header[name], 1):
+            bad(name, "an int >= 1", header[name])
+    if not count(header["len"], 0):
+        bad("len", "an int >= 0", header["len"])
+    pcg64_state(header["rng"], f"path: {path!r}: rng")
+    if header["frame_stack"] > kr.MAX_FRAME_STACK:
+        bad("frame_stack", f"at most {kr.MAX_FRAME_STACK}", header["frame_stack"])
+    shape = header["obs_shape"]
+    if not (isinstance(shape, list) and shape and all(count(x, 1) for x in shape)):
+        bad("obs_shape", "a non-empty list of positive ints", shape)
+    dtype = header["obs_dtype"]
+    if not (isinstance(dtype, str) and re.fullmatch(r"[<>|][biuf][1248]", dtype) and np.dtype(dtype).str == dtype):
+        bad("obs_dtype", "a plain numeric NumPy dtype like '<f4' or '|u1'", dtype)
+    return {"capacity": header["capacity"], "obs_shape": tuple(shape), "num_envs": header["num_envs"],
+            "obs_dtype": np.dtype(dtype), "frame_stack": header["frame_stack"]}
 
 def _write_all(f, data) -> None:
     view = memoryview(data).cast("B")

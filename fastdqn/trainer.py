@@ -26,6 +26,7 @@ import torch
 
 from fastdqn.checkpoint import save_checkpoint
 from fastdqn.config import TrainConfig, linear_schedule
+from fastdqn.errors import TrainingError
 from fastdqn.feeder import Feeder
 from fastdqn.phases import PhaseTimer, next_multiple
 
@@ -86,13 +87,14 @@ class Trainer:
     # ---- state for checkpoints -------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """Counters and torch's RNG states: plain data, as checkpoints hold nothing else.
+        NumPy's global RNG is not saved: nothing in fastdqn draws from it."""
         return {
             "global_step": self.global_step,
             "pending": self._pending,
             "learn_after": self._learn_after,
             "episodes": self.episodes,
             "last_eval": self.last_eval,
-            "numpy_rng": np.random.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
@@ -109,7 +111,6 @@ class Trainer:
         if not buffer_restored:
             self._learn_after = max(self._learn_after, self.global_step + self.config.learning_starts)
             self._pending = 0
-        np.random.set_state(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -137,7 +138,18 @@ class Trainer:
         return linear_schedule(c.start_e, c.end_e, c.exploration_steps, self.global_step)
 
     def train(self) -> int:
-        """Train to ``total_timesteps``; returns 0, or 130/143 after SIGINT/SIGTERM."""
+        """Train to ``total_timesteps``; returns 0, or 130/143 after SIGINT/SIGTERM.
+
+        A non-finite loss (the learner raises ``FloatingPointError`` in an update, or on
+        CUDA when a checkpoint reads its state) ends in ``TrainingError``, after the last
+        good state is saved where there is one.
+        """
+        try:
+            return self._train()
+        except FloatingPointError as exc:
+            raise self._diverged(exc) from None
+
+    def _train(self) -> int:
         c, envs, buffer, learner, timer = self.config, self.envs, self.buffer, self.learner, self.timer
         if self._own_feeder:
             self.feeder = Feeder(buffer, c.batch_size, device=getattr(learner, "device", "cpu"),
@@ -204,6 +216,33 @@ class Trainer:
                 self._log_training(start_step, start_time)
             self.checkpoint()
         return EXIT_STATUS.get(self.stop_signal, 0) if self.stop_signal is not None else 0
+
+    def _diverged(self, exc: FloatingPointError) -> TrainingError:
+        """Save the learner's last good state if it has one; the error to stop with.
+
+        On the CPU the learner raises before applying a bad update, so its state is the
+        one from before it; on CUDA bad steps may already be applied, and then the last
+        periodic checkpoint is kept instead.
+        """
+        where = f"training diverged at step {self.global_step:,} ({exc})"
+        fix = f"lower --learning-rate (this run: {self.config.learning_rate:g})"
+        if self.logger is None:
+            return TrainingError(f"{where}; {fix}")
+        run_dir = self.logger.run_dir
+        try:
+            finite = all(bool(torch.isfinite(p).all()) for p in self.learner.online.parameters())
+            if finite:
+                self.checkpoint()
+        except FloatingPointError:
+            finite = False
+        if finite:
+            saved = f"the state from before that update is saved in {run_dir}"
+            then = f"then continue with: fastdqn train --resume {run_dir} --learning-rate LOWER, or start anew"
+        else:
+            saved = ("the learner's state already holds non-finite updates, so no checkpoint was written "
+                     "now (an earlier one, if any, is kept)")
+            then = "then resume from the earlier checkpoint or start anew"
+        return TrainingError(f"{where}; {saved}; {fix}, {then}")
 
     def _learn(self, env_steps: int) -> None:
         c, timer = self.config, self.timer
