@@ -51,6 +51,7 @@ class TrainConfig:
     train_frequency: int = _f(4, "env steps per gradient update (any num-envs: updates per env step stay 1/this)")
     cuda: bool = _f(False, "train on the GPU (default: if one is available)")
     compile: bool = _f(True, "torch.compile the update step")
+    prefetch: bool = _f(True, "sample the next batch in a background thread while the learner updates")
     torch_threads: int = _f(0, "CPU threads for torch (0: torch's default)")
     loss: str = _f("mse", "TD loss: mse (CleanRL) or huber", choices=("mse", "huber"))
     double_dqn: bool = _f(True, "use Double DQN targets (--no-double-dqn: Nature DQN's max target, as CleanRL)")

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fastdqn.batch import LEARNER_FIELDS, window_of
 from fastdqn.errors import BatchError
-
-FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
 
 
 def _to_tensor(name: str, value) -> torch.Tensor:
@@ -56,12 +55,13 @@ class BatchChecker:
             raise BatchError(f"batch.{name}: expected shape (B, {', '.join(map(str, self.obs_shape))}),"
                              f" got {tuple(obs.shape)}")
 
-    def __call__(self, batch) -> tuple[torch.Tensor, ...]:
-        """``(obs, action int64, reward float32, next_obs, terminated float32)``, each ``(B, ...)``."""
+    def __call__(self, batch) -> dict[str, torch.Tensor]:
+        """Name -> tensor of every field in ``LEARNER_FIELDS``, each ``(B, ...)``: action int64,
+        reward and terminated float32, observations as given."""
         values = {}
-        for name in FIELDS:
+        for name in LEARNER_FIELDS:
             if not hasattr(batch, name):
-                raise BatchError(f"batch: expected an object with fields {FIELDS}, "
+                raise BatchError(f"batch: expected an object with fields {LEARNER_FIELDS}, "
                                  f"got {type(batch).__name__} without .{name}")
             values[name] = _to_tensor(name, getattr(batch, name))
         obs, next_obs = values["obs"], values["next_obs"]
@@ -97,8 +97,14 @@ class BatchChecker:
         if terminated.is_floating_point() and terminated.device.type == "cpu":
             if not bool(((terminated == 0) | (terminated == 1)).all()):
                 raise BatchError("batch.terminated: expected only 0 and 1, got other values")
-        return (obs, action.to(torch.int64), reward.to(torch.float32), next_obs,
-                terminated.to(torch.float32))
+        values.update(action=action.to(torch.int64), reward=reward.to(torch.float32),
+                      terminated=terminated.to(torch.float32))
+        frames = window_of(batch.obs, batch.next_obs)
+        if frames is not None and self.device.type == "cuda":
+            # A host window batch: copy its k + 1 frames once, not obs and next_obs apart.
+            frames_t = torch.from_numpy(frames).to(self.device, non_blocking=True)
+            values.update(obs=frames_t[:, :-1], next_obs=frames_t[:, 1:])
+        return values
 
     def obs_rows(self, obs) -> int:
         """Check observations handed to ``act`` and return their row count."""

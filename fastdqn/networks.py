@@ -5,6 +5,7 @@ Both map a batch of observations to one Q-value per action, ``(B, A)`` float32.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -79,3 +80,13 @@ class MLP(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs)  # (B, A)
+
+
+def q_network_for(info, hidden: Sequence[int] = (120, 84)) -> nn.Module:
+    """The Q-network for an env described by ``info`` (``fastdqn.envs.EnvInfo``): NatureCNN
+    for Atari frame stacks, else an MLP over the flattened observation with ``hidden`` widths."""
+    from fastdqn.config import ATARI
+
+    if info.kind == ATARI:
+        return NatureCNN(info.num_actions, frame_stack=info.frame_stack)
+    return MLP(math.prod(info.obs_shape), info.num_actions, hidden=tuple(hidden))

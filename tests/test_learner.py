@@ -401,7 +401,7 @@ def _broken(field, value):
         (_broken("terminated", lambda v: v.astype(np.int32)), "terminated: expected bool"),
         (_broken("terminated", lambda v: np.full(v.shape, 0.5, np.float32)), "terminated: expected only 0 and 1"),
         (_broken("reward", lambda v: list(v)), "reward: expected a NumPy array or torch tensor"),
-        (SimpleNamespace(obs=np.zeros((B, OBS_DIM), np.float32)), "without .action"),
+        (SimpleNamespace(obs=np.zeros((B, OBS_DIM), np.float32)), "without .next_obs"),
     ],
 )
 def test_bad_batch(batch, pattern):

@@ -71,3 +71,16 @@ def test_mlp_custom_hidden_sizes():
 def test_bad_network_arguments(build, name):
     with pytest.raises(ConfigError, match=name):
         build()
+
+
+def test_q_network_for_picks_by_kind_of_env():
+    from fastdqn.envs import env_info
+    from fastdqn.networks import q_network_for
+
+    atari, vector = env_info("Breakout-v5"), env_info("CartPole-v1")
+    cnn = q_network_for(atari)
+    assert isinstance(cnn, NatureCNN) and cnn.num_actions == atari.num_actions == 4
+    assert cnn(torch.zeros((2, 4, 84, 84), dtype=torch.uint8)).shape == (2, 4)
+    mlp = q_network_for(vector, hidden=(7,))
+    assert isinstance(mlp, MLP) and [m.out_features for m in mlp.modules()
+                                     if isinstance(m, torch.nn.Linear)] == [7, 2]
