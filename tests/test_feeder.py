@@ -196,7 +196,6 @@ def test_prefetch_on_and_off_give_the_same_training_run():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_feeder_hands_out_device_batches_equal_to_the_host_batches():
     stream, keys = stamped_stream(2, 80, seed=6)
     buf = ReplayBuffer(2 * 40, (K, *FRAME), 2, frame_stack=K, seed=1)
@@ -212,7 +211,6 @@ def test_cuda_feeder_hands_out_device_batches_equal_to_the_host_batches():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_learner_fed_by_the_feeder_equals_cpu_eager():
     class Frames(torch.nn.Module):
         num_actions = 3
