@@ -30,10 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastdqn.batch import LEARNER_FIELDS
 from fastdqn.cuda_graph import CudaGraphStep
 from fastdqn.errors import ConfigError
-from fastdqn.learner_batch import BatchChecker
+from fastdqn.learner_batch import UPDATE_INPUTS, BatchChecker
 from fastdqn.learner_state import check_learner_state
 from fastdqn.losses import LOSSES, q_learning_loss
 
@@ -162,6 +161,7 @@ class Learner:
             num_actions=num_actions,
             batch_size=batch_size,
             device=self.device,
+            gamma=self.gamma,
         )
         self._rng = np.random.default_rng(seed)
 
@@ -184,27 +184,32 @@ class Learner:
     # ------------------------------------------------------------------ update
 
     def update(self, batch) -> dict[str, torch.Tensor]:
-        """One gradient update on ``batch``; returns ``{"td_loss", "q_values"}`` as 0-d tensors.
+        """One gradient update on ``batch``; returns ``{"td_loss", "q_values", "td_error"}``.
 
-        ``q_values`` is the mean online Q of the taken actions. Reading a metric with
-        ``float()`` syncs with the device; ``update`` itself does not (on CUDA).
+        ``batch`` has ``obs, action, reward, next_obs, terminated`` and optionally
+        ``discount`` (per-sample bootstrap factor, e.g. from an n-step buffer; default
+        ``gamma * (1 - terminated)``) and ``weight`` (importance weights of prioritized
+        replay; the loss is ``sum_i w_i * l_i / B``). ``td_loss`` and ``q_values`` (mean
+        online Q of the taken actions) are 0-d tensors, ``td_error`` is ``|target - Q|``
+        per sample ``(B,)`` on the learner's device, for priority updates. Reading a metric
+        with ``float()`` syncs with the device; ``update`` itself does not (on CUDA).
         """
         inputs = self._checker(batch)
         self._adopt_lr()
         if self._graph is not None:
-            loss, q_mean = self._graph(*inputs.values())
+            loss, q_mean, td_error = self._graph(*inputs.values())
         else:
-            loss, q_mean = self._plain_update(inputs)
+            loss, q_mean, td_error = self._plain_update(inputs)
         self.num_updates += 1
         if self.num_updates % self.target_update_interval == 0:
             self.sync_target()
         if self._cuda and self.num_updates % NONFINITE_CHECK_INTERVAL == 0:
             self.check_finite()
-        return {"td_loss": loss, "q_values": q_mean}
+        return {"td_loss": loss, "q_values": q_mean, "td_error": td_error}
 
     def _plain_update(self, inputs: dict[str, torch.Tensor]):
-        loss, q_mean = self._loss_fn(
-            self.online, self.target, gamma=self.gamma, loss=self.loss, double_dqn=self.double_dqn,
+        loss, q_mean, td_error = self._loss_fn(
+            self.online, self.target, loss=self.loss, double_dqn=self.double_dqn,
             **{name: x.to(self.device, non_blocking=True) for name, x in inputs.items()},
         )
         if not self._cuda and not torch.isfinite(loss):
@@ -216,7 +221,7 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._step_fn(loss.detach())
-        return loss.detach(), q_mean
+        return loss.detach(), q_mean, td_error
 
     def _apply_gradients(self, loss: torch.Tensor) -> None:
         """Clip, take the Adam step and, on CUDA, note a non-finite loss in the device flag."""
@@ -253,13 +258,13 @@ class Learner:
 
     def _graph_body(self, *inputs: torch.Tensor):
         self.optimizer.zero_grad(set_to_none=True)
-        loss, q_mean = self._loss_fn(
-            self.online, self.target, gamma=self.gamma, loss=self.loss, double_dqn=self.double_dqn,
-            **dict(zip(LEARNER_FIELDS, inputs)),
+        loss, q_mean, td_error = self._loss_fn(
+            self.online, self.target, loss=self.loss, double_dqn=self.double_dqn,
+            **dict(zip(UPDATE_INPUTS, inputs)),
         )
         loss.backward()
         self._step_fn(loss.detach())
-        return loss.detach(), q_mean
+        return loss.detach(), q_mean, td_error
 
     def _tracked_tensors(self):
         yield from self._online_tensors
