@@ -34,7 +34,7 @@ EXIT_INTERRUPTED = 3
 """A signal stopped the command at once; no checkpoint was written by it."""
 
 # On resume these must match the checkpoint: they decide the network and its inputs.
-_FIXED_ON_RESUME = ("env_id", "hidden")
+_FIXED_ON_RESUME = ("env_id", "hidden", "dueling")
 # With a saved replay buffer these must match it too.
 _FIXED_WITH_BUFFER = ("buffer_size", "num_envs")
 # Copies of each network parameter that training holds: online and target weights, gradients, Adam's two moments.
@@ -340,7 +340,7 @@ def _make_learner(config: TrainConfig, info, *, compile: bool | None = None):
     from fastdqn.networks import q_network_for
 
     return Learner(
-        q_network_for(info, config.hidden), lr=config.learning_rate, gamma=config.gamma,
+        q_network_for(info, config.hidden, config.dueling), lr=config.learning_rate, gamma=config.gamma,
         target_update_interval=config.target_update_interval, loss=config.loss,
         max_grad_norm=config.max_grad_norm or None, double_dqn=config.double_dqn,
         compile=config.compile if compile is None else compile, device=config.device,
@@ -385,7 +385,7 @@ def _network_bytes(config: TrainConfig, info) -> int:
     from fastdqn.networks import q_network_for
 
     with torch.device("meta"):
-        network = q_network_for(info, config.hidden)
+        network = q_network_for(info, config.hidden, config.dueling)
     return _COPIES_PER_PARAMETER * sum(p.numel() * p.element_size() for p in network.parameters())
 
 

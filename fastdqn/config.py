@@ -55,6 +55,7 @@ class TrainConfig:
     torch_threads: int = _f(0, "CPU threads for torch (0: torch's default)")
     loss: str = _f("mse", "TD loss: mse (CleanRL) or huber", choices=("mse", "huber"))
     double_dqn: bool = _f(True, "use Double DQN targets (--no-double-dqn: Nature DQN's max target, as CleanRL)")
+    dueling: bool = _f(False, "dueling network: value and advantage streams, Q = V + A - mean A (Wang et al. 2016)")
     max_grad_norm: float = _f(0.0, "clip the gradient norm to this (0: no clipping)")
     hidden: tuple[int, ...] = _f((120, 84), "MLP hidden widths for vector-observation envs, e.g. 120,84")
     sticky_actions: float = _f(0.0, "EnvPool repeat_action_probability (Atari only; 0.25 for the v5 protocol)")

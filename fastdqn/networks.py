@@ -126,11 +126,12 @@ class MLP(nn.Module):
         return self.net(obs)  # (B, A)
 
 
-def q_network_for(info, hidden: Sequence[int] = (120, 84)) -> nn.Module:
+def q_network_for(info, hidden: Sequence[int] = (120, 84), dueling: bool = False) -> nn.Module:
     """The Q-network for an env described by ``info`` (``fastdqn.envs.EnvInfo``): NatureCNN
-    for Atari frame stacks, else an MLP over the flattened observation with ``hidden`` widths."""
+    for Atari frame stacks, else an MLP over the flattened observation with ``hidden`` widths;
+    with ``dueling``, their dueling form."""
     from fastdqn.config import ATARI
 
     if info.kind == ATARI:
-        return NatureCNN(info.num_actions, frame_stack=info.frame_stack)
-    return MLP(math.prod(info.obs_shape), info.num_actions, hidden=tuple(hidden))
+        return NatureCNN(info.num_actions, frame_stack=info.frame_stack, dueling=dueling)
+    return MLP(math.prod(info.obs_shape), info.num_actions, hidden=tuple(hidden), dueling=dueling)
