@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import signal
 import sys
 import time
@@ -35,7 +34,7 @@ EXIT_INTERRUPTED = 3
 """A signal stopped the command at once; no checkpoint was written by it."""
 
 # On resume these must match the checkpoint: they decide the network and its inputs.
-_FIXED_ON_RESUME = ("env_id", "hidden")
+_FIXED_ON_RESUME = ("env_id", "hidden", "dueling")
 # With a saved replay buffer these must match it too.
 _FIXED_WITH_BUFFER = ("buffer_size", "num_envs")
 # Copies of each network parameter that training holds: online and target weights, gradients, Adam's two moments.
@@ -336,19 +335,12 @@ def _load_learner_state(learner, state: dict) -> None:
         raise CheckpointError(f"checkpoint {state['path']!r}: {exc}") from None
 
 
-def _make_network(config: TrainConfig, info):
-    from fastdqn.networks import MLP, NatureCNN
-
-    if info.kind == ATARI:
-        return NatureCNN(info.num_actions, frame_stack=info.frame_stack)
-    return MLP(math.prod(info.obs_shape), info.num_actions, hidden=config.hidden)
-
-
 def _make_learner(config: TrainConfig, info, *, compile: bool | None = None):
     from fastdqn.learner import Learner
+    from fastdqn.networks import q_network_for
 
     return Learner(
-        _make_network(config, info), lr=config.learning_rate, gamma=config.gamma,
+        q_network_for(info, config.hidden, config.dueling), lr=config.learning_rate, gamma=config.gamma,
         target_update_interval=config.target_update_interval, loss=config.loss,
         max_grad_norm=config.max_grad_norm or None, double_dqn=config.double_dqn,
         compile=config.compile if compile is None else compile, device=config.device,
@@ -390,8 +382,10 @@ def _network_bytes(config: TrainConfig, info) -> int:
     (nothing allocated), times the copies training keeps of each."""
     import torch
 
+    from fastdqn.networks import q_network_for
+
     with torch.device("meta"):
-        network = _make_network(config, info)
+        network = q_network_for(info, config.hidden, config.dueling)
     return _COPIES_PER_PARAMETER * sum(p.numel() * p.element_size() for p in network.parameters())
 
 

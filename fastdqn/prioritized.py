@@ -5,27 +5,26 @@ float64 sum tree and min tree with one leaf per slot id (``kernels/sumtree.py``)
 is positive exactly while its slot holds a transition that can be sampled, so a draw
 never returns an overwritten, open or zero-priority transition and needs no rejection.
 
+Unlike ``ReplayBuffer``, its calls must not overlap: a draw reads the trees that ``add``
+and ``update_priorities`` rewrite, so sampling beside ``add`` is refused with
+``ReplayStateError`` (a ``Feeder`` keeps to this when ``settle()`` runs before each add,
+as the trainer does).
+
 Importing this module pulls in NumPy and Numba only.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+import threading
 
 import numpy as np
 
-from fastdqn.errors import CheckpointError, ReplayError
+from fastdqn.batch import PrioritizedBatch
+from fastdqn.errors import CheckpointError, ReplayError, ReplayStateError
 from fastdqn.kernels import priority as kp
 from fastdqn.kernels import sumtree as ks
-from fastdqn.replay import ReplayBatch, ReplayBuffer, _geometry, _index_array
-
-
-# A ReplayBatch plus ``weight (B,) float32``: (N P(i))^-beta / max_j (N P(j))^-beta. Its
-# ``index`` holds transition ids, for update_priorities and gather.
-PrioritizedBatch = NamedTuple("PrioritizedBatch", [*ReplayBatch.__annotations__.items(),
-                                                   ("weight", np.ndarray)])
-PrioritizedBatch.__doc__ = "A ``ReplayBatch`` with importance weights; ``index`` holds transition ids."
+from fastdqn.replay import ReplayBuffer, _geometry, _index_array
 
 
 def _number(name: str, value, low: float, high: float, low_open: bool, hint: str) -> float:
@@ -49,7 +48,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
       the total priority and returns a ``PrioritizedBatch`` whose ``weight`` is normalised
       by the largest weight over the whole buffer, as in the paper;
     - ``update_priorities(batch.index, td_errors)`` ignores transitions overwritten since
-      they were sampled; ``index`` holds transition ids, which never repeat.
+      they were sampled; ``index`` holds transition ids, which never repeat;
+    - one call at a time: a call made while another thread is inside ``add``, ``draw``,
+      ``fill``, ``sample``, ``gather`` or ``update_priorities`` raises ``ReplayStateError``.
     """
 
     _batch_type = PrioritizedBatch
@@ -62,9 +63,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         super().__init__(capacity, obs_shape, num_envs, obs_dtype=obs_dtype,
                          frame_stack=frame_stack, n_step=n_step, gamma=gamma, seed=seed)
         E = self._num_envs
+        self._busy = threading.Lock()
         self._before = np.zeros(E, np.int64)
         self._max_priority = np.ones(1, np.float64)
-        self._slots = np.empty(0, np.int64)
+        self._slots = np.empty(0, np.int64)  # slot ids of the latest draw, for fill
+        self._written = np.empty(0, np.int64)  # update_priorities' scratch
         self._prio_err = np.zeros(2, np.int64)
         self._warm_up_priority()
 
@@ -83,7 +86,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def required_bytes(capacity: int, obs_shape, num_envs: int, *, obs_dtype=np.uint8,
                        frame_stack: int = 1) -> int:
         """Bytes a buffer built with these arguments allocates (its ``nbytes``), without allocating."""
-        _, slots = _geometry(capacity, obs_shape, num_envs, np.dtype(obs_dtype), frame_stack)
+        _, _, slots = _geometry(capacity, obs_shape, num_envs, np.dtype(obs_dtype), frame_stack)
         return (ReplayBuffer.required_bytes(capacity, obs_shape, num_envs, obs_dtype=obs_dtype,
                                             frame_stack=frame_stack)
                 + 32 * ks.leaves_for(num_envs * slots))
@@ -94,14 +97,14 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         tree = ks.empty_tree(2)
         one = np.zeros(1, np.int64)
         ks.set_leaves(tree, one, np.ones(1))
-        kp.refresh(st["info"], st["terminated"], st["count"], st["count"], one, self._n, self._k,
-                   tree, np.ones(1))
+        kp.refresh(st["info"], st["terminated"], st["count"], st["count"], one, self._keep, self._n,
+                   self._k, tree, np.ones(1))
         kp.sample(tree, st["count"], self._L, np.zeros(1), 1.0, one.copy(),
                   np.empty(1, np.float32), one.copy())
-        kp.update(st["info"], st["terminated"], st["count"], self._n, one, np.ones(1), self._alpha,
-                  self._eps, tree, np.ones(1), one.copy(), np.zeros(2, np.int64))
-        kp.ids_to_slots(st["info"], st["terminated"], st["count"], self._n, one, one.copy())
-        kp.check_leaves(st["info"], st["terminated"], st["count"], self._n, tree)
+        kp.update(st["info"], st["terminated"], st["count"], self._keep, self._n, one, np.ones(1),
+                  self._alpha, self._eps, tree, np.ones(1), one.copy(), np.zeros(2, np.int64))
+        kp.ids_to_slots(st["info"], st["terminated"], st["count"], self._keep, self._n, one, one.copy())
+        kp.check_leaves(st["info"], st["terminated"], st["count"], self._keep, self._n, tree)
         ks.rebuild(tree)
 
     @property
@@ -134,45 +137,75 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     # -- adding -------------------------------------------------------------------------
 
+    def _enter(self, call: str) -> None:
+        """Start ``call``, refusing it while another thread is inside one (end with ``_busy.release()``)."""
+        if not self._busy.acquire(blocking=False):
+            raise ReplayStateError(f"{call}: another thread is inside a call of this "
+                                   f"PrioritizedReplayBuffer (add, draw, fill, sample, gather or "
+                                   f"update_priorities); run them one at a time (with a Feeder, "
+                                   f"call its settle() before add)")
+
     def add(self, obs, next_obs, action, reward, terminated, truncated, env_ids=None, valid=None):
         st = self._state
-        np.copyto(self._before, st["count"])
-        super().add(obs, next_obs, action, reward, terminated, truncated, env_ids, valid)
-        rows = self._env_range if env_ids is None else np.asarray(env_ids, np.int64)
-        kp.refresh(st["info"], st["terminated"], st["count"], self._before, rows, self._n, self._k,
-                   self._tree, self._max_priority)
+        self._enter("add")
+        try:
+            np.copyto(self._before, st["count"])
+            super().add(obs, next_obs, action, reward, terminated, truncated, env_ids, valid)
+            rows = self._env_range if env_ids is None else np.asarray(env_ids, np.int64)
+            kp.refresh(st["info"], st["terminated"], st["count"], self._before, rows, self._keep,
+                       self._n, self._k, self._tree, self._max_priority)
+        finally:
+            self._busy.release()
 
     add.__doc__ = ReplayBuffer.add.__doc__
 
     # -- sampling -----------------------------------------------------------------------
 
-    def sample(self, batch_size: int, out: PrioritizedBatch | None = None, *,
-               beta: float = 1.0) -> PrioritizedBatch:
-        """Draw ``batch_size`` transitions, one per equal segment of the total priority.
+    def draw(self, batch_size: int, out: PrioritizedBatch | None = None, *,
+             beta: float = 1.0) -> PrioritizedBatch:
+        """Draw ``batch_size`` transitions, one per equal segment of the total priority, into
+        ``out.index`` (transition ids) and ``out.weight``; ``fill`` copies them.
 
         ``weight`` is ``(p_i / min_j p_j) ** -beta``, which equals the paper's
         ``(N P(i))^-beta / max_j (N P(j))^-beta`` over the whole buffer; ``beta`` in [0, 1]
         (anneal it towards 1).
         """
         beta = _number("beta", beta, 0.0, 1.0, False, "pass e.g. beta=0.4, annealed to 1")
-        B, out = self._check_sample(batch_size, out)
-        if self._uniform.shape[0] < B:
-            self._uniform = np.empty(B, np.float64)
-        if self._slots.shape[0] < B:
-            self._slots = np.empty(B, np.int64)
-        uniform, slots = self._uniform[:B], self._slots[:B]
-        self._rng.random(out=uniform)
-        kp.sample(self._tree, self._state["count"], self._L, uniform, beta,
-                  slots, out.weight, out.index)
-        bad = self._fill(out, slots)
-        assert bad < 0, "the priority tree drew a slot without a sampleable transition"
+        self._enter("draw")
+        try:
+            out = self._prepare_draw(batch_size, out)
+            B = out.index.shape[0]
+            if self._slots.shape[0] != B:
+                self._slots = np.empty(B, np.int64)
+            uniform = self._uniform[:B]
+            self._rng.random(out=uniform)
+            kp.sample(self._tree, self._state["count"], self._L, uniform, beta,
+                      self._slots, out.weight, out.index)
+        finally:
+            self._busy.release()
         return out
+
+    def fill(self, out: PrioritizedBatch) -> PrioritizedBatch:
+        """Copy the transitions drawn into ``out`` by the latest ``draw``."""
+        self._enter("fill")
+        try:
+            out, views = self._check_out(out, out.index.shape[0])
+            self._copy(out, views, self._slots, self._all_rows, self._state["count"])
+            self._one_step_discount(out)
+        finally:
+            self._busy.release()
+        return out
+
+    def sample(self, batch_size: int, out: PrioritizedBatch | None = None, *,
+               beta: float = 1.0) -> PrioritizedBatch:
+        """``draw`` then ``fill``: ``batch_size`` transitions drawn by priority, with weights."""
+        return self.fill(self.draw(batch_size, out, beta=beta))
 
     def _slots_of(self, index) -> np.ndarray:
         idx = _index_array(index)
         slots = np.empty(idx.shape[0], np.int64)
         st = self._state
-        bad = kp.ids_to_slots(st["info"], st["terminated"], st["count"], self._n, idx, slots)
+        bad = kp.ids_to_slots(st["info"], st["terminated"], st["count"], self._keep, self._n, idx, slots)
         if bad >= 0:
             raise ReplayError(f"index: index[{bad}] = {idx[bad]} is not a transition id that can "
                               f"be sampled now (overwritten, never stored, or its n-step window "
@@ -182,16 +215,19 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def gather(self, index, out: PrioritizedBatch | None = None) -> PrioritizedBatch:
         """The transitions with transition ids ``index`` (from ``PrioritizedBatch.index``),
         each with its current weight at ``beta=1``."""
-        slots = self._slots_of(index)
-        out = self._check_out(out, slots.shape[0])
-        self._fill(out, slots)
-        P = self._tree.shape[0] // 2
-        np.divide(self._tree[1, 1], self._tree[P + slots, 0], out=out.weight, casting="same_kind")
-        out.index[:] = np.asarray(index)
+        self._enter("gather")
+        try:
+            slots = self._slots_of(index)
+            out, views = self._check_out(out, slots.shape[0])
+            self._scratch(slots.shape[0])
+            self._copy(out, views, slots, self._all_rows, self._state["count"])
+            self._one_step_discount(out)
+            P = self._tree.shape[0] // 2
+            np.divide(self._tree[1, 1], self._tree[P + slots, 0], out=out.weight, casting="same_kind")
+            out.index[:] = np.asarray(index)
+        finally:
+            self._busy.release()
         return out
-
-    def _batch_specs(self) -> tuple:
-        return super()._batch_specs() + (((), np.dtype(np.float32)),)
 
     # -- priorities ---------------------------------------------------------------------
 
@@ -208,12 +244,16 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             raise ReplayError(f"priorities: expected a float array of shape {idx.shape} (one per "
                               f"index), got {prio.dtype} {prio.shape}")
         prio = np.ascontiguousarray(prio, dtype=np.float64)
-        if self._slots.shape[0] < idx.shape[0]:
-            self._slots = np.empty(idx.shape[0], np.int64)
+        if self._written.shape[0] < idx.shape[0]:
+            self._written = np.empty(idx.shape[0], np.int64)
         st = self._state
-        written = kp.update(st["info"], st["terminated"], st["count"], self._n, idx, prio,
-                            self._alpha, self._eps, self._tree, self._max_priority,
-                            self._slots, self._prio_err)
+        self._enter("update_priorities")
+        try:
+            written = kp.update(st["info"], st["terminated"], st["count"], self._keep, self._n, idx,
+                                prio, self._alpha, self._eps, self._tree, self._max_priority,
+                                self._written, self._prio_err)
+        finally:
+            self._busy.release()
         if written < 0:
             code, row = int(self._prio_err[0]), int(self._prio_err[1])
             if code == kp.PRIORITY_VALUE:
@@ -250,7 +290,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             raise CheckpointError(f"path: {path!r} is corrupt: max_priority is {self._max_priority[0]}, "
                                   f"expected a positive finite number")
         st = self._state
-        bad = kp.check_leaves(st["info"], st["terminated"], st["count"], self._n, self._tree)
+        bad = kp.check_leaves(st["info"], st["terminated"], st["count"], self._keep, self._n, self._tree)
         if bad >= 0:
             raise CheckpointError(f"path: {path!r} is corrupt: the priority of slot id {bad} is "
                                   f"{self._tree[self._tree.shape[0] // 2 + bad, 0]}, expected a positive "

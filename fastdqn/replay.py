@@ -5,8 +5,8 @@ and stacks are rebuilt at sample time, bit for bit equal to the ``obs``/``next_o
 that were added (reset stacks, life losses, truncations, skipped steps, wraparound).
 With ``frame_stack=1`` whole observations of any dtype and shape are stored the same way.
 
-Capacity: each env keeps its newest ``slots_per_env = ceil(capacity / num_envs) + k``
-frames. A step that continues the env's previous ``next_obs`` costs one slot; a step
+Capacity: each env keeps its newest ``keep = ceil(capacity / num_envs) + k`` frames
+sampleable. A step that continues the env's previous ``next_obs`` costs one slot; a step
 that starts a new stack (reset, or a row that does not continue the previous one) costs
 ``2 + (k - 1 - m)`` slots, where ``m + 1`` is the number of equal leading frames of its
 ``obs`` (2 for a reset stack). A transition can be sampled while every frame it reads is
@@ -16,20 +16,32 @@ transitions per env and each episode boundary in the window costs about one more
 With ``n_step=n`` a sampled transition carries the discounted sum of up to ``n`` rewards,
 the stack up to ``n`` steps later and the discount to apply there; see ``ReplayBuffer``.
 
+Sampling beside ``add``: one thread may ``sample`` (or ``fill``) while another calls
+``add``. Behind the ``keep`` slots each ring holds ``k + 1`` guard slots, as many as one
+add writes per env. After copying, ``sample`` reads each env's write count again and draws
+anew (and copies again) every row that is no longer sampleable; a row that still is was
+never written meanwhile, since a running add writes only into the guard slots, and every
+frame and step its stacks and n-step window read is newer than its oldest frame and
+older than the count it was drawn against. So every
+returned row is exactly a transition that was added and is still in the buffer when
+``sample`` returns. This relies on the CPU keeping stores in order (x86-64) and on the
+adding thread writing frames before it advances the env's count, as the kernel does.
+
 Importing this module pulls in NumPy and Numba only.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import re
-from typing import NamedTuple
 
 import numpy as np
 
 from fastdqn.atomic import atomic_write
+from fastdqn.batch import ReplayBatch, allocate_batch, check_batch
 from fastdqn.errors import CheckpointError, ReplayError, ReplayStateError
 from fastdqn.kernels import nstep as kn
 from fastdqn.kernels import replay as kr
@@ -38,20 +50,10 @@ from fastdqn.rngstate import pcg64_state
 _MAGIC = b"FASTDQN-REPLAY\x00\x01"
 _VERSION = 1
 _MAX_HEADER = 1 << 20
+_NO_NEXT = np.empty((0, 1, 1), np.uint8)  # a window batch's copy has no separate next_obs
+_CHECKED_BATCHES = 8  # out= batches remembered as checked
 _STATE_ARRAYS = ("frames", "action", "reward", "terminated", "info", "count", "pending",
                  "flagged", "nvalid")
-
-
-class ReplayBatch(NamedTuple):
-    """A batch of transitions; ``index`` holds ids that ``ReplayBuffer.gather`` accepts."""
-
-    obs: np.ndarray          # (B, *obs_shape) obs_dtype
-    next_obs: np.ndarray     # (B, *obs_shape) obs_dtype
-    action: np.ndarray       # (B,) int64
-    reward: np.ndarray       # (B,) float32
-    terminated: np.ndarray   # (B,) bool
-    discount: np.ndarray     # (B,) float32: gamma ** steps, 0 after a termination
-    index: np.ndarray        # (B,) int64
 
 
 def available_memory() -> int:
@@ -73,10 +75,12 @@ def _positive_int(name: str, value, minimum: int = 1, why: str = "") -> int:
 
 
 def _geometry(capacity: int, obs_shape: tuple, num_envs: int, obs_dtype: np.dtype,
-              frame_stack: int) -> tuple[int, int]:
-    """Bytes of one stored frame, and slots in each env's ring (room for one stack more)."""
+              frame_stack: int) -> tuple[int, int, int]:
+    """Bytes of one stored frame, sampleable slots per env (room for one stack more), and
+    slots in each env's ring (those plus one add's worth of guard slots)."""
     frame_bytes = obs_dtype.itemsize * math.prod(obs_shape) // frame_stack
-    return frame_bytes, -(-capacity // num_envs) + frame_stack
+    keep = -(-capacity // num_envs) + frame_stack
+    return frame_bytes, keep, keep + frame_stack + 1
 
 
 def _layout(num_envs: int, slots: int, frame_bytes: int) -> dict:
@@ -111,10 +115,15 @@ class ReplayBuffer:
     A window still open at the env's newest step is not sampled (nor counted in
     ``len``) until the env's next step closes it. With ``n_step=1`` (the default)
     ``discount`` is ``gamma``, or 0 after a termination, so a learner can use one target
-    ``reward + discount * Q(next_obs)`` for every n.
+    ``reward + discount * Q(next_obs)`` for every n. Window batches
+    (``make_batch(window=True)``) need ``n_step=1``: their ``next_obs`` is ``obs`` one
+    frame on.
 
-    Not thread-safe: do not call ``add`` while another thread samples.
+    One thread may sample while another adds (see the module doc); calls of the same kind
+    (two adds, or two samples) must not overlap.
     """
+
+    _batch_type = ReplayBatch
 
     def __init__(self, capacity: int, obs_shape, num_envs: int, *, obs_dtype=np.uint8,
                  frame_stack: int = 1, n_step: int = 1, gamma: float = 0.99, seed=None):
@@ -155,11 +164,15 @@ class ReplayBuffer:
         self._k = frame_stack
         self._n = n_step
         self._gamma = float(gamma)
-        self._frame_bytes, self._L = _geometry(capacity, obs_shape, num_envs, obs_dtype, frame_stack)
+        self._frame_bytes, self._keep, self._L = _geometry(capacity, obs_shape, num_envs, obs_dtype,
+                                                           frame_stack)
         self._rng = np.random.default_rng(seed)
         self._len = 0
         self._allocate()
         self._uniform = np.empty(0, np.float64)
+        self._snapshot = np.zeros(num_envs, np.int64)
+        self._oldest = np.empty(0, np.int64)
+        self._checked: dict[int, tuple] = {}
         self._seen = np.zeros(num_envs, bool)
         self._err = np.zeros(2, np.int64)
         self._all_valid = np.ones(num_envs, bool)
@@ -192,27 +205,31 @@ class ReplayBuffer:
                        frame_stack: int = 1) -> int:
         """Bytes a buffer built with these arguments allocates (its ``nbytes``), without
         allocating: lets a caller check free memory before building one."""
-        frame_bytes, slots = _geometry(capacity, obs_shape, num_envs, np.dtype(obs_dtype), frame_stack)
+        frame_bytes, _, slots = _geometry(capacity, obs_shape, num_envs, np.dtype(obs_dtype), frame_stack)
         return _layout_bytes(_layout(num_envs, slots, frame_bytes))
 
     def _warm_up(self) -> None:
         """Compile (or load from cache) every kernel now, on scratch arrays."""
         scratch = ReplayBuffer.__new__(ReplayBuffer)
         scratch.__dict__.update(self.__dict__)
-        scratch._L = self._k + 1
+        scratch._keep = self._k + 1
+        scratch._L = scratch._keep + self._k + 1
         scratch._capacity = 1
-        scratch._state = {name: (np.zeros((self._num_envs, self._k + 1) + arr.shape[2:], arr.dtype)
+        scratch._state = {name: (np.zeros((self._num_envs, scratch._L) + arr.shape[2:], arr.dtype)
                                  if arr.ndim > 1 else np.zeros_like(arr))
                           for name, arr in self._state.items()}
         scratch._rng = np.random.default_rng(0)
         scratch._uniform = np.empty(0, np.float64)
+        scratch._checked = {}
         scratch._open = np.zeros_like(self._open)
         obs = np.zeros((self._num_envs,) + self._obs_shape, self._obs_dtype)
         zeros = np.zeros(self._num_envs)
         # Terminated rows close their windows at once, so every n can sample them.
         scratch.add(obs, obs, zeros.astype(np.int64), zeros.astype(np.float32),
                     np.ones(self._num_envs, bool), zeros.astype(bool))
-        scratch.sample(1)
+        scratch.gather(scratch.sample(1).index)
+        if self.window_batches:
+            scratch.sample(1, out=scratch.make_batch(1, window=True))
 
     # -- properties ---------------------------------------------------------------------
 
@@ -243,6 +260,11 @@ class ReplayBuffer:
     @property
     def gamma(self) -> float:
         return self._gamma
+
+    @property
+    def batch_type(self) -> type:
+        """The type of this buffer's batches (``ReplayBatch``); its ``FIELDS`` declare them."""
+        return self._batch_type
 
     @property
     def slots_per_env(self) -> int:
@@ -315,12 +337,12 @@ class ReplayBuffer:
         total = kr.add_rows(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
                             st["count"], st["pending"], st["flagged"], st["nvalid"],
                             obs_b, next_b, action, reward, terminated, env_ids, valid,
-                            self._seen, self._err)
+                            self._seen, self._err, self._keep)
         if total < 0:
             self._raise_add_error(int(self._err[0]), int(self._err[1]), env_ids, action)
         if self._n > 1:
-            total -= kn.end_windows(st["info"], st["terminated"], st["count"], self._open, self._n,
-                                    env_ids, valid, truncated)
+            total -= kn.end_windows(st["info"], st["terminated"], st["count"], self._open, self._keep,
+                                    self._n, env_ids, valid, truncated)
         self._len = int(total)
 
     def _raise_add_error(self, code: int, row: int, env_ids, action) -> None:
@@ -340,85 +362,151 @@ class ReplayBuffer:
 
     # -- sampling -----------------------------------------------------------------------
 
-    _batch_type = ReplayBatch
+    def make_batch(self, batch_size: int, *, window: bool = False) -> ReplayBatch:
+        """Freshly allocated arrays to pass as ``out=`` to ``sample``/``gather``.
 
-    def _batch_specs(self) -> tuple:
-        """(shape per row, dtype) of each field of ``_batch_type``, in order."""
-        return ((self._obs_shape, self._obs_dtype), (self._obs_shape, self._obs_dtype),
-                ((), np.dtype(np.int64)), ((), np.dtype(np.float32)), ((), np.dtype(np.bool_)),
-                ((), np.dtype(np.float32)), ((), np.dtype(np.int64)))
-
-    def make_batch(self, batch_size: int) -> ReplayBatch:
-        """Freshly allocated arrays to pass as ``out=`` to ``sample``/``gather``."""
+        ``window=True`` (stacked frames only) stores each transition's ``k + 1`` frames once
+        in ``frames``; ``obs`` and ``next_obs`` are views of it (see ``fastdqn.batch``).
+        """
         B = _positive_int("batch_size", batch_size)
-        return self._batch_type(*(np.empty((B,) + shape, dtype) for shape, dtype in self._batch_specs()))
+        self._check_window(window)
+        return allocate_batch(B, self._obs_shape, self._obs_dtype, window=window,
+                              batch_type=self._batch_type)
 
-    def _check_out(self, out, B: int) -> ReplayBatch:
+    @property
+    def window_batches(self) -> bool:
+        """Whether ``make_batch(window=True)`` is allowed: stacked frames and ``n_step=1``."""
+        return self._k > 1 and self._n == 1
+
+    def _check_window(self, window: bool) -> None:
+        if window and self._k == 1:
+            raise ReplayError("window: expected window=False for frame_stack=1 (obs and next_obs "
+                              "share no frames), got window=True")
+        if window and self._n > 1:
+            raise ReplayError(f"window: expected window=False for n_step={self._n} (a window batch's "
+                              f"next_obs is obs one frame on; an n-step next_obs is up to n frames "
+                              f"on), got window=True; use window=False or n_step=1")
+
+    def _check_out(self, out, B: int) -> tuple[ReplayBatch, tuple]:
+        """``out`` checked, and its frame arrays as the kernels' byte views; a batch object
+        passed again (the usual case: a few batches reused in turn) is not checked again."""
         if out is None:
-            return self.make_batch(B)
-        fields = self._batch_type._fields
-        if not isinstance(out, tuple) or len(out) != len(fields):
-            raise ReplayError(f"out: expected a {self._batch_type.__name__} (see make_batch), "
-                              f"got {type(out).__name__}")
-        for field, arr, (shape, dtype) in zip(fields, out, self._batch_specs()):
-            if not isinstance(arr, np.ndarray):
-                raise ReplayError(f"out.{field}: expected a NumPy array, got {type(arr).__name__}")
-            if arr.dtype != dtype or arr.shape != (B,) + shape:
-                raise ReplayError(f"out.{field}: expected {dtype} array of shape {(B,) + shape}, "
-                                  f"got {arr.dtype} {arr.shape}")
-            if not (arr.flags.c_contiguous and arr.flags.writeable):
-                raise ReplayError(f"out.{field}: expected a writeable C-contiguous array, got a "
-                                  f"non-contiguous or read-only one")
-        return self._batch_type(*out)
+            out = self.make_batch(B)
+        cached = self._checked.get(id(out))
+        if cached is not None and cached[0] is out and cached[1] == B:
+            return cached[2], cached[3]
+        batch = check_batch(out, B, self._obs_shape, self._obs_dtype, self._batch_type)
+        frames = batch.frames
+        self._check_window(frames is not None)
+        F = self._frame_bytes
+        if frames is not None:
+            views = (frames.reshape(B, self._k + 1, F), _NO_NEXT)
+        else:
+            views = (batch.obs.view(np.uint8).reshape(B, self._k, F),
+                     batch.next_obs.view(np.uint8).reshape(B, self._k, F))
+        if len(self._checked) >= _CHECKED_BATCHES:
+            self._checked.clear()
+        self._checked[id(out)] = (out, B, batch, views)  # keeps out alive: its id stays its own
+        return batch, views
 
-    def _fill(self, out: ReplayBatch, index: np.ndarray) -> int:
-        B = index.shape[0]
+    def _scratch(self, B: int) -> None:
+        """Per-batch-size scratch of the sampler, allocated when the batch size changes."""
+        if self._oldest.shape[0] != B:
+            self._oldest = np.empty(B, np.int64)
+            self._all_rows = np.arange(B, dtype=np.int64)
+            self._spare = (np.empty(B, np.int64), np.empty(B, np.int64))
+            self._redraw = np.empty(B, np.int64)
+            self._uniform = np.empty(2 * B + 16, np.float64)
+
+    def _copy(self, out: ReplayBatch, views: tuple, index: np.ndarray, rows: np.ndarray,
+              count: np.ndarray) -> None:
+        """Copy the slot ids at ``index[rows]`` into those rows of ``out`` (``views``: from
+        ``_check_out``; ``count``: the snapshot they were drawn against)."""
+        stack, next_ = views
         st = self._state
-        obs = out.obs.view(np.uint8).reshape(B, self._k, self._frame_bytes)
-        next_obs = out.next_obs.view(np.uint8).reshape(B, self._k, self._frame_bytes)
         if self._n > 1:
-            return kn.gather_n(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
-                               st["count"], index, self._n, self._gamma, obs, next_obs,
-                               out.action, out.reward, out.terminated, out.discount)
-        bad = kr.gather(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
-                        st["count"], index, obs, next_obs, out.action, out.reward, out.terminated)
-        if bad < 0:
-            kn.fill_discount(out.terminated, self._gamma, out.discount)
-        return bad
+            kn.copy_rows_n(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
+                           count, index, rows, self._n, self._gamma, stack, next_, out.action,
+                           out.reward, out.terminated, out.discount, self._oldest)
+            return
+        kr.copy_rows(st["frames"], st["action"], st["reward"], st["terminated"], st["info"], count,
+                     index, rows, self._k, stack, next_, out.action, out.reward,
+                     out.terminated, self._oldest)
 
-    def _check_sample(self, batch_size, out) -> tuple[int, ReplayBatch]:
+    def _draw_into(self, index: np.ndarray) -> None:
+        """Fill ``index`` with uniform ids of sampleable transitions, against a fresh count snapshot."""
+        st = self._state
+        np.copyto(self._snapshot, st["count"])
+        filled = 0
+        uniform = self._uniform
+        while filled < index.shape[0]:
+            self._rng.random(out=uniform)
+            drawn = kr.draw_indices(st["info"], self._snapshot, self._keep, uniform, index, filled)
+            if self._n > 1:  # drop transitions whose window is still open
+                drawn = kn.keep_closed(st["info"], st["terminated"], self._snapshot, self._n, index,
+                                       filled, drawn)
+            filled = drawn
+
+    def draw(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
+        """Draw ``batch_size`` ids uniformly (with replacement) into ``out.index``; ``fill``
+        copies them. ``sample`` is the two in one; split, the draw (microseconds) can happen
+        where the buffer is still, and the copy in another thread beside ``add``."""
+        out = self._prepare_draw(batch_size, out)
+        self._draw_into(out.index)
+        return out
+
+    def _prepare_draw(self, batch_size: int, out: ReplayBatch | None) -> ReplayBatch:
+        """``out`` checked for a draw of ``batch_size`` (allocated when None), scratch sized."""
         B = _positive_int("batch_size", batch_size)
         if self._len == 0:
             raise ReplayStateError("sample: the buffer is empty; add transitions before sampling")
         if B > self._len:
             raise ReplayError(f"batch_size: expected at most len(buffer) = {self._len}, got {B}; "
                               f"add more transitions first")
-        return B, self._check_out(out, B)
-
-    def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
-        """Draw ``batch_size`` transitions uniformly (with replacement) from the valid ones."""
-        B, out = self._check_sample(batch_size, out)
-        m = 2 * B + 16
-        if self._uniform.shape[0] < m:
-            self._uniform = np.empty(m, np.float64)
-        uniform = self._uniform[:m]
-        st = self._state
-        filled = 0
-        while filled < B:
-            self._rng.random(out=uniform)
-            drawn = kr.draw_indices(st["info"], st["count"], uniform, out.index, filled)
-            if self._n > 1:  # drop transitions whose window is still open
-                drawn = kn.keep_closed(st["info"], st["terminated"], st["count"], self._n,
-                                       out.index, filled, drawn)
-            filled = drawn
-        self._fill(out, out.index)
+        out, _ = self._check_out(out, B)
+        self._scratch(B)
         return out
 
+    def fill(self, out: ReplayBatch) -> ReplayBatch:
+        """Copy the transitions drawn into ``out.index`` by the latest ``draw``; rows that an
+        ``add`` running meanwhile pushed out of the buffer are drawn again and copied."""
+        out, views = self._check_out(out, out.index.shape[0])
+        st = self._state
+        rows = self._all_rows
+        for turn in itertools.count():
+            self._copy(out, views, out.index, rows, self._snapshot)
+            spare = self._spare[turn % 2]
+            n = kr.stale_rows(st["count"], self._keep, self._L, out.index, self._oldest, rows, spare)
+            if n == 0:
+                break
+            rows = spare[:n]
+            redraw = self._redraw[:n]
+            self._draw_into(redraw)
+            out.index[rows] = redraw
+        self._one_step_discount(out)
+        return out
+
+    def _one_step_discount(self, out: ReplayBatch) -> None:
+        # n-step copies write the discount themselves.
+        if self._n == 1:
+            kn.fill_discount(out.terminated, self._gamma, out.discount)
+
+    def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
+        """Draw ``batch_size`` transitions uniformly (with replacement) from the valid ones.
+
+        May run in one thread while another calls ``add`` (see the module doc)."""
+        return self.fill(self.draw(batch_size, out))
+
     def gather(self, index, out: ReplayBatch | None = None) -> ReplayBatch:
-        """The transitions at ``index`` (ids from ``ReplayBatch.index``)."""
+        """The transitions at ``index`` (ids from ``ReplayBatch.index``); not for use beside ``add``."""
         idx = _index_array(index)
-        out = self._check_out(out, idx.shape[0])
-        bad = self._fill(out, idx)
+        out, views = self._check_out(out, idx.shape[0])
+        st = self._state
+        if self._n > 1:
+            bad = kn.first_unsampleable(st["info"], st["terminated"], st["count"], self._keep,
+                                        self._n, idx)
+        else:
+            bad = kr.first_invalid(st["info"], st["count"], self._keep, idx)
         if bad >= 0:
             raise ReplayError(f"index: index[{bad}] = {idx[bad]} is not a stored transition "
                               f"(out of range [0, {self._num_envs * self._L}), overwritten, not a "
@@ -426,6 +514,9 @@ class ReplayBuffer:
                               f"sample().index")
         if out.index is not idx:
             out.index[:] = idx
+        self._scratch(idx.shape[0])
+        self._copy(out, views, out.index, self._all_rows, st["count"])
+        self._one_step_discount(out)
         return out
 
     # -- persistence --------------------------------------------------------------------
@@ -484,11 +575,12 @@ class ReplayBuffer:
             if kind != cls.__name__:
                 raise CheckpointError(f"path: {path!r} holds a {kind!r}, not a {cls.__name__}; "
                                       f"load it with that class's load")
+            # A file from before n-step returns has no options: it was written with the defaults.
             options = header.get("options", {})
-            if not (isinstance(options, dict) and set(options) <= set(cls._OPTIONS)):
+            if not isinstance(options, dict) or ("options" in header and set(options) != set(cls._OPTIONS)):
                 raise CheckpointError(f"path: {path!r} has a corrupt header: options: expected a "
-                                      f"JSON object with keys among {list(cls._OPTIONS)}, got {options!r}")
-            frame_bytes, slots = _geometry(**args)
+                                      f"JSON object with the keys {list(cls._OPTIONS)}, got {options!r}")
+            frame_bytes, _, slots = _geometry(**args)
             layout = _layout(args["num_envs"], slots, frame_bytes)
             extra = cls._extra_layout(args["num_envs"], slots)
             specs = [[name, np.dtype(dt).str, list(shape)]
@@ -535,7 +627,8 @@ class ReplayBuffer:
         st = self._state
         open_total = 0
         if self._n > 1:
-            open_total = kn.count_open(st["info"], st["terminated"], st["count"], self._open, self._n)
+            open_total = kn.count_open(st["info"], st["terminated"], st["count"], self._open, self._keep,
+                                       self._n)
         return int(st["nvalid"].sum()) - int(open_total)
 
 

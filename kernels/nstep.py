@@ -8,7 +8,8 @@ termination (discount 0) or at a slot flagged ``WINDOW_END`` (a truncation, or a
 of the env passed with ``valid=False``), bootstrapping there. A window that reaches the
 env's newest slot before either is *open*: the env's next step may still extend it, so
 it is not sampled yet. Later steps of a window are newer than its first, so they are
-never overwritten before it.
+never overwritten before it, and a closed window reads only slots below ``count``: the
+guard-slot re-check of ``kernels.replay`` (the stack's oldest frame) covers the window too.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from fastdqn.kernels.replay import (DEPTH_MASK, HAS_TRANSITION, WINDOW_END, _copy_frame,
-                                    _is_valid)
+from fastdqn.kernels.replay import (DEPTH_MASK, HAS_TRANSITION, WINDOW_END, _absolute,
+                                    _copy_frame, _is_valid)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -38,25 +39,19 @@ def _window(info, term_s, count, n, e, a):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _absolute(count, L, e, s):
-    c = count[e]
-    return c - 1 - ((c - 1 - s) % L)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _sampleable(info, term_s, count, n, e, s):
+def _sampleable(info, term_s, count, keep, n, e, s):
     """A stored transition whose frames are all kept and whose window is closed."""
-    if not _is_valid(info, count, info.shape[1], e, s):
+    if not _is_valid(info, count, keep, e, s):
         return False
     return _window(info, term_s, count, n, e, _absolute(count, info.shape[1], e, s))[1]
 
 
 @njit(nogil=True, cache=True)
-def _open_tail(info, term_s, count, n, e):
+def _open_tail(info, term_s, count, keep, n, e):
     # Only the env's newest n-1 transitions can be open, and only while they chain to it.
     L = info.shape[1]
     c = count[e]
-    lo = max(np.int64(0), c - L)
+    lo = max(np.int64(0), c - keep)
     opened = 0
     a = c - 2
     for _ in range(n - 1):
@@ -72,7 +67,7 @@ def _open_tail(info, term_s, count, n, e):
 
 
 @njit(nogil=True, cache=True)
-def _end_windows(info, term_s, count, open_, n, env_ids, valid, truncated):
+def _end_windows(info, term_s, count, open_, keep, n, env_ids, valid, truncated):
     L = info.shape[1]
     for i in range(env_ids.shape[0]):
         e = env_ids[i]
@@ -80,36 +75,36 @@ def _end_windows(info, term_s, count, open_, n, env_ids, valid, truncated):
         # After any add the env's newest transition sits just before its newest slot.
         if c >= 2 and (truncated[i] or not valid[i]) and info[e, (c - 2) % L] & HAS_TRANSITION:
             info[e, (c - 2) % L] |= WINDOW_END
-        open_[e] = _open_tail(info, term_s, count, n, e)
+        open_[e] = _open_tail(info, term_s, count, keep, n, e)
     total = 0
     for e in range(open_.shape[0]):
         total += open_[e]
     return total
 
 
-def end_windows(info, term_s, count, open_, n: int, env_ids, valid, truncated) -> int:
+def end_windows(info, term_s, count, open_, keep: int, n: int, env_ids, valid, truncated) -> int:
     """After a successful ``add_rows``: flag where windows end, recount open ones.
 
     A truncated row ends its window (bootstrapping from its real final obs); a row passed
     with ``valid=False`` ends its env's latest window, since the step it skips is not
     stored. ``open_ (E,) int64`` receives each env's open (not yet sampleable)
-    transitions; returns their total.
+    transitions (among the ``keep`` sampleable slots); returns their total.
     """
-    return _end_windows(info, term_s, count, open_, n, env_ids, valid, truncated)
+    return _end_windows(info, term_s, count, open_, keep, n, env_ids, valid, truncated)
 
 
 @njit(nogil=True, cache=True)
-def _count_open(info, term_s, count, open_, n):
+def _count_open(info, term_s, count, open_, keep, n):
     total = 0
     for e in range(open_.shape[0]):
-        open_[e] = _open_tail(info, term_s, count, n, e)
+        open_[e] = _open_tail(info, term_s, count, keep, n, e)
         total += open_[e]
     return total
 
 
-def count_open(info, term_s, count, open_, n: int) -> int:
+def count_open(info, term_s, count, open_, keep: int, n: int) -> int:
     """Recount every env's open transitions into ``open_`` (after loading); returns the total."""
-    return _count_open(info, term_s, count, open_, n)
+    return _count_open(info, term_s, count, open_, keep, n)
 
 
 @njit(nogil=True, cache=True)
@@ -130,21 +125,35 @@ def keep_closed(info, term_s, count, n: int, index, start: int, stop: int) -> in
 
 
 @njit(nogil=True, cache=True)
-def _gather_n(frames, action_s, reward_s, term_s, info, count, index, n, gamma,
-              out_obs, out_next, out_action, out_reward, out_term, out_discount):
-    E, L, _ = frames.shape
-    k = out_obs.shape[1]
+def _first_unsampleable(info, term_s, count, keep, n, index):
+    E, L = info.shape
     for b in range(index.shape[0]):
         g = index[b]
-        if g < 0 or g >= E * L or not _sampleable(info, term_s, count, n, g // L, g % L):
+        if g < 0 or g >= E * L or not _sampleable(info, term_s, count, keep, n, g // L, g % L):
             return b
-    for b in range(index.shape[0]):
+    return -1
+
+
+def first_unsampleable(info, term_s, count, keep: int, n: int, index) -> int:
+    """Position of the first id in ``index`` that is not a sampleable n-step transition
+    (out of range, not valid, or its window still open), else -1."""
+    return _first_unsampleable(info, term_s, count, keep, n, index)
+
+
+@njit(nogil=True, cache=True)
+def _copy_rows_n(frames, action_s, reward_s, term_s, info, count, index, rows, n, gamma,
+                 out_obs, out_next, out_action, out_reward, out_term, out_discount, oldest):
+    L = frames.shape[1]
+    k = out_obs.shape[1]
+    for r in range(rows.shape[0]):
+        b = rows[r]
         g = index[b]
         e = g // L
         s = g % L
         a = _absolute(count, L, e, s)
         m = _window(info, term_s, count, n, e, a)[0]
         d = np.int64(info[e, s] & DEPTH_MASK)
+        oldest[b] = a - d
         for j in range(k):
             _copy_frame(out_obs[b, j], frames[e, (s - min(k - 1 - j, d)) % L])
         # next_obs is the stack m steps on: obs shifted by m, then the m new frames.
@@ -163,20 +172,20 @@ def _gather_n(frames, action_s, reward_s, term_s, info, count, index, n, gamma,
         out_reward[b] = ret
         out_term[b] = term_s[e, last]
         out_discount[b] = 0.0 if term_s[e, last] else disc
-    return -1
 
 
-def gather_n(frames, action_s, reward_s, term_s, info, count, index, n: int, gamma: float,
-             out_obs, out_next, out_action, out_reward, out_term, out_discount) -> int:
-    """Rebuild the n-step transitions at global slot ids ``index`` into ``out_*``.
+def copy_rows_n(frames, action_s, reward_s, term_s, info, count, index, rows, n: int, gamma: float,
+                out_obs, out_next, out_action, out_reward, out_term, out_discount, oldest) -> None:
+    """Rebuild the n-step transitions at slot ids ``index[rows]`` into rows ``rows``.
 
     ``reward`` is the sum over the window of ``gamma**i * r_{t+i}`` (in float64, then
     float32), ``discount`` is ``gamma**m`` or 0 after a termination, ``next_obs`` the
-    stack ``m`` steps on. Checks every index first and returns the position of the first
-    one that is not a sampleable transition (writing nothing), else -1.
+    stack ``m`` steps on. ``count`` is the snapshot the ids were drawn against (each one a
+    sampleable transition under it); ``oldest[b]`` receives the absolute slot of row b's
+    oldest frame, for ``kernels.replay.stale_rows``.
     """
-    return _gather_n(frames, action_s, reward_s, term_s, info, count, index, n, gamma,
-                     out_obs, out_next, out_action, out_reward, out_term, out_discount)
+    _copy_rows_n(frames, action_s, reward_s, term_s, info, count, index, rows, n, gamma,
+                 out_obs, out_next, out_action, out_reward, out_term, out_discount, oldest)
 
 
 @njit(nogil=True, cache=True)

@@ -74,11 +74,11 @@ class NStepReference:
         return out
 
     def stored(self) -> dict:
-        """index (env * slots + slot % slots) -> n-step transition, windows closed only."""
-        slots = self.ref.slots
-        return {env * slots + slot % slots: w for (env, slot), w in self.closed().items()}
+        """index (env * ring + slot % ring) -> n-step transition, windows closed only."""
+        ring = self.ref.ring
+        return {env * ring + slot % ring: w for (env, slot), w in self.closed().items()}
 
     def open_ids(self) -> list:
-        slots = self.ref.slots
-        return [env * slots + slot % slots for (env, slot) in self.ref.items
+        ring = self.ref.ring
+        return [env * ring + slot % ring for (env, slot) in self.ref.items
                 if self.window(*self.by_slot[(env, slot)]) is None]

@@ -285,3 +285,27 @@ def test_folder_of_a_run_without_checkpoint_is_refused(tmp_path, capsys, workdir
     line = fails(CARTPOLE + ["--run-dir", "run"], capsys, workdir, "metrics.jsonl", "no checkpoint")
     assert "delete them or choose another --run-dir" in line
     assert (run / "metrics.jsonl").read_text() == '{"global_step": 4}\n'
+
+
+def test_dueling_run_trains_resumes_and_evaluates_a_dueling_network(tmp_path, capsys, workdir):
+    from fastdqn.checkpoint import load_checkpoint
+
+    run = tmp_path / "dueling"
+    common = ["--no-progress", "--no-cuda", "--torch-threads", "1"]
+    assert main([*CARTPOLE, "--dueling", "--total-timesteps", "1200", "--learning-starts", "400",
+                 "--eval-episodes", "0", "--run-dir", str(run), *common[1:]]) == 0
+    online = load_checkpoint(run)["learner"]["online"]
+    # MLP 120-84, dueling: the 120-unit torso, then value and advantage streams of 84 units.
+    assert {k: tuple(v.shape) for k, v in online.items()} == {
+        "net.0.weight": (120, 4), "net.0.bias": (120,),
+        "net.2.value.0.weight": (84, 120), "net.2.value.0.bias": (84,),
+        "net.2.value.2.weight": (1, 84), "net.2.value.2.bias": (1,),
+        "net.2.advantage.0.weight": (84, 120), "net.2.advantage.0.bias": (84,),
+        "net.2.advantage.2.weight": (2, 84), "net.2.advantage.2.bias": (2,),
+    }
+    capsys.readouterr()
+    fails(["train", "--resume", str(run), "--no-dueling"], capsys, workdir, "--dueling", "True")
+    assert main(["eval", str(run), "--episodes", "2", "--num-envs", "2", "--no-cuda", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 2
+    assert main(["train", "--resume", str(run), "--total-timesteps", "1600", *common]) == 0
+    assert load_checkpoint(run)["trainer"]["global_step"] == 1600

@@ -190,7 +190,7 @@ def test_memory_is_the_uniform_buffer_plus_two_trees():
     args = (2000, (4, 84, 84), 8)
     uniform = ReplayBuffer.required_bytes(*args, frame_stack=4)
     per = PrioritizedReplayBuffer.required_bytes(*args, frame_stack=4)
-    slots = 8 * (2000 // 8 + 4)
+    slots = 8 * (2000 // 8 + 4 + 4 + 1)  # sampleable slots, then one add's guard slots, per env
     assert per - uniform == 2 * 2 * 8 * (1 << (slots - 1).bit_length())
 
 

@@ -40,8 +40,9 @@ def write_parts(path, magic, header, body):
 
 def claim_capacity(header, capacity):
     """Make the header describe a buffer of ``capacity``, consistent in every field: each env's
-    ring holds ceil(capacity / num_envs) + frame_stack slots, the second axis of the per-slot arrays."""
-    slots = -(-capacity // header["num_envs"]) + header["frame_stack"]
+    ring holds ceil(capacity / num_envs) + frame_stack sampleable slots and frame_stack + 1
+    guard slots, the second axis of the per-slot arrays."""
+    slots = -(-capacity // header["num_envs"]) + 2 * header["frame_stack"] + 1
     header["capacity"], header["slots_per_env"] = capacity, slots
     for _, _, shape in header["arrays"]:
         if len(shape) >= 2:
