@@ -254,7 +254,7 @@ def _run(config: TrainConfig, info, state, saved_buffer, run_dir: Path, replay_b
         _check_saved_buffer(buffer, config, info, saved_buffer)
     else:
         buffer = ReplayBuffer(config.buffer_size, info.obs_shape, config.num_envs, obs_dtype=info.obs_dtype,
-                              frame_stack=info.frame_stack, seed=seed)
+                              frame_stack=info.frame_stack, gamma=config.gamma, seed=seed)
     envs = make_envs(config.env_id, config.num_envs, seed=seed,
                      async_envs=config.async_envs, batch_size=config.env_batch,
                      episodic_life=True, sticky_actions=config.sticky_actions,
@@ -318,13 +318,15 @@ def _resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainC
 
 def _check_saved_buffer(buffer, config: TrainConfig, info, path: Path) -> None:
     """The replay file must be the buffer this run would build."""
-    expected = (config.buffer_size, config.num_envs, info.obs_shape, info.obs_dtype, info.frame_stack)
-    got = (buffer.capacity, buffer.num_envs, buffer.obs_shape, buffer.obs_dtype, buffer.frame_stack)
+    expected = (config.buffer_size, config.num_envs, info.obs_shape, info.obs_dtype, info.frame_stack,
+                1, config.gamma)
+    got = (buffer.capacity, buffer.num_envs, buffer.obs_shape, buffer.obs_dtype, buffer.frame_stack,
+           buffer.n_step, buffer.gamma)
     if got != expected:
         raise CheckpointError(
             f"checkpoint: its replay buffer file {str(path)!r} holds (capacity, num_envs, obs_shape, "
-            f"obs_dtype, frame_stack) {got}, the run needs {expected}; the file is damaged or was "
-            "replaced: use an older copy of the run folder"
+            f"obs_dtype, frame_stack, n_step, gamma) {got}, the run needs {expected}; the file is "
+            "damaged or was replaced: use an older copy of the run folder"
         )
 
 

@@ -26,7 +26,7 @@ import torch
 
 from fastdqn.checkpoint import save_checkpoint
 from fastdqn.config import TrainConfig, linear_schedule
-from fastdqn.errors import TrainingError
+from fastdqn.errors import ConfigError, TrainingError
 from fastdqn.feeder import Feeder
 from fastdqn.phases import PhaseTimer, next_multiple
 
@@ -50,6 +50,10 @@ class Trainer:
 
     def __init__(self, envs, buffer, learner, config: TrainConfig, logger=None, *, evaluator=None,
                  feeder: Feeder | None = None) -> None:
+        # The learner bootstraps with the batch's discount, which the buffer computes.
+        if buffer.gamma != learner.gamma:
+            raise ConfigError(f"buffer: expected gamma {learner.gamma} like the learner's, got "
+                              f"{buffer.gamma}; build the buffer with gamma={learner.gamma}")
         self.envs = envs
         self.buffer = buffer
         self.learner = learner

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 import pytest
 
 from fastdqn import (CheckpointError, PrioritizedBatch, PrioritizedReplayBuffer, ReplayBuffer,
-                     ReplayError)
+                     ReplayError, ReplayStateError)
+from fastdqn.feeder import Feeder
+from fastdqn.kernels import priority as kp
 from reference_nstep import NStepReference
 from test_replay import EVENTS, FakeEnvs, obs_shape
 
@@ -245,3 +249,50 @@ def test_load_refuses_tampered_priorities(where, value, tmp_path):
     (tmp_path / "per.bin").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt"):
         PrioritizedReplayBuffer.load(tmp_path / "per.bin")
+
+
+def test_a_call_beside_another_is_refused_and_changes_nothing(monkeypatch, tmp_path):
+    """Prioritized calls must not overlap: one made while another thread is inside a sample
+    raises ReplayStateError before touching anything."""
+    buf = make()
+    stream_into(buf, [], 20)
+    inside, release = threading.Event(), threading.Event()
+    real = kp.sample
+
+    def held(*args):
+        real(*args)
+        inside.set()
+        release.wait(30)
+
+    monkeypatch.setattr(kp, "sample", held)
+    thread = threading.Thread(target=buf.sample, args=(4,))
+    thread.start()
+    try:
+        assert inside.wait(30)
+        buf.save(tmp_path / "before.bin")
+        obs = np.zeros((2, *obs_shape(K, np.uint8)), np.uint8)
+        no = np.zeros(2, bool)
+        with pytest.raises(ReplayStateError, match="add: another thread.*settle"):
+            buf.add(obs, obs, np.zeros(2, np.int64), np.zeros(2, np.float32), no, no)
+        with pytest.raises(ReplayStateError, match="update_priorities: another thread"):
+            buf.update_priorities(np.zeros(1, np.int64), np.ones(1))
+        with pytest.raises(ReplayStateError, match="draw: another thread"):
+            buf.sample(2)
+    finally:
+        release.set()
+        thread.join()
+    buf.save(tmp_path / "after.bin")
+    assert (tmp_path / "before.bin").read_bytes() == (tmp_path / "after.bin").read_bytes()
+
+
+def test_feeder_hands_out_prioritized_batches():
+    buf = make()
+    stream_into(buf, [], 20)
+    with Feeder(buf, 4) as feeder:
+        for _ in range(3):
+            batch = feeder.next()
+            feeder.settle()
+            assert isinstance(batch, PrioritizedBatch) and batch.frames is not None
+            np.testing.assert_array_equal(batch.weight, buf.gather(batch.index).weight)
+            np.testing.assert_array_equal(batch.obs, buf.gather(batch.index).obs)
+            stream_into(buf, [], 1, seed=len(buf))

@@ -9,6 +9,7 @@ import pytest
 
 from fastdqn import ReplayBatch, ReplayBuffer, ReplayError
 from fastdqn.batch import FIELDS
+from reference_nstep import NStepReference
 from test_replay import gathers
 
 K = 4
@@ -67,6 +68,30 @@ def rows(batch: ReplayBatch):
                   batch.terminated[b])
 
 
+def nstep_rows(batch: ReplayBatch):
+    for b, k in enumerate(rows(batch)):
+        yield k + (float(batch.discount[b]),)
+
+
+def nstep_keys(stream: list[dict], n: int, gamma: float, passes: int = 2) -> set:
+    """Keys of every n-step transition of ``stream`` added ``passes`` times in a row, from
+    the hand-built windows of reference_nstep (its ring large enough to keep them all)."""
+    num_envs = stream[0]["obs"].shape[0]
+    ref = NStepReference(10 * passes * len(stream) * num_envs, num_envs, K, n, gamma)
+    for kwargs in stream * passes:
+        for e in range(num_envs):
+            ref.add(e, *(kwargs[name][e] for name in ("obs", "next_obs", "action", "reward",
+                                                      "terminated", "truncated", "valid")))
+    return {key(*w[:5]) + (float(w[5]),) for w in ref.closed().values()}
+
+
+def test_window_batches_need_one_step():
+    buf = ReplayBuffer(64, (K, *FRAME), 2, frame_stack=K, n_step=3, seed=0)
+    assert not buf.window_batches
+    with pytest.raises(ReplayError, match="window: expected window=False for n_step=3.*n_step=1"):
+        buf.make_batch(4, window=True)
+
+
 def test_window_batch_is_views_of_one_frames_array():
     buf = ReplayBuffer(64, (K, *FRAME), 2, frame_stack=K, seed=0)
     batch = buf.make_batch(5, window=True)
@@ -113,17 +138,24 @@ def test_window_errors_name_the_fix():
         buf.sample(3, out=window)
 
 
-def test_rows_an_add_overwrote_between_draw_and_fill_are_drawn_again():
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_rows_an_add_overwrote_between_draw_and_fill_are_drawn_again(n_step):
     """``draw``, adds, then ``fill``: what a background copy meets when adds run beside it.
-    Every row must be a transition still in the buffer after the adds."""
+    Every row must be a transition (an n-step one: its whole window) still in the buffer
+    after the adds."""
     num_envs, B = 2, 16
     stream, keys = stamped_stream(num_envs, 400)
-    buf = ReplayBuffer(num_envs * 12, (K, *FRAME), num_envs, frame_stack=K, seed=3)
+    row_keys = rows
+    if n_step > 1:
+        keys, row_keys = nstep_keys(stream, n_step, 0.9, passes=1), nstep_rows
+    buf = ReplayBuffer(num_envs * 12, (K, *FRAME), num_envs, frame_stack=K, n_step=n_step,
+                       gamma=0.9, seed=3)
     redrawn = 0
     for t, kwargs in enumerate(stream[:60]):
         buf.add(**kwargs)
     for t in range(60, 400, 4):
-        out = buf.draw(B, buf.make_batch(B, window=t % 8 == 0))
+        size = min(B, len(buf))  # open n-step windows leave fewer sampleable
+        out = buf.draw(size, buf.make_batch(size, window=buf.window_batches and t % 8 == 0))
         drawn = out.index.copy()
         for kwargs in stream[t:t + 4]:
             buf.add(**kwargs)
@@ -132,23 +164,25 @@ def test_rows_an_add_overwrote_between_draw_and_fill_are_drawn_again():
         valid = buf.gather(out.index)  # raises unless each row is still a stored transition
         for name in ReplayBatch._fields:
             np.testing.assert_array_equal(getattr(out, name), getattr(valid, name))
-        assert all(k in keys for k in rows(out))
+        assert all(k in keys for k in row_keys(out))
     assert redrawn > 0, "no row was ever overwritten: the test does not exercise the redraw"
 
 
-def race(buf: ReplayBuffer, stream: list[dict], keys: dict, rounds: int, batch_size: int) -> int:
+def race(buf: ReplayBuffer, stream: list[dict], keys, rounds: int, batch_size: int,
+         row_keys=rows) -> int:
     """Add ``stream`` ``rounds`` times in this thread while another samples; check every
-    sampled row in the sampler thread against ``keys``. Returns how many batches it took."""
+    sampled row's ``row_keys`` in the sampler thread against ``keys``. Returns how many
+    batches it took."""
     stop = threading.Event()
     failures: list[str] = []
     batches = [0]
 
     def sampler():
-        outs = [buf.make_batch(batch_size), buf.make_batch(batch_size, window=True)]
+        outs = [buf.make_batch(batch_size), buf.make_batch(batch_size, window=buf.window_batches)]
         try:
             while not stop.is_set() and not failures:
                 out = buf.sample(batch_size, out=outs[batches[0] % 2])
-                for b, k in enumerate(rows(out)):
+                for b, k in enumerate(row_keys(out)):
                     if k not in keys:
                         failures.append(f"batch {batches[0]} row {b} (id {out.index[b]}) is no "
                                         f"added transition")
@@ -176,6 +210,17 @@ def test_background_sampling_beside_add_returns_only_added_transitions():
     stream, keys = stamped_stream(4, 500, seed=5)
     buf = ReplayBuffer(4 * 30, (K, *FRAME), 4, frame_stack=K, seed=5)
     batches = race(buf, stream, keys, rounds=30, batch_size=64)  # 15,000 adds of 4 envs
+    assert batches > 20, f"the sampler ran only {batches} batches beside the adds"
+
+
+def test_background_nstep_sampling_beside_add_returns_only_whole_windows():
+    """Each sampled n-step row (obs, the stack m steps on, the discounted sum, the discount)
+    must be a window the stream really holds: no frame or step of it overwritten meanwhile."""
+    n, gamma = 3, 0.9
+    stream, _ = stamped_stream(4, 500, seed=7)
+    buf = ReplayBuffer(4 * 30, (K, *FRAME), 4, frame_stack=K, n_step=n, gamma=gamma, seed=7)
+    batches = race(buf, stream, nstep_keys(stream, n, gamma), rounds=30, batch_size=64,
+                   row_keys=nstep_rows)
     assert batches > 20, f"the sampler ran only {batches} batches beside the adds"
 
 

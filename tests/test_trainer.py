@@ -16,6 +16,7 @@ import pytest
 from fastdqn.checkpoint import load_checkpoint
 from fastdqn.config import TrainConfig, linear_schedule
 from fastdqn.envs import env_info, make_envs
+from fastdqn.errors import ConfigError
 from fastdqn.learner import Learner
 from fastdqn.networks import MLP
 from fastdqn.replay import ReplayBuffer
@@ -31,6 +32,15 @@ def fastdqn(*args):
 def records(run_dir):
     with open(run_dir / "metrics.jsonl") as f:
         return [json.loads(line) for line in f]
+
+
+def test_buffer_and_learner_must_share_gamma():
+    """The learner bootstraps with the batch's discount, which the buffer computes from its gamma."""
+    info = env_info("CartPole-v1")
+    buffer = ReplayBuffer(100, info.obs_shape, 2, obs_dtype=info.obs_dtype, gamma=0.9, seed=0)
+    learner = Learner(MLP(4, 2), compile=False, gamma=0.99)
+    with pytest.raises(ConfigError, match=r"buffer: expected gamma 0.99 .* got 0.9; build the buffer with gamma=0.99"):
+        Trainer(make_envs("CartPole-v1", 2, seed=0), buffer, learner, TrainConfig(env_id="CartPole-v1", num_envs=2))
 
 
 @pytest.mark.parametrize("num_envs", [3, 8])
