@@ -106,3 +106,28 @@ def test_a_header_that_is_not_an_object_is_refused(saved):
     write_parts(saved, magic, [1, 2, 3], body)
     with pytest.raises(CheckpointError, match="header"):
         ReplayBuffer.load(saved)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("kind", "PrioritizedReplayBuffer", "holds a 'PrioritizedReplayBuffer', not a ReplayBuffer"),
+    ("options", "n_step=1", "options: expected a JSON object"),
+    ("options", {}, "options: expected a JSON object with the keys"),
+    ("options", {"n_step": 1}, "options: expected a JSON object with the keys"),
+    ("options", {"n_step": 1, "gamma": 0.99, "alpha": 0.6}, "options: expected a JSON object"),
+    ("options", {"n_step": 0, "gamma": 0.99}, "n_step: expected an int >= 1"),
+    ("options", {"n_step": 1, "gamma": 1.5}, "gamma: expected a number in"),
+])
+def test_a_bad_kind_or_option_is_refused(saved, field, value, match):
+    magic, header, body = read_parts(saved)
+    header[field] = value
+    write_parts(saved, magic, header, body)
+    with pytest.raises(CheckpointError, match=match):
+        ReplayBuffer.load(saved)
+
+
+def test_a_file_from_before_the_options_loads_with_the_defaults(saved):
+    magic, header, body = read_parts(saved)
+    assert header.pop("options") == {"n_step": 1, "gamma": 0.99} and header.pop("kind") == "ReplayBuffer"
+    write_parts(saved, magic, header, body)
+    buf = ReplayBuffer.load(saved)
+    assert (buf.n_step, buf.gamma, len(buf)) == (1, 0.99, 2)
