@@ -31,9 +31,12 @@ def _window(info, term_s, count, n, e, a):
         s = j % L
         if term_s[e, s] or (info[e, s] & WINDOW_END) or m == n:
             return m, True
+        if j + 1 >= count[e] - 1:
+            # j's next frame is the env's newest slot: its next step may continue it. Stop
+            # before reading that slot's flags, which an add running beside a sampler sets.
+            return m, False
         if not (info[e, (j + 1) % L] & HAS_TRANSITION):
-            # Slot j + 1 holds j's next frame; only the newest one may still be continued.
-            return m, j + 1 < count[e] - 1
+            return m, True  # slot j + 1 holds only j's next frame: the next step started anew
         j += 1
         m += 1
 

@@ -197,7 +197,7 @@ def test_window_figures_on_atari_frames(tmp_path):
         assert figures[name]["value"] > 0
     buf = ReplayBuffer(64, (4, 84, 84), 2, frame_stack=4)
     frame = 84 * 84
-    scalars = 32 * (8 + 4 + 1 + 8)
+    scalars = 32 * (8 + 4 + 1 + 4 + 8)  # action, reward, terminated, discount, index
     assert bench.batch_traffic(buf.make_batch(32), 4) == (32 * 5 * frame + scalars,
                                                           32 * 8 * frame + scalars)
     assert bench.batch_traffic(buf.make_batch(32, window=True), 4) == (32 * 5 * frame + scalars,

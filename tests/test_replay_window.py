@@ -73,12 +73,12 @@ def nstep_rows(batch: ReplayBatch):
         yield k + (float(batch.discount[b]),)
 
 
-def nstep_keys(stream: list[dict], n: int, gamma: float, passes: int = 2) -> set:
-    """Keys of every n-step transition of ``stream`` added ``passes`` times in a row, from
-    the hand-built windows of reference_nstep (its ring large enough to keep them all)."""
-    num_envs = stream[0]["obs"].shape[0]
-    ref = NStepReference(10 * passes * len(stream) * num_envs, num_envs, K, n, gamma)
-    for kwargs in stream * passes:
+def nstep_keys(steps: list[dict], n: int, gamma: float) -> set:
+    """Keys of every n-step transition of ``steps`` added in order, from the hand-built
+    windows of reference_nstep (its ring large enough to keep them all)."""
+    num_envs = steps[0]["obs"].shape[0]
+    ref = NStepReference(10 * len(steps) * num_envs, num_envs, K, n, gamma)
+    for kwargs in steps:
         for e in range(num_envs):
             ref.add(e, *(kwargs[name][e] for name in ("obs", "next_obs", "action", "reward",
                                                       "terminated", "truncated", "valid")))
@@ -147,7 +147,7 @@ def test_rows_an_add_overwrote_between_draw_and_fill_are_drawn_again(n_step):
     stream, keys = stamped_stream(num_envs, 400)
     row_keys = rows
     if n_step > 1:
-        keys, row_keys = nstep_keys(stream, n_step, 0.9, passes=1), nstep_rows
+        keys, row_keys = nstep_keys(stream, n_step, 0.9), nstep_rows
     buf = ReplayBuffer(num_envs * 12, (K, *FRAME), num_envs, frame_stack=K, n_step=n_step,
                        gamma=0.9, seed=3)
     redrawn = 0
@@ -170,9 +170,9 @@ def test_rows_an_add_overwrote_between_draw_and_fill_are_drawn_again(n_step):
 
 def race(buf: ReplayBuffer, stream: list[dict], keys, rounds: int, batch_size: int,
          row_keys=rows) -> int:
-    """Add ``stream`` ``rounds`` times in this thread while another samples; check every
-    sampled row's ``row_keys`` in the sampler thread against ``keys``. Returns how many
-    batches it took."""
+    """Add the first quarter of ``stream``, then ``stream`` ``rounds`` times in this thread
+    while another samples; check every sampled row's ``row_keys`` in the sampler thread
+    against ``keys``. Returns how many batches it took."""
     stop = threading.Event()
     failures: list[str] = []
     batches = [0]
@@ -219,7 +219,9 @@ def test_background_nstep_sampling_beside_add_returns_only_whole_windows():
     n, gamma = 3, 0.9
     stream, _ = stamped_stream(4, 500, seed=7)
     buf = ReplayBuffer(4 * 30, (K, *FRAME), 4, frame_stack=K, n_step=n, gamma=gamma, seed=7)
-    batches = race(buf, stream, nstep_keys(stream, n, gamma), rounds=30, batch_size=64,
+    # What race adds; later rounds repeat the second one's windows.
+    steps = stream[:len(stream) // 4] + stream * 2
+    batches = race(buf, stream, nstep_keys(steps, n, gamma), rounds=30, batch_size=64,
                    row_keys=nstep_rows)
     assert batches > 20, f"the sampler ran only {batches} batches beside the adds"
 
