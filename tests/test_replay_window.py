@@ -9,6 +9,7 @@ import pytest
 
 from fastdqn import ReplayBatch, ReplayBuffer, ReplayError
 from fastdqn.batch import FIELDS
+from fastdqn.feeder import Feeder
 from reference_nstep import NStepReference
 from test_replay import gathers
 
@@ -90,6 +91,15 @@ def test_window_batches_need_one_step():
     assert not buf.window_batches
     with pytest.raises(ReplayError, match="window: expected window=False for n_step=3.*n_step=1"):
         buf.make_batch(4, window=True)
+    for kwargs in stamped_stream(2, 30)[0]:
+        buf.add(**kwargs)
+    with Feeder(buf, 4) as feeder:  # picks stacked batches for this buffer
+        batch = feeder.next()
+        feeder.settle()
+        assert not feeder.window and batch.frames is None
+        same = buf.gather(batch.index)
+        for name in ReplayBatch._fields:
+            np.testing.assert_array_equal(getattr(batch, name), getattr(same, name))
 
 
 def test_window_batch_is_views_of_one_frames_array():
