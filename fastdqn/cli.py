@@ -1,4 +1,4 @@
-"""The ``fastdqn`` command: ``train``, ``eval`` and ``bench``.
+"""The ``fastdqn`` command: ``train``, ``eval``, ``bench`` and ``plot``.
 
 Flags are generated from ``TrainConfig``'s fields (CleanRL's names and units). They
 default to None here; ``make_config`` fills in the preset of the environment's kind, so
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastdqn", description="Fast DQN on batched EnvPool environments.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,bench,plot}")
 
     train = sub.add_parser(
         "train", help="train a DQN agent",
@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         bench_module.add_arguments(bench)
         bench.set_defaults(handler=bench_module.run)
+
+    import fastdqn.plot as plot_module
+
+    plot = sub.add_parser("plot", help="draw learning curves and aggregate scores of runs or sweeps",
+                          description=plot_module.DESCRIPTION)
+    plot_module.add_arguments(plot)
+    plot.set_defaults(handler=plot_module.run)
     return parser
 
 
