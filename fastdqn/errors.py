@@ -30,3 +30,11 @@ class CheckpointError(FastDQNError, RuntimeError):
 
 class BatchError(FastDQNError, ValueError, TypeError):
     """A batch handed to the learner has the wrong fields, shape, dtype, size or values."""
+
+
+class RunError(FastDQNError, RuntimeError):
+    """A training run started by ``fastdqn sweep`` failed or was killed."""
+
+
+class DependencyError(FastDQNError, ImportError):
+    """An optional dependency that the requested feature needs is not installed."""

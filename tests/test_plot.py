@@ -12,6 +12,7 @@ from matplotlib.image import imread
 
 from fastdqn.cli import main
 from fastdqn.measure import Figure, write_json
+from reference_stats import reference_iqm, reference_percentile
 
 # Final evaluation scores per game and seed; Pong has 4 seeds, Breakout 3.
 FINAL = {"Pong-v5": [-20.7, -5.0, 3.0, 14.6], "Breakout-v5": [1.7, 30.5, 88.1]}
@@ -43,20 +44,6 @@ def sweep(tmp_path_factory):
     for seed, score in CARTPOLE.items():
         write_run(root / "runs" / f"CartPole-v1__{seed}", "CartPole-v1", seed, score, 500.0)
     return root
-
-
-def reference_iqm(values) -> float:
-    xs = sorted(values)
-    k = len(xs) // 4
-    return sum(xs[k: len(xs) - k]) / (len(xs) - 2 * k)
-
-
-def reference_percentile(values, q: float) -> float:
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def panel_spread(image, rows, cols, inset=0.1):

@@ -9,23 +9,7 @@ import pytest
 
 from fastdqn.errors import ConfigError
 from fastdqn.stats import bootstrap_mean, iqm, mean, smooth, stratified_bootstrap
-
-
-def reference_iqm(values) -> float:
-    """Mean of the sorted values with floor(n/4) dropped at each end, in plain Python."""
-    xs = sorted(float(v) for v in values)
-    k = len(xs) // 4
-    kept = xs[k: len(xs) - k]
-    return sum(kept) / len(kept)
-
-
-def reference_percentile(values, q: float) -> float:
-    """Linear-interpolation percentile (NumPy's default method), in plain Python."""
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+from reference_stats import reference_iqm, reference_percentile
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 9, 10, 11, 40, 41])
