@@ -230,8 +230,6 @@ def write_sweep_json(folder: Path, settings: SweepSettings, runs: dict) -> None:
     atomic_write(folder / SWEEP_NAME, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2) + "\n"))
 
 
-
-
 # ---- the driver -------------------------------------------------------------------------------
 
 
@@ -323,7 +321,9 @@ def _start_ray(ray, address: str | None) -> None:
         # Runs exchange no data through Ray: a small object store leaves the memory to replay
         # buffers. Errors only: the instance lives and dies with this command, so Ray's
         # notes on setting up a long-lived cluster (e.g. its auth token) do not apply.
-        ray.init(num_cpus=os.cpu_count(), object_store_memory=200 * 2**20, logging_level=logging.ERROR, **common)
+        # address "local": a new instance even where RAY_ADDRESS names a cluster.
+        ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=200 * 2**20,
+                 logging_level=logging.ERROR, **common)
         return
     try:
         ray.init(address=address, logging_level=logging.WARNING, **common)
@@ -354,11 +354,11 @@ class _Driver:
     def __init__(self, ray, settings: SweepSettings, folder: Path, runs: dict, starts: dict) -> None:
         self.ray, self.settings, self.folder, self.runs, self.starts = ray, settings, folder, runs, starts
         self.stop_signal: int | None = None
-        self._steps: dict[str, int] = {}
+        self._steps = {name: last_step(self._paths(name)["run"]) for name in runs}
         self._started = time.monotonic()
-        self._rate_mark = (self._started, 0)
-        self._rate = 0.0
+        self._baseline = sum(self._steps.values())  # trained before this sweep started (resumed runs)
         self._shown = ""
+        self._printed = self._started
         self._tty = sys.stderr.isatty()
 
     def run(self) -> int:
@@ -432,19 +432,19 @@ class _Driver:
                   for s in (FINISHED, RUNNING, QUEUED, FAILED, STOPPED)}
         total = sum(self._steps.values())
         now = time.monotonic()
-        then, before = self._rate_mark
-        if now - then >= 5.0:  # steps/s over the last ~5 s
-            self._rate, self._rate_mark = (total - before) / (now - then), (now, total)
+        # Runs flush their logs in blocks, so steps/s over a short window would jump about:
+        # the average since the sweep started is steadier.
+        rate = (total - self._baseline) / max(now - self._started, 1e-9)
         states = (f"{counts[FINISHED]}/{len(self.runs)} finished, {counts[RUNNING]} running, "
                   f"{counts[QUEUED]} queued, {counts[FAILED]} failed"
                   + (f", {counts[STOPPED]} stopped" if counts[STOPPED] else ""))
-        line = f"sweep: {states} | {total:,} env steps, {self._rate:,.0f} steps/s"
+        line = f"sweep: {states} | {total:,} env steps, {rate:,.0f} steps/s"
         if final:
-            elapsed = now - self._started
-            line = f"sweep: {states} | {total:,} env steps in {elapsed:,.0f} s, {total / max(elapsed, 1e-9):,.0f} steps/s"
+            line += f" over {now - self._started:,.0f} s"
         if self._tty:
             print("\r" + line.ljust(len(self._shown)), end="\n" if final else "", file=sys.stderr, flush=True)
             self._shown = line
-        elif states != self._shown or final:  # a log file gets a line when a run changes state
+        elif states != self._shown or final or now - self._printed >= 60:
+            # Not a terminal (a log file): a line when a run changes state, else once a minute.
             print(line, file=sys.stderr, flush=True)
-            self._shown = states
+            self._shown, self._printed = states, now
