@@ -27,6 +27,9 @@ from pathlib import Path
 from fastdqn.atomic import atomic_write
 from fastdqn.errors import RunError
 
+# fastdqn.checkpoint.CHECKPOINT_NAME, named here so that the Ray worker does not import
+# torch (seconds on a small machine) only to look for a file.
+CHECKPOINT_FILE = "checkpoint.pt"
 # Run states, as sweep.json records them.
 QUEUED, RUNNING, FINISHED, FAILED, STOPPED = "queued", "running", "finished", "failed", "stopped"
 
@@ -44,12 +47,10 @@ def run_training(run_dir: str, log_path: str, status_path: str, stop_path: str,
     STOPPED after the stop file appeared (the child saved a checkpoint). Raises ``RunKilled``
     when the child died from a signal (Ray retries), ``RunError`` for any other failure.
     """
-    from fastdqn.checkpoint import CHECKPOINT_NAME
-
     run = Path(run_dir)
     if os.path.exists(stop_path):  # the sweep was stopped while this run waited for CPUs
         return STOPPED
-    if (run / CHECKPOINT_NAME).exists():
+    if (run / CHECKPOINT_FILE).exists():
         argv = ["train", "--resume", str(run)]
     else:
         # A start that died before its first checkpoint left nothing to resume; its

@@ -50,6 +50,13 @@ def test_train_flags_parse_back_to_the_same_values():
     assert {name: getattr(args, name) for name in overrides} == overrides
 
 
+def test_the_task_looks_for_the_checkpoint_file_train_writes():
+    from fastdqn.checkpoint import CHECKPOINT_NAME
+    from fastdqn.sweep_task import CHECKPOINT_FILE
+
+    assert CHECKPOINT_FILE == CHECKPOINT_NAME
+
+
 def test_threads_follow_the_cpus_reserved():
     settings = SweepSettings(("CartPole-v1", "Breakout-v5"), (1, 2), ("--total-timesteps", "100"), 3.5, 0.0, 3)
     starts = start_commands(settings)
@@ -312,3 +319,19 @@ def test_stopped_sweep_resumes_and_skips_finished_runs(tmp_path):
     train_steps = [r["global_step"] for r in records(sweep / "runs" / stopped) if "sps" in r]
     assert train_steps == sorted(set(train_steps)) and saved in train_steps
     assert np.isfinite(json.loads((sweep / "summary.json").read_text())["envs"][0]["eval_mean"])
+
+
+def test_a_run_that_fails_is_reported_not_retried(tmp_path):
+    """A run that fastdqn train refuses (exit 2: a buffer larger than RAM) fails once, and
+    the sweep says why and exits 1."""
+    needs_ray()
+    sweep = tmp_path / "sw"
+    result = subprocess.run(fastdqn("sweep", "--env-ids", "CartPole-v1", "--seeds", 1, "--sweep-dir", sweep,
+                                    "--buffer-size", 10**13, "--max-retries", 2),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr + result.stdout
+    run = sweep_runs(sweep)["CartPole-v1__1"]
+    assert run["state"] == "failed" and run["attempts"] == 1, run
+    assert "exited with status 2" in run["error"] and "--buffer-size" in run["error"]
+    assert f"failed: CartPole-v1__1: {run['error']}" in result.stderr
+    assert len(attempts(sweep / "logs" / "CartPole-v1__1.log")) == 1
