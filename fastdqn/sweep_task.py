@@ -87,7 +87,8 @@ def run_training(run_dir: str, log_path: str, status_path: str, stop_path: str,
                     stopping = True
     if code == 0:
         return FINISHED
-    if stopping and code in (130, 143):
+    # 130/143: stopped with a checkpoint; 3: stopped before there was anything to save.
+    if stopping and code in (130, 143, 3):
         return STOPPED
     if code < 0:
         raise RunKilled(f"{run.name}: fastdqn train was killed by {signal.Signals(-code).name} "
