@@ -12,6 +12,8 @@ from matplotlib.image import imread
 
 from fastdqn.cli import main
 from fastdqn.measure import Figure, write_json
+
+from cli_errors import fails
 from reference_stats import reference_iqm, reference_percentile
 
 # Final evaluation scores per game and seed; Pong has 4 seeds, Breakout 3.
@@ -122,19 +124,11 @@ def test_bench_figures_against_their_ceilings(tmp_path):
     assert panel_spread(image, 1, 1)[0][0] > 1e-3
 
 
-def fails(argv, capsys, *expected):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fastdqn: error: "), err
-    for text in expected:
-        assert text in err[0], err[0]
-
-
 def test_bad_plot_input(sweep, tmp_path, capsys):
-    fails(["plot", str(sweep), "-o", str(tmp_path / "x.gif")], capsys, "--output", ".png")
-    fails(["plot", "-o", str(tmp_path / "x.png")], capsys, "neither")
-    fails(["plot", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "x.png")], capsys, "nothing-here")
-    fails(["plot", str(sweep), "-o", str(tmp_path / "no" / "x.png")], capsys, "does not exist")
+    fails(["plot", str(sweep), "-o", str(tmp_path / "x.gif")], capsys, tmp_path, "--output", ".png")
+    fails(["plot", "-o", str(tmp_path / "x.png")], capsys, tmp_path, "neither")
+    fails(["plot", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "x.png")], capsys, tmp_path, "nothing-here")
+    fails(["plot", str(sweep), "-o", str(tmp_path / "no" / "x.png")], capsys, tmp_path, "does not exist")
     fails(["plot", "--bench", str(sweep / "runs" / "CartPole-v1__1" / "config.json"), "-o", str(tmp_path / "b.png")],
-          capsys, "--bench")
+          capsys, tmp_path, "--bench")
     assert not list(tmp_path.glob("*.png"))

@@ -9,6 +9,7 @@ import pytest
 
 from fastdqn.errors import ConfigError
 from fastdqn.stats import bootstrap_mean, iqm, mean, smooth, stratified_bootstrap
+
 from reference_stats import reference_iqm, reference_percentile
 
 

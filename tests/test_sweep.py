@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 
 from fastdqn.checkpoint import load_checkpoint
-from fastdqn.cli import build_parser, main
+from fastdqn.cli import build_parser
 from fastdqn.sweep import SweepSettings, start_commands, train_flags
+
+from cli_errors import fails
 
 # Tiny runs: learning starts early, two evaluation games, a checkpoint every 500 steps.
 SHORT = ["--learning-starts", "500", "--eval-episodes", "2", "--checkpoint-every", "500", "--log-every", "500"]
@@ -82,18 +84,6 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def fails(argv, capsys, workdir, *expected):
-    """main(argv) exits 2 with one line naming `expected`, and creates no file."""
-    before = sorted(str(p) for p in workdir.rglob("*"))
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fastdqn: error: "), err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    assert sorted(str(p) for p in workdir.rglob("*")) == before, "a bad input created files"
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,6 +126,7 @@ def test_sweep_folder_and_resume_rules(capsys, workdir):
     fails(["sweep", "--resume", "sw", "--seeds", "3"], capsys, workdir, "--seeds", "sweep.json")
     fails(["sweep", "--resume", "sw", "--learning-rate", "0.1"], capsys, workdir, "--learning-rate")
     fails(["sweep"], capsys, workdir, "--sweep-dir")
+    assert [p.name for p in (workdir / "sw").iterdir()] == ["something"]
 
 
 def test_missing_ray_is_one_clear_line(capsys, workdir, monkeypatch):
