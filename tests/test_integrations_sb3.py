@@ -26,11 +26,10 @@ from stable_baselines3 import DQN  # noqa: E402
 from stable_baselines3.common.atari_wrappers import (  # noqa: E402
     ClipRewardEnv, EpisodicLifeEnv, FireResetEnv, MaxAndSkipEnv, NoopResetEnv)
 from stable_baselines3.common.buffers import ReplayBuffer as SB3Buffer  # noqa: E402
-from stable_baselines3.common.env_util import make_atari_env  # noqa: E402
-from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage  # noqa: E402
 
 from fastdqn.errors import ReplayError  # noqa: E402
 from fastdqn.integrations.sb3 import SB3ReplayBuffer, detect_frame_stack  # noqa: E402
+from fastdqn.integrations.sb3_stream import atari_vec_env, record_sb3_stream  # noqa: E402
 
 gym.register_envs(ale_py)
 
@@ -38,36 +37,13 @@ ENV_ID = "BreakoutNoFrameskip-v4"
 STACK = (4, 84, 84)
 
 
-def sb3_atari_envs(n_envs: int, seed: int, max_frames: int):
-    """What SB3's DQN sees: make_atari_env + VecFrameStack, transposed to (4, 84, 84)."""
-    env = make_atari_env(ENV_ID, n_envs=n_envs, seed=seed,
-                         env_kwargs=dict(max_episode_steps=max_frames))
-    return VecTransposeImage(VecFrameStack(env, n_stack=4))
-
-
-def record_sb3_stream(n_envs: int, steps: int, seed: int = 0, max_frames: int = 600) -> list[dict]:
-    """Random play, stored the way SB3's ``_store_transition`` stores it: the terminal
-    observation replaces the auto-reset one in ``next_obs`` for done envs."""
-    env = sb3_atari_envs(n_envs, seed, max_frames)
-    rng = np.random.default_rng(seed)
-    obs = env.reset()
-    stream = []
-    for _ in range(steps):
-        action = rng.integers(0, env.action_space.n, n_envs)
-        new_obs, reward, done, infos = env.step(action)
-        next_obs = new_obs.copy()
-        for i in np.flatnonzero(done):
-            next_obs[i] = infos[i]["terminal_observation"]
-        stream.append(dict(obs=obs.copy(), next_obs=next_obs, action=action, reward=reward.astype(np.float32),
-                           done=done.copy(), infos=[dict(i) for i in infos]))
-        obs = new_obs
-    env.close()
-    return stream
-
-
 @pytest.fixture(scope="module")
 def sb3_stream() -> list[dict]:
-    return record_sb3_stream(n_envs=2, steps=500)
+    """Random play on 2 envs, episodes capped at 600 frames: resets, life losses, truncations."""
+    env = atari_vec_env(ENV_ID, n_envs=2, seed=0, max_frames=600)
+    stream = record_sb3_stream(env, np.random.default_rng(0).integers(0, 4, (500, 2)))
+    env.close()
+    return stream
 
 
 def truncated_flags(step) -> np.ndarray:
@@ -185,7 +161,7 @@ def one_torch_thread():
 
 
 def test_sb3_dqn_trains_and_round_trips_its_buffer(tmp_path, one_torch_thread):
-    env = sb3_atari_envs(n_envs=2, seed=0, max_frames=10_000)
+    env = atari_vec_env(ENV_ID, n_envs=2, seed=0)
     model = DQN("CnnPolicy", env, buffer_size=4000, learning_starts=1000, batch_size=32, train_freq=16,
                 target_update_interval=200, exploration_initial_eps=1.0, exploration_final_eps=1.0,
                 replay_buffer_class=SB3ReplayBuffer, device="cpu", seed=0)

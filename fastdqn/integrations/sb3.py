@@ -152,18 +152,22 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         if continues.all():
             raise error
         broken = ~continues
-        for i in np.flatnonzero(broken & timeout):
-            raise ReplayError(f"next_obs: row {i} is a time-limit truncation, so its target "
-                              f"bootstraps from next_obs, but next_obs[{i}] does not continue obs[{i}]; "
-                              f"pass the real final observation (SB3: infos[i]['terminal_observation'])"
-                              ) from error
-        starts = (next_obs[:, 0] == next_obs[:, 1]).reshape(n, -1).all(axis=1) | ~next_obs[:, 0].reshape(n, -1).any(axis=1)
+        bad = np.flatnonzero(broken & timeout)
+        if bad.size:
+            raise ReplayError(f"next_obs: row {bad[0]} is a time-limit truncation, so its target "
+                              f"bootstraps from next_obs, but next_obs[{bad[0]}] does not continue "
+                              f"obs[{bad[0]}]; pass the real final observation (SB3: "
+                              f"infos[i]['terminal_observation'])") from error
+        first = next_obs[:, 0].reshape(n, -1)
+        starts = (first == next_obs[:, 1].reshape(n, -1)).all(axis=1) | ~first.any(axis=1)
         resets = broken & ~terminated
-        for i in np.flatnonzero(resets & ~starts):
-            raise ReplayError(f"next_obs: row {i} is not done, yet next_obs[{i}] neither continues "
-                              f"obs[{i}] shifted by one frame nor starts a new stack; the observations "
-                              f"do not look like stacks of {k} frames on the first axis: pass "
-                              f"frame_stack=1 (SB3: replay_buffer_kwargs=dict(frame_stack=1))") from error
+        bad = np.flatnonzero(resets & ~starts)
+        if bad.size:
+            raise ReplayError(f"next_obs: row {bad[0]} is not done, yet next_obs[{bad[0]}] neither "
+                              f"continues obs[{bad[0]}] shifted by one frame nor starts a new stack; "
+                              f"the observations do not look like stacks of {k} frames on the first "
+                              f"axis: pass frame_stack=1 (SB3: replay_buffer_kwargs=dict(frame_stack=1))"
+                              ) from error
         ends = broken & terminated
         mended = next_obs.copy()
         mended[ends, :-1] = obs[ends, 1:]
