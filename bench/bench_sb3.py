@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=20_480, help="transitions sampled from ours")
     parser.add_argument("--env-steps", type=int, default=12_000, help="DQN env steps per run")
     parser.add_argument("--learning-starts", type=int, default=2_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="DQN runs per buffer (0: skip them)")
     parser.add_argument("--torch-threads", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -250,6 +250,8 @@ def main(argv=None) -> int:
     for name, checked, wrong, harmful in exactness(stream, args.stream_capacity, args.samples):
         print(f"| {name} | {checked:,} | {wrong:,} ({wrong / checked:.2%}) | {harmful:,} |")
 
+    if args.repeats < 1:
+        return 0
     settings = dict(env_steps=args.env_steps, n_envs=args.n_envs, buffer_size=args.capacity,
                     learning_starts=args.learning_starts)
     print(f"\nSB3 DQN CnnPolicy on {ENV_ID}, {settings}, train_freq 4, batch 32; median of {args.repeats}")

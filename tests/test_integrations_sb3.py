@@ -8,7 +8,6 @@ transition must be one of the recorded ones, field by field, and the same one th
 from __future__ import annotations
 
 import hashlib
-import io
 import pickle
 import tracemalloc
 
@@ -111,6 +110,10 @@ def test_same_transitions_as_sb3_at_the_same_place(sb3_stream):
     add_all(theirs, sb3_stream)
     add_all(ours, sb3_stream)
     assert (ours.pos, ours.full, ours.buffer_size) == (theirs.pos, theirs.full, theirs.buffer_size)
+    for a, b in zip(ours.sample(8), theirs.sample(8)):  # SB3's shapes, dtypes and device
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert (a.shape, a.dtype, a.device) == (b.shape, b.dtype, b.device)
 
     T = len(sb3_stream)
     window = index_stream(sb3_stream, T - rows)  # the rows SB3 still holds
