@@ -350,6 +350,26 @@ def test_vector_observations_are_stored_as_they_are():
         assert got["action"][b] == e and got["reward"][b] == e + 1 and got["done"][b] == 0.0
 
 
+def test_pos_full_size_and_reset_count_as_sb3_does():
+    space, actions = spaces.Box(-5, 5, (3,), np.float32), spaces.Discrete(2)
+    ours = SB3ReplayBuffer(10, space, actions, device="cpu", n_envs=2, seed=0)
+    theirs = SB3Buffer(10, space, actions, device="cpu", n_envs=2)
+    for t in range(8):
+        obs = np.full((2, 3), t, np.float32)
+        for rb in (ours, theirs):
+            rb.add(obs, obs + 1, np.array([0, 1]), np.zeros(2, np.float32), np.array([False, False]), [{}, {}])
+            assert (rb.pos, rb.full) == ((t + 1) % 5, t >= 4)
+    assert ours.size() == theirs.size() == 5 and len(ours) == 10
+    got = as_numpy(ours.sample(200))
+    assert set(got["obs"][:, 0].tolist()) == {3.0, 4.0, 5.0, 6.0, 7.0}  # the newest 5 per env
+    ours.reset()
+    assert (len(ours), ours.size(), ours.pos, ours.full) == (0, 0, 0, False)
+    ours.add(np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32), np.array([1, 0]),
+             np.ones(2, np.float32), np.array([True, False]), [{}, {}])
+    got = as_numpy(ours.sample(64))
+    assert set(got["done"].tolist()) == {0.0, 1.0} and np.array_equal(got["done"], got["action"])  # env 0: action 1, done
+
+
 def test_bad_input_is_refused():
     stack = spaces.Box(0, 255, STACK, np.uint8)
     with pytest.raises(ReplayError, match="action_space"):

@@ -35,14 +35,13 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from fastdqn.errors import ReplayError
 from fastdqn.integrations.replay_pickle import Streamed
-from fastdqn.kernels.replay import MAX_FRAME_STACK
 from fastdqn.replay import ReplayBuffer
 
 __all__ = ["SB3ReplayBuffer", "detect_frame_stack"]
 
 
 def detect_frame_stack(observation_space: spaces.Space) -> int:
-    """``k`` for a ``(k, H, W)`` uint8 stack of single-channel frames, else 1.
+    """``k`` for a ``(k, H, W)`` uint8 stack of single-channel frames (``k < min(H, W)``), else 1.
 
     ``k = 3`` is read as one RGB image (channel-first), not three stacked frames; pass
     ``frame_stack=3`` to say otherwise.
@@ -50,7 +49,8 @@ def detect_frame_stack(observation_space: spaces.Space) -> int:
     if not isinstance(observation_space, spaces.Box) or observation_space.dtype != np.uint8:
         return 1
     shape = observation_space.shape
-    if len(shape) == 3 and 2 <= shape[0] <= MAX_FRAME_STACK and shape[0] != 3 and min(shape[1:]) > 1:
+    # Channel-first and fewer frames than pixels on a side: (84, 84, 4) is channel-last.
+    if len(shape) == 3 and 2 <= shape[0] < min(shape[1:]) and shape[0] != 3:
         return shape[0]
     return 1
 
