@@ -100,6 +100,7 @@ def test_update_cpu_compiled_over_eager(benchmark, cpu_learners):
                                 compiled_over_eager=compiled / eager)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.benchmark(group="learner.update.cuda")
 @pytest.mark.parametrize("mode", ["eager", "compiled"])

@@ -1,7 +1,10 @@
 """Replay buffer speed and memory against a plain NumPy buffer that stores full stacks.
 
 Atari shape (84x84, stack 4), 8 envs, capacity 200k when timed (a tiny capacity under
---benchmark-disable). The NumPy baseline holds obs and next_obs stacks (about 11 GB at
+--benchmark-disable). Sampling is timed into stacked and window batches; each records the
+bytes it reads from memory and writes per batch beside this machine's memcpy bandwidth
+(a stacked batch reads 5 distinct frames per transition and writes 8, a window batch reads
+and writes 5, the NumPy baseline reads and writes 8). The NumPy baseline holds obs and next_obs stacks (about 11 GB at
 200k): it is created once for this module, its pages touched, and freed afterwards.
 """
 
@@ -130,8 +133,11 @@ def record(benchmark, transitions: int, nbytes: int, **extra) -> None:
     benchmark.extra_info["gb_per_s"] = round(nbytes / median / 1e9, 3)
 
 
-STEP_BYTES = 2 * NUM_ENVS * STACK * FRAME[0] * FRAME[1]  # obs + next_obs of one 8-env step
-BATCH_BYTES = 2 * BATCH * STACK * FRAME[0] * FRAME[1] + BATCH * (8 + 4 + 1 + 8)
+FRAME_BYTES = FRAME[0] * FRAME[1]
+STEP_BYTES = 2 * NUM_ENVS * STACK * FRAME_BYTES  # obs + next_obs of one 8-env step
+SCALAR_BYTES = BATCH * (8 + 4 + 1 + 8)
+BATCH_BYTES = 2 * BATCH * STACK * FRAME_BYTES + SCALAR_BYTES  # a stacked batch; NumPy's traffic
+WINDOW_BYTES = BATCH * (STACK + 1) * FRAME_BYTES + SCALAR_BYTES  # a window batch; frames read
 
 
 @pytest.mark.benchmark(group="replay.add")
@@ -172,6 +178,29 @@ def test_sample_fastdqn(benchmark, replay, baseline, capacity, full_size, memcpy
         ratios["speedup_vs_numpy_take_out_side_by_side"] = side_by_side(
             ours, lambda: baseline.sample_into(numpy_out))
     record(benchmark, BATCH, BATCH_BYTES, capacity=capacity, batch_size=BATCH, **ratios,
+           bytes_read_per_batch=WINDOW_BYTES, bytes_written_per_batch=BATCH_BYTES,
+           memcpy_gb_per_s=round(memcpy_gb_per_s, 2))
+
+
+@pytest.mark.benchmark(group="replay.sample")
+def test_sample_fastdqn_window(benchmark, replay, baseline, capacity, full_size, memcpy_gb_per_s):
+    buf, _ = replay
+    out = buf.make_batch(BATCH, window=True)
+    benchmark(buf.sample, BATCH, out=out)
+
+    def ours():
+        buf.sample(BATCH, out=out)
+
+    ratios = {}
+    if full_size:
+        numpy_out = buf.make_batch(BATCH)[:5]
+        ratios["speedup_vs_numpy_take_out_side_by_side"] = side_by_side(
+            ours, lambda: baseline.sample_into(numpy_out))
+        stacked = buf.make_batch(BATCH)
+        ratios["speedup_vs_stacked_side_by_side"] = side_by_side(
+            ours, lambda: buf.sample(BATCH, out=stacked))
+    record(benchmark, BATCH, WINDOW_BYTES, capacity=capacity, batch_size=BATCH, **ratios,
+           bytes_read_per_batch=WINDOW_BYTES, bytes_written_per_batch=WINDOW_BYTES,
            memcpy_gb_per_s=round(memcpy_gb_per_s, 2))
 
 
@@ -188,4 +217,5 @@ def test_sample_numpy_full_stack_take_out(benchmark, baseline, capacity, memcpy_
            np.empty(BATCH, np.int64), np.empty(BATCH, np.float32), np.empty(BATCH, bool))
     benchmark(baseline.sample_into, out)
     record(benchmark, BATCH, BATCH_BYTES, capacity=capacity, batch_size=BATCH,
+           bytes_read_per_batch=BATCH_BYTES, bytes_written_per_batch=BATCH_BYTES,
            memcpy_gb_per_s=round(memcpy_gb_per_s, 2))

@@ -20,7 +20,7 @@ from fastdqn.baselines import NaiveDQNLoop
 from fastdqn.config import TrainConfig
 from fastdqn.envs import env_info, make_envs
 from fastdqn.learner import Learner
-from fastdqn.networks import MLP, NatureCNN
+from fastdqn.networks import q_network_for
 from fastdqn.replay import ReplayBuffer
 from fastdqn.trainer import Trainer
 from benchutil import record_rate
@@ -38,12 +38,6 @@ def setting(full_size) -> dict:
                 compile=False)
 
 
-def q_network(info):
-    if len(info.obs_shape) == 3:
-        return NatureCNN(info.num_actions, frame_stack=info.frame_stack)
-    return MLP(info.obs_shape[0], info.num_actions)
-
-
 def config(setting, info, **overrides) -> TrainConfig:
     values = dict(env_id=setting["env_id"], num_envs=NUM_ENVS, buffer_size=setting["capacity"], batch_size=32,
                   train_frequency=4, target_network_frequency=1000, double_dqn=True, cuda=False,
@@ -57,7 +51,7 @@ def components(setting, compile: bool = False):
     info = env_info(setting["env_id"])
     buffer = ReplayBuffer(setting["capacity"], info.obs_shape, NUM_ENVS, obs_dtype=info.obs_dtype,
                           frame_stack=info.frame_stack, seed=0)
-    learner = Learner(q_network(info), compile=compile, batch_size=32, double_dqn=True, seed=0)
+    learner = Learner(q_network_for(info), compile=compile, batch_size=32, double_dqn=True, seed=0)
     return info, buffer, learner
 
 
@@ -99,7 +93,7 @@ def test_trainer_collect_random(benchmark, setting):
 @pytest.mark.benchmark(group="train.loop")
 def test_naive_loop(benchmark, setting):
     info = env_info(setting["env_id"])
-    loop = NaiveDQNLoop(make_envs(setting["env_id"], NUM_ENVS, seed=0), q_network(info),
+    loop = NaiveDQNLoop(make_envs(setting["env_id"], NUM_ENVS, seed=0), q_network_for(info),
                         buffer_size=setting["capacity"], learning_starts=setting["learning_starts"],
                         epsilon=1.0, target_update_interval=250)
     loop.run(-(-setting["learning_starts"] // NUM_ENVS))

@@ -1,7 +1,8 @@
 """``fastdqn bench``: throughput of every part of the training loop, each beside its ceiling.
 
-One process, one run: raw EnvPool steps/s (the ceiling), replay add/sample (beside this
-machine's memcpy and a NumPy full-stack buffer), learner updates/s (eager and compiled),
+One process, one run: raw EnvPool steps/s (the ceiling), replay add/sample (stacked and
+window batches, beside this machine's memcpy and a NumPy full-stack buffer), the host's cost
+of feeding one update (sample, stage, hand-off), learner updates/s (eager and compiled),
 the trainer's loop with learning off (random and greedy acting) and the full trainer
 (beside the same loop written naively). Every figure is the median over repeats, with
 the spread (half the range) shown. Heavy imports happen inside the sections.
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from fastdqn.baselines import NaiveDQNLoop, NumpyStackBuffer
+from fastdqn.config import check_seed
 from fastdqn.errors import ConfigError
 from fastdqn.measure import (
     Case,
@@ -32,7 +36,7 @@ from fastdqn.measure import (
     write_json,
 )
 
-SECTIONS = ("env", "replay", "learner", "collect", "train")
+SECTIONS = ("env", "replay", "feed", "learner", "collect", "train")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Sizes:
     env_steps: int  # vector steps per repeat (env, collect)
     replay_capacity: int  # transitions
     replay_adds: int  # vector adds per repeat
-    sample_batches: int  # per repeat
+    sample_batches: int  # per repeat (replay and feed)
     learner_updates: int  # per repeat
     train_steps: int  # vector steps per repeat (train and naive loop)
     learning_starts: int  # env steps of experience before the train figures start
@@ -72,11 +76,9 @@ class Context:
                          async_envs=async_envs, batch_size=batch if async_envs else None)
 
     def q_network(self):
-        from fastdqn.networks import MLP, NatureCNN
+        from fastdqn.networks import q_network_for
 
-        if len(self.info.obs_shape) == 3:
-            return NatureCNN(self.info.num_actions, frame_stack=self.info.frame_stack)
-        return MLP(self.info.obs_shape[0], self.info.num_actions)
+        return q_network_for(self.info)
 
     def learner(self, compile: bool):
         from fastdqn.learner import Learner
@@ -166,16 +168,25 @@ def record_stream(ctx: Context, steps: int) -> list[dict]:
     return record_envpool_stream(ctx.make_envs(), random_actions(ctx, steps, ctx.args.num_envs))
 
 
-def section_replay(ctx: Context) -> list[Figure]:
-    """add and sample of fastdqn's buffer beside the NumPy full-stack buffer and memcpy."""
+def filled_buffer(ctx: Context):
+    """A buffer of the env's shape filled to capacity from a recorded stream, and the stream."""
     from fastdqn.replay import ReplayBuffer
 
+    s, info = ctx.sizes, ctx.info
+    stream = record_stream(ctx, 64)
+    buf = ReplayBuffer(s.replay_capacity, info.obs_shape, ctx.args.num_envs, obs_dtype=info.obs_dtype,
+                       frame_stack=info.frame_stack, seed=ctx.args.seed)
+    for t in range(buf.slots_per_env + len(stream)):  # past one full wrap: steady state
+        buf.add(**stream[t % len(stream)])
+    return buf, stream
+
+
+def section_replay(ctx: Context) -> list[Figure]:
+    """add and sample of fastdqn's buffer beside the NumPy full-stack buffer and memcpy."""
     s, a = ctx.sizes, ctx.args
     info = ctx.info
-    stream = record_stream(ctx, 64)
     n = a.num_envs
-    buf = ReplayBuffer(s.replay_capacity, info.obs_shape, n, obs_dtype=info.obs_dtype,
-                       frame_stack=info.frame_stack, seed=a.seed)
+    buf, stream = filled_buffer(ctx)
     base = NumpyStackBuffer(s.replay_capacity, info.obs_shape, info.obs_dtype, seed=a.seed)
 
     def add_fast():
@@ -187,48 +198,137 @@ def section_replay(ctx: Context) -> list[Figure]:
             r = stream[t % len(stream)]
             base.add(r["obs"], r["next_obs"], r["action"], r["reward"], r["terminated"])
 
-    while len(base) < s.replay_capacity:  # fill both so sampling reads the whole ring
-        add_fast()
+    while len(base) < s.replay_capacity:  # fill so sampling reads the whole ring
         add_base()
     adds = measure_interleaved({"fast": Case(add_fast, s.replay_adds * n),
                                 "base": Case(add_base, s.replay_adds * n)}, s.repeats)
     add_f, add_b = adds["fast"], adds["base"]
-    out = buf.make_batch(a.batch_size)
-    batch_bytes = sum(x.nbytes for x in out)
+    outs = {"fast": buf.make_batch(a.batch_size)}
+    if info.frame_stack > 1:
+        outs["window"] = buf.make_batch(a.batch_size, window=True)
 
-    def sample_fast():
-        for _ in range(s.sample_batches):
-            buf.sample(a.batch_size, out=out)
+    def sampler(out):
+        def run():
+            for _ in range(s.sample_batches):
+                buf.sample(a.batch_size, out=out)
+        return Case(run, s.sample_batches)
 
     def sample_base():
         for _ in range(s.sample_batches):
             base.sample(a.batch_size)
 
-    samples = measure_interleaved({"fast": Case(sample_fast, s.sample_batches),
-                                   "base": Case(sample_base, s.sample_batches)}, s.repeats)
-    smp_f, smp_b = samples["fast"], samples["base"]
+    cases = {name: sampler(out) for name, out in outs.items()}
+    cases["base"] = Case(sample_base, s.sample_batches)
+    samples = measure_interleaved(cases, s.repeats)
+    smp_b = samples["base"]
     copy = memcpy_gbps(s.memcpy_bytes, s.repeats)
-    copy_out = memcpy_gbps(s.memcpy_bytes, s.repeats, chunk=batch_bytes)
-    gb = batch_bytes / 1e9
+    traffic = {name: batch_traffic(out, info.frame_stack) for name, out in outs.items()}
+    copy_out = memcpy_gbps(s.memcpy_bytes, s.repeats, chunk=traffic["fast"][1])
     bpt_f, bpt_b = buf.nbytes / buf.capacity, base.nbytes / base.capacity
     base_name = "numpy full-stack"
-    return [
+    figures = [
         Figure.of("memcpy", "GB/s", copy, note=f"np.copyto of {s.memcpy_bytes / 2**20:.0f} MiB"),
         Figure.of("memcpy.batch", "GB/s", copy_out,
                   note=f"{s.memcpy_bytes / 2**20:.0f} MiB read in batch-sized blocks into one batch"),
         Figure.of("replay.add", "transitions/s", add_f, ceiling=add_b.median, ceiling_name=base_name,
                   note=f"{n} envs per add"),
         Figure.of("replay.add.numpy", "transitions/s", add_b),
-        Figure.of("replay.sample", "batches/s", smp_f, ceiling=smp_b.median, ceiling_name=base_name,
-                  note=f"batch {a.batch_size}, capacity {s.replay_capacity:,}"),
+    ]
+    names = {"fast": "replay.sample", "window": "replay.sample.window"}
+    for name, stat in ((k, samples[k]) for k in outs):
+        read, written = traffic[name]
+        note = f"batch {a.batch_size}, capacity {s.replay_capacity:,}; " + _paired_note(stat, smp_b)
+        if name == "window":
+            note += "; vs stacked " + _paired_note(stat, samples["fast"])
+        figures += [
+            Figure.of(names[name], "batches/s", stat, ceiling=smp_b.median, ceiling_name=base_name, note=note),
+            Figure(names[name] + ".bandwidth", "GB/s", stat.median * written / 1e9,
+                   stat.spread * written / 1e9, ceiling=copy_out.median, ceiling_name="memcpy.batch",
+                   note=f"bytes written; reads {read:,} B and writes {written:,} B per batch"),
+        ]
+    base_bytes = traffic["fast"][1]  # NumPy reads and writes both full stacks
+    figures += [
         Figure.of("replay.sample.numpy", "batches/s", smp_b),
-        Figure("replay.sample.bandwidth", "GB/s", smp_f.median * gb, smp_f.spread * gb,
-               ceiling=copy_out.median, ceiling_name="memcpy.batch", note=f"{batch_bytes:,} bytes per batch"),
-        Figure("replay.sample.numpy.bandwidth", "GB/s", smp_b.median * gb, smp_b.spread * gb,
-               ceiling=copy_out.median, ceiling_name="memcpy.batch"),
+        Figure("replay.sample.numpy.bandwidth", "GB/s", smp_b.median * base_bytes / 1e9,
+               smp_b.spread * base_bytes / 1e9, ceiling=copy_out.median, ceiling_name="memcpy.batch",
+               note=f"bytes written; reads and writes {base_bytes:,} B per batch"),
         Figure("replay.bytes_per_transition", "bytes", bpt_f, 0.0, ceiling=bpt_b,
                ceiling_name=base_name),
     ]
+    return figures
+
+
+def batch_traffic(batch, frame_stack: int) -> tuple[int, int]:
+    """Bytes a sample reads from the buffer and writes into ``batch``: a transition reads its
+    k + 1 distinct frames once; a stacked batch writes 2k frames, a window batch k + 1."""
+    written = sum(x.nbytes for x in batch) - (batch.obs.nbytes + batch.next_obs.nbytes)
+    scalars = written
+    if batch.frames is not None:
+        written += batch.frames.nbytes
+    else:
+        written += batch.obs.nbytes + batch.next_obs.nbytes
+    frames_read = batch.obs.nbytes // frame_stack * (frame_stack + 1) if frame_stack > 1 \
+        else batch.obs.nbytes + batch.next_obs.nbytes
+    return frames_read + scalars, written
+
+
+def section_feed(ctx: Context) -> list[Figure]:
+    """The host's cost per update: sample, stage and hand off a batch through the ``Feeder``
+    the trainer uses, with the learner's work replaced by nothing."""
+    from fastdqn.feeder import Feeder
+
+    s, a = ctx.sizes, ctx.args
+    buf, _ = filled_buffer(ctx)
+    layouts = (False, True) if ctx.info.frame_stack > 1 else (False,)
+    feeders = {(w, p): Feeder(buf, a.batch_size, device=a.device, window=w, prefetch=p)
+               for w in layouts for p in (False, True)}
+
+    def feed(feeder):
+        def run():
+            for _ in range(s.sample_batches):
+                feeder.next()  # the null learner step: nothing reads the batch
+            feeder.settle()
+        return Case(run, s.sample_batches)
+
+    stats = measure_interleaved({key: feed(f) for key, f in feeders.items()}, s.repeats)
+    # What the main thread pays per update when the update itself takes the time a device
+    # step would (a sleep here, leaving the CPU to the sampler thread).
+    updates = max(10, s.sample_batches // 10)
+    main = {key: summarize([main_thread_seconds(f, updates, FEED_STEP_S) / updates
+                            for _ in range(s.repeats)])
+            for key, f in feeders.items()}
+    for f in feeders.values():
+        f.close()
+    base = stats[(False, False)]
+    figures = []
+    for (window, prefetch), stat in stats.items():
+        name = "feed." + ("window" if window else "stacked") + (".prefetch" if prefetch else "")
+        note = f"{1e6 / stat.median:.0f} µs per update, batch {a.batch_size}, {a.device}"
+        if (window, prefetch) != (False, False):
+            note += "; vs feed.stacked " + _paired_note(stat, base)
+        figures.append(Figure.of(name, "updates/s", stat, note=note))
+    for (window, prefetch), stat in main.items():
+        name = "feed." + ("window" if window else "stacked") + (".prefetch" if prefetch else "") + ".main"
+        us = Stat(stat.median * 1e6, stat.spread * 1e6, tuple(x * 1e6 for x in stat.samples))
+        figures.append(Figure.of(name, "µs/update", us,
+                                 note=f"main thread's time in next() beside a {FEED_STEP_S * 1e3:.0f} ms step"))
+    return figures
+
+
+FEED_STEP_S = 0.002  # stand-in for a device update, for the main-thread figures
+
+
+def main_thread_seconds(feeder, updates: int, step_s: float) -> float:
+    """Seconds the caller spends in ``feeder.next()`` over ``updates`` updates separated by
+    ``step_s`` of sleep (the background copy, if any, runs during the sleep)."""
+    spent = 0.0
+    for _ in range(updates):
+        start = time.perf_counter()
+        feeder.next()
+        spent += time.perf_counter() - start
+        time.sleep(step_s)
+    feeder.settle()
+    return spent
 
 
 def random_batch(ctx: Context, size: int) -> argparse.Namespace:
@@ -311,7 +411,9 @@ class TrainerRuns:
         self.units = vector_steps * ctx.args.num_envs
         self.state = state
         self.envs = self.trainer = None
-        self.shares: dict[str, list[float]] = {k: [] for k in ("env", "replay", "learn", "act")}
+        from fastdqn.trainer import PHASES
+
+        self.shares: dict[str, list[float]] = {k: [] for k in PHASES}
         self.updates: list[float] = []
 
     def setup(self) -> None:
@@ -438,7 +540,8 @@ def section_train(ctx: Context) -> list[Figure]:
     ] + [Figure.of(f"train.share.{k}", "fraction", fast.share(k)) for k in fast.shares]
 
 
-SECTION_FUNCS = {"env": section_env, "replay": section_replay, "learner": section_learner,
+SECTION_FUNCS = {"env": section_env, "replay": section_replay, "feed": section_feed,
+                 "learner": section_learner,
                  "collect": section_collect, "train": section_train}
 
 
@@ -476,6 +579,9 @@ def check_args(args: argparse.Namespace) -> list[str]:
     if args.async_envs and not 0 <= args.env_batch_size < args.num_envs:
         raise ConfigError(f"--env-batch-size: async mode needs it below --num-envs ({args.num_envs}), "
                           f"got {args.env_batch_size}; lower it or raise --num-envs")
+    check_seed("--seed", args.seed)
+    if args.json:
+        _check_output_file("--json", Path(args.json))
     if args.device.startswith("cuda"):
         import torch
 
@@ -485,6 +591,17 @@ def check_args(args: argparse.Namespace) -> list[str]:
     elif args.device != "cpu":
         raise ConfigError(f"--device: expected cpu or cuda, got {args.device!r}")
     return sections
+
+
+def _check_output_file(flag: str, path: Path) -> None:
+    """Refuse, before any measuring, a file that could not be written at the end."""
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(f"{flag}: {str(path)!r} is a folder; give a file name")
+    if not folder.is_dir():
+        raise ConfigError(f"{flag}: the folder {str(folder)!r} does not exist; create it or choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{flag}: no permission to write {str(path)!r}; choose another path")
 
 
 def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:

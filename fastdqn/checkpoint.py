@@ -1,25 +1,66 @@
-"""Atomic checkpoint files.
+"""Checkpoint files: written atomically, read without running anything in them.
 
 A checkpoint is written to a temporary file in the same folder, flushed and fsynced,
 then renamed over the old one with ``os.replace`` and the folder fsynced: a crash or a
 ``kill -9`` at any moment leaves either the previous or the new checkpoint, never a torn
 one. The optional replay buffer goes to a sibling file named after the step, written
 before the checkpoint that points to it; older buffer files are removed afterwards.
+
+A checkpoint holds plain data only: tensors, numbers, strings, booleans, None, and
+lists, tuples and dicts of those. Reading one first lists the globals its pickle refers
+to, without building anything, and refuses the file unless they are only those of
+tensors; then ``torch.load(weights_only=True)`` builds it, and every field is checked
+(the learner's own part by ``Learner.load_state_dict``) before anything uses it.
+
+Format version 1 also held NumPy's global RNG state, which nothing in fastdqn draws
+from; its one NumPy array pickles through NumPy's array-rebuilding globals. A version-1
+file is read with exactly those globals allowed as well, and the RNG state is dropped.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import pickletools
+import re
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from fastdqn.atomic import atomic_write, fsync_dir
-from fastdqn.errors import CheckpointError
+from fastdqn.atomic import atomic_write
+from fastdqn.config import TrainConfig
+from fastdqn.errors import CheckpointError, ConfigError
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # NumPy 1.x
+    from numpy.core.multiarray import _reconstruct
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "fastdqn-checkpoint"
-VERSION = 1
+VERSION = 2
+
+# What a pickle of tensors in dicts and lists refers to.
+_TENSOR_GLOBALS = frozenset({"torch._utils._rebuild_tensor_v2", "collections.OrderedDict"} | {
+    f"torch.{kind}Storage"
+    for kind in ("Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
+})
+# What version 1's np.random.get_state() (a uint32 array) adds; NumPy 1.x wrote numpy.core.
+_V1_NUMPY_GLOBALS = {
+    "numpy._core.multiarray._reconstruct": _reconstruct,
+    "numpy.core.multiarray._reconstruct": _reconstruct,
+    "numpy.ndarray": np.ndarray,
+    "numpy.dtype": np.dtype,
+    "_codecs.encode": None,  # rebuilds the array's bytes; torch allows it already
+}
+# The loader sets the state of the uint32 dtype it built, so allows that dtype's class too.
+_V1_DTYPE_CLASS = type(np.dtype(np.uint32))
+_KEYS = {"format", "version", "config", "learner", "trainer", "obs_shape", "buffer_file"}
+_TRAINER_KEYS = {"global_step", "pending", "learn_after", "episodes", "last_eval", "torch_rng", "cuda_rng"}
+_COUNTERS = ("global_step", "pending", "learn_after", "episodes")
+_FIX = "the file is damaged or was edited: use an older copy or start a new run"
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -35,12 +76,16 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+def replay_file_name(global_step: int) -> str:
+    return f"replay-{global_step}.bin"
+
+
 def save_checkpoint(run_dir: str | os.PathLike, state: dict, buffer=None) -> Path:
     """Write ``state`` (and ``buffer`` via its ``save``) into ``run_dir`` atomically."""
     run_dir = Path(run_dir)
     state = dict(state, format=FORMAT, version=VERSION, buffer_file=None)
     if buffer is not None:
-        name = f"replay-{int(state['trainer']['global_step'])}.bin"
+        name = replay_file_name(int(state["trainer"]["global_step"]))
         buffer.save(run_dir / name)  # atomic and fsynced by ReplayBuffer.save itself
         state["buffer_file"] = name
     path = run_dir / CHECKPOINT_NAME
@@ -55,31 +100,162 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, buffer=None) -> Pat
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by ``save_checkpoint``; ``CheckpointError`` if unusable."""
+    """Read and check a checkpoint written by ``save_checkpoint`` (format version 1 or 2).
+
+    Returns its dict in the current version's form, with ``path`` added; raises
+    ``CheckpointError`` naming the first bad field. The ``learner`` part is checked
+    against the network it is loaded into, by ``Learner.load_state_dict``.
+    """
     path = resolve_checkpoint(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
+    where = f"checkpoint {str(path)!r}"
+    foreign = _pickle_globals(path, where) - _TENSOR_GLOBALS
+    if foreign - set(_V1_NUMPY_GLOBALS):
         raise CheckpointError(
-            f"checkpoint: {str(path)!r} is truncated or corrupt ({type(exc).__name__}); "
-            "use an older copy or start a new run"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint: {str(path)!r} is not a fastdqn checkpoint")
-    if state.get("version") != VERSION:
-        raise CheckpointError(
-            f"checkpoint: {str(path)!r} has format version {state.get('version')!r}, expected {VERSION}"
+            f"{where}: refused, its pickle refers to {sorted(foreign)}; a fastdqn checkpoint holds only "
+            "tensors and plain values, so nothing in this file was loaded: do not use files of unknown origin"
         )
+    numpy_globals = [(obj, name) for name, obj in _V1_NUMPY_GLOBALS.items() if name in foreign and obj]
+    if numpy_globals:
+        numpy_globals.append(_V1_DTYPE_CLASS)
+    try:
+        with torch.serialization.safe_globals(numpy_globals):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{where} is truncated or corrupt ({type(exc).__name__}); "
+                              "use an older copy or start a new run") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{where} is not a fastdqn checkpoint")
+    version = state.get("version")
+    if type(version) is not int or version not in (1, VERSION):
+        raise CheckpointError(f"{where} has format version {version!r}; this fastdqn reads versions 1 and "
+                              f"{VERSION}: use the fastdqn that wrote it")
+    if version == 1:
+        _drop_numpy_rng(state, where)
+    elif foreign:
+        raise CheckpointError(f"{where}: a version-{VERSION} checkpoint holds no NumPy objects, this one "
+                              f"refers to {sorted(foreign)}; {_FIX}")
+    _check_document(state, where)
     state["path"] = str(path)
     return state
 
 
 def buffer_path(state: dict) -> Path | None:
-    """The replay file saved with a checkpoint, or None."""
+    """The replay file saved with a checkpoint (in the checkpoint's own folder), or None."""
     name = state.get("buffer_file")
-    if not name:
+    if name is None:
         return None
-    path = Path(state["path"]).parent / name
+    folder = Path(state["path"]).parent
+    path = folder / name
     if not path.is_file():
         raise CheckpointError(f"checkpoint: its replay buffer file {str(path)!r} is missing")
+    if path.resolve().parent != folder.resolve():
+        raise CheckpointError(f"checkpoint: its replay buffer file {str(path)!r} links outside the run folder "
+                              f"{str(folder)!r}; copy the file itself into the folder")
     return path
+
+
+# ---- reading --------------------------------------------------------------------------
+
+
+def _pickle_globals(path: Path, where: str) -> set[str]:
+    """The globals named by the checkpoint's pickle, read from its opcodes (builds nothing).
+
+    Opcodes that name globals another way are listed as ``<OPCODE>``, which no allow-list holds.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+            pickles = [r for r in records if r.filename.endswith("/data.pkl") and r.filename.count("/") == 1]
+            # torch.save stores records uncompressed: a record is never larger than the file.
+            if len(pickles) != 1 or any(r.compress_type != zipfile.ZIP_STORED for r in records):
+                raise ValueError("not the layout torch.save writes")
+            data = archive.read(pickles[0])
+        names = set()
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                names.add(arg.replace(" ", "."))
+            elif opcode.name in ("STACK_GLOBAL", "INST", "OBJ", "EXT1", "EXT2", "EXT4"):
+                names.add(f"<{opcode.name}>")
+    except Exception as exc:
+        raise CheckpointError(f"{where} is truncated or corrupt ({type(exc).__name__}); "
+                              "use an older copy or start a new run") from None
+    return names
+
+
+def _drop_numpy_rng(state: dict, where: str) -> None:
+    """Version 1 -> current: drop ``trainer.numpy_rng`` (NumPy's global RNG, unused)."""
+    trainer = state.get("trainer")
+    saved = trainer.pop("numpy_rng", None) if isinstance(trainer, dict) else None
+    if not (isinstance(saved, tuple) and len(saved) == 5 and saved[0] == "MT19937"
+            and isinstance(saved[1], np.ndarray) and saved[1].dtype == np.uint32 and saved[1].shape == (624,)):
+        _bad(where, "trainer.numpy_rng", "np.random.get_state() (format version 1)", _describe(saved))
+    state["version"] = VERSION
+
+
+def _check_document(state: dict, where: str) -> None:
+    if set(state) != _KEYS:
+        _bad(where, "its fields", sorted(_KEYS), sorted(map(str, state)))
+    try:
+        TrainConfig.from_dict(state["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: config: {exc}; {_FIX}") from None
+    shape = state["obs_shape"]
+    if not (isinstance(shape, (tuple, list)) and shape and all(_count(x) and x > 0 for x in shape)):
+        _bad(where, "obs_shape", "a non-empty tuple of positive ints", repr(shape))
+    if not isinstance(state["learner"], dict):
+        _bad(where, "learner", "a dict", _describe(state["learner"]))
+    trainer = state["trainer"]
+    if not isinstance(trainer, dict) or set(trainer) != _TRAINER_KEYS:
+        _bad(where, "trainer", f"a dict with keys {sorted(_TRAINER_KEYS)}", _describe(trainer))
+    for name in _COUNTERS:
+        if not _count(trainer[name]):
+            _bad(where, f"trainer.{name}", "an int >= 0", repr(trainer[name]))
+    _check_last_eval(trainer["last_eval"], where)
+    _check_rng_tensor(trainer["torch_rng"], where, "trainer.torch_rng", torch.get_rng_state().shape)
+    cuda_rng = trainer["cuda_rng"]
+    if cuda_rng is not None:
+        if not isinstance(cuda_rng, list):
+            _bad(where, "trainer.cuda_rng", "None or a list of uint8 tensors", _describe(cuda_rng))
+        for i, value in enumerate(cuda_rng):
+            _check_rng_tensor(value, where, f"trainer.cuda_rng[{i}]", None)
+    name = state["buffer_file"]
+    expected = replay_file_name(trainer["global_step"])
+    if name is not None and name != expected:
+        _bad(where, "buffer_file", f"None or {expected!r} (a file in the run folder named after "
+                                   "trainer.global_step)", repr(name))
+
+
+def _check_last_eval(value, where: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict) or set(value) != {"global_step", "mean", "std"}:
+        _bad(where, "trainer.last_eval", "None or a dict with keys global_step, mean, std", _describe(value))
+    if not _count(value["global_step"]):
+        _bad(where, "trainer.last_eval.global_step", "an int >= 0", repr(value["global_step"]))
+    for key in ("mean", "std"):
+        number = value[key]
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            _bad(where, f"trainer.last_eval.{key}", "a finite number", repr(number))
+
+
+def _check_rng_tensor(value, where: str, name: str, shape) -> None:
+    if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
+            and (shape is None or value.shape == shape)):
+        got = f"{value.dtype} tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) \
+            else _describe(value)
+        want = "a 1-D uint8 tensor" + ("" if shape is None else f" of shape {tuple(shape)}")
+        _bad(where, name, f"{want} (torch's RNG state)", got)
+
+
+def _count(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _describe(value) -> str:
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))}"
+    return repr(value) if isinstance(value, (int, float, str)) or value is None else f"a {type(value).__name__}"
+
+
+def _bad(where: str, field: str, expected, got) -> None:
+    raise CheckpointError(f"{where}: {field}: expected {expected}, got {got}; {_FIX}")

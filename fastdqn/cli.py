@@ -2,8 +2,13 @@
 
 Flags are generated from ``TrainConfig``'s fields (CleanRL's names and units). They
 default to None here; ``make_config`` fills in the preset of the environment's kind, so
-the frozen config only ever holds concrete values. Every bad input is reported as one
-line ``fastdqn: error: ...`` with exit status 2, before any file or env is created.
+the frozen config only ever holds concrete values.
+
+Exit statuses (README, "Exit statuses"): every failure is one line ``fastdqn: error: ...``
+or ``fastdqn: stopped ...`` on stderr. Bad input is found before any env, buffer or file is
+made (status 2); a run that has to stop after it started says which checkpoint it kept
+(status 1); a signal either lets the trainer write a checkpoint (130 SIGINT, 143 SIGTERM)
+or, when there is nothing to save yet, stops at once (status 3).
 """
 
 from __future__ import annotations
@@ -11,50 +16,77 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import signal
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
+from fastdqn.config import ATARI, PRESETS, VECTOR, TrainConfig, check_seed, derive_seed, make_config
+from fastdqn.errors import CheckpointError, ConfigError, FastDQNError, TrainingError
+from fastdqn.signals import Interrupted, StopSignals
 
-from fastdqn.config import ATARI, PRESETS, VECTOR, TrainConfig, make_config
-from fastdqn.errors import CheckpointError, ConfigError, FastDQNError
+EXIT_FAILED = 1
+"""Training started and had to stop; the message names the checkpoint that was kept."""
+EXIT_USAGE = 2
+"""Bad input, found before anything was allocated or written."""
+EXIT_INTERRUPTED = 3
+"""A signal stopped the command at once; no checkpoint was written by it."""
 
 # On resume these must match the checkpoint: they decide the network and its inputs.
-_FIXED_ON_RESUME = ("env_id", "hidden")
+_FIXED_ON_RESUME = ("env_id", "hidden", "dueling")
 # With a saved replay buffer these must match it too.
 _FIXED_WITH_BUFFER = ("buffer_size", "num_envs")
+# Copies of each network parameter that training holds: online and target weights, gradients, Adam's two moments.
+_COPIES_PER_PARAMETER = 5
 
 
 class UsageError(FastDQNError):
     """Bad command-line input: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line (the usage stays under ``--help``)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message}; see {self.prog} --help")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    # EnvPool's classic-control specs declare float64 bounds that gymnasium warns about on
-    # every env creation; the observations themselves are float32 and exact.
-    warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32",
-                            category=UserWarning)
-    try:
-        return args.handler(args)
-    except (FastDQNError, MemoryError) as exc:
-        print(f"fastdqn: error: {exc}", file=sys.stderr)
-        return 2
+    # First of all, so that a signal during the imports below is reported in one line too.
+    with StopSignals() as signals:
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if args.command is None:
+                raise UsageError("expected a command: train, eval or bench; see fastdqn --help")
+            # EnvPool's classic-control specs declare float64 bounds that gymnasium warns about on
+            # every env creation; the observations themselves are float32 and exact.
+            warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32",
+                                    category=UserWarning)
+            if args.command == "train":
+                return _train(args, signals)
+            return args.handler(args)
+        except Interrupted as exc:
+            print(f"fastdqn: stopped by {signal.Signals(exc.signum).name}{signals.note}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except TrainingError as exc:
+            print(f"fastdqn: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except (FastDQNError, MemoryError) as exc:
+            print(f"fastdqn: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            print(f"fastdqn: error: {exc}; fix the cause and run again (--resume continues from the last "
+                  "checkpoint written)", file=sys.stderr)
+            return EXIT_FAILED
 
 
 # ---- parser ------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastdqn", description="Fast DQN on batched EnvPool environments.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{train,eval,bench}")
@@ -69,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
         _add_field(train, f)
     train.add_argument("--resume", metavar="PATH", default=None,
                        help="continue a run from its checkpoint file or run folder")
-    train.set_defaults(handler=_train)
 
     ev = sub.add_parser("eval", help="play full games with a trained checkpoint")
     ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="checkpoint file or run folder")
@@ -133,46 +164,76 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 # ---- train -------------------------------------------------------------------------------
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, signals: StopSignals) -> int:
+    signals.note = " before training started; no checkpoint was written"
     import torch
 
-    from fastdqn.checkpoint import CHECKPOINT_NAME, buffer_path, load_checkpoint
+    from fastdqn.checkpoint import CHECKPOINT_NAME, buffer_path, resolve_checkpoint
     from fastdqn.envs import env_info
+    from fastdqn.rundir import RunDirLock, check_no_run, check_run_dir
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     cuda_available = torch.cuda.is_available()
-    state = None
-    if args.resume:
-        state = load_checkpoint(args.resume)
-        config = _resume_config(state, overrides, cuda_available)
-        info = env_info(config.env_id)
-        if tuple(state["obs_shape"]) != info.obs_shape:
-            raise ConfigError(f"--resume: the checkpoint was trained on observations {tuple(state['obs_shape'])}, "
-                              f"{config.env_id} gives {info.obs_shape}")
-        run_dir = Path(state["path"]).parent
-    else:
-        info = env_info(overrides["env_id"] or TrainConfig.env_id)
-        config = make_config(info.kind, overrides, cuda_available=cuda_available,
-                             max_episode_steps=info.max_episode_steps)
-        run_dir = Path(config.run_dir or f"runs/{config.env_id}__{config.seed}__{int(time.time())}")
-        if (run_dir / CHECKPOINT_NAME).exists():
-            raise ConfigError(f"--run-dir: {str(run_dir)!r} already holds a run; pass --resume {run_dir} "
-                              "to continue it or choose another --run-dir")
-    config = dataclasses.replace(config, run_dir=str(run_dir))
-    if config.cuda and not cuda_available:
-        raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
-    from fastdqn.replay import available_memory
+    state = lock = run_dir = None
+    try:
+        if args.resume:
+            run_dir = resolve_checkpoint(args.resume).parent
+            if overrides["run_dir"] and Path(overrides["run_dir"]).resolve() != run_dir.resolve():
+                raise ConfigError(f"--run-dir: a resumed run continues in its own folder {str(run_dir)!r}, "
+                                  f"got {overrides['run_dir']!r}; drop --run-dir")
+            state, config, info = _load_resume(args.resume, overrides, cuda_available)
+        else:
+            info = env_info(overrides["env_id"] if overrides["env_id"] is not None else TrainConfig.env_id)
+            config = make_config(info.kind, overrides, cuda_available=cuda_available,
+                                 max_episode_steps=info.max_episode_steps)
+            run_dir = Path(config.run_dir or f"runs/{config.env_id}__{config.seed}__{int(time.time())}")
+            check_run_dir(run_dir)
+        config = dataclasses.replace(config, run_dir=str(run_dir))
+        if config.cuda and not cuda_available:
+            raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
+        replay_bytes, free = _check_memory(config, info)
+        lock = RunDirLock(run_dir)
+        # Under the lock, so that no other process can start a run here or write a newer checkpoint.
+        if state is None:
+            check_no_run(run_dir)
+        else:
+            state, config, info = _load_resume(args.resume, overrides, cuda_available)
+            config = dataclasses.replace(config, run_dir=str(run_dir))
+        saved_buffer = buffer_path(state) if state is not None else None
+        # Validation is over: from here on envs, buffers and files are created.
+        signals.note = " before training started; no checkpoint was written" + (
+            f" (the one in {run_dir} is unchanged)" if state is not None else "")
+        return _run(config, info, state, saved_buffer, run_dir, replay_bytes, free, signals)
+    except Interrupted:
+        if signals.received is not None:
+            kept = run_dir is not None and (run_dir / CHECKPOINT_NAME).exists()
+            signals.note = " a second time, at once; " + (
+                f"no new checkpoint was written (the last one in {run_dir} is kept)" if kept
+                else "no checkpoint was written")
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
 
-    replay_bytes = _replay_bytes(config, info)
-    free = available_memory()
-    if replay_bytes > free:
-        raise ConfigError(
-            f"--buffer-size {config.buffer_size}: the replay buffer would need {replay_bytes / 1e9:.2f} GB "
-            f"but only {free / 1e9:.2f} GB of RAM is free; lower --buffer-size"
-        )
-    saved_buffer = buffer_path(state) if state is not None else None
 
-    # Validation is over: from here on files and envs are created.
+def _load_resume(path: str, overrides: dict, cuda_available: bool):
+    """The checkpoint at ``path``, the config to resume it with and its env's info."""
+    from fastdqn.checkpoint import load_checkpoint
+    from fastdqn.envs import env_info
+
+    state = load_checkpoint(path)
+    config = _resume_config(state, overrides, cuda_available)
+    info = env_info(config.env_id)
+    if tuple(state["obs_shape"]) != info.obs_shape:
+        raise ConfigError(f"--resume: the checkpoint was trained on observations "
+                          f"{tuple(state['obs_shape'])}, {config.env_id} gives {info.obs_shape}")
+    return state, config, info
+
+
+def _run(config: TrainConfig, info, state, saved_buffer, run_dir: Path, replay_bytes: int, free: int,
+         signals: StopSignals) -> int:
+    import torch
+
     from fastdqn.atomic import atomic_write
     from fastdqn.envs import make_envs
     from fastdqn.logger import RunLogger
@@ -183,36 +244,40 @@ def _train(args: argparse.Namespace) -> int:
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     resume_step = int(state["trainer"]["global_step"]) if state is not None else None
+    # New seeds on resume: EnvPool state cannot be saved, so do not replay the same games.
+    seed = derive_seed(config.seed, resume_step or 0)
     learner = _make_learner(config, info)
     if state is not None:
-        learner.load_state_dict(state["learner"])
+        _load_learner_state(learner, state)
     if saved_buffer is not None:
         buffer = ReplayBuffer.load(saved_buffer)
+        _check_saved_buffer(buffer, config, info, saved_buffer)
     else:
         buffer = ReplayBuffer(config.buffer_size, info.obs_shape, config.num_envs, obs_dtype=info.obs_dtype,
-                              frame_stack=info.frame_stack, seed=config.seed + (resume_step or 0))
-    # New env seeds on resume: EnvPool state cannot be saved, so do not replay the same games.
-    envs = make_envs(config.env_id, config.num_envs, seed=config.seed + (resume_step or 0),
+                              frame_stack=info.frame_stack, seed=seed)
+    envs = make_envs(config.env_id, config.num_envs, seed=seed,
                      async_envs=config.async_envs, batch_size=config.env_batch,
                      episodic_life=True, sticky_actions=config.sticky_actions,
                      max_episode_steps=config.max_episode_steps)
+    # From here a first signal is recorded and the trainer ends with a checkpoint, even one
+    # that arrives before its loop starts.
+    signals.hold()
     _print_summary(config, info, learner, replay_bytes, free, resume_step, saved_buffer is not None)
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2) + "\n"))
-    logger = RunLogger(run_dir, total_timesteps=config.total_timesteps, resume_step=resume_step,
-                       progress=config.progress)
-    trainer = Trainer(envs, buffer, learner, config, logger, evaluator=_evaluator(learner, config))
-    if state is not None:
-        trainer.load_state_dict(state["trainer"], buffer_restored=saved_buffer is not None)
-    previous = {sig: signal.signal(sig, _stop_handler(trainer)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        status = trainer.train()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / "config.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2) + "\n"))
+        logger = RunLogger(run_dir, total_timesteps=config.total_timesteps, resume_step=resume_step,
+                           progress=config.progress)
+        try:
+            trainer = Trainer(envs, buffer, learner, config, logger, evaluator=_evaluator(learner, config))
+            if state is not None:
+                trainer.load_state_dict(state["trainer"], buffer_restored=saved_buffer is not None)
+            signals.forward_to(trainer.request_stop)
+            status = trainer.train()
+        finally:
+            logger.close()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        logger.close()
         envs.close()
     if status:
         print(f"stopped by {signal.Signals(trainer.stop_signal).name} at step {trainer.global_step:,}; "
@@ -226,10 +291,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainConfig:
-    try:
-        saved = TrainConfig.from_dict(state["config"])
-    except (ConfigError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"--resume: the checkpoint's config is unusable: {exc}") from None
+    """The saved config with the given flags applied.
+
+    A new ``--total-timesteps`` without ``--exploration-fraction`` keeps the epsilon decay's
+    length in steps (the fraction is rescaled, at most to 1), so epsilon does not jump.
+    """
+    saved = TrainConfig.from_dict(state["config"])  # load_checkpoint has checked it
     fixed = _FIXED_ON_RESUME + (_FIXED_WITH_BUFFER if state.get("buffer_file") else ())
     for name in fixed:
         given = overrides.get(name)
@@ -238,25 +305,42 @@ def _resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainC
                 f"--{name.replace('_', '-')}: the checkpoint was trained with {getattr(saved, name)!r}, "
                 f"got {given!r}; drop the flag or start a new run"
             )
-    if overrides.get("run_dir"):
-        raise ConfigError("--run-dir: a resumed run continues in its own folder; drop --run-dir")
     values = saved.to_dict()
     values["hidden"] = saved.hidden
     values["cuda"] = cuda_available
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in overrides.items() if v is not None and k != "run_dir"})
+    total = values["total_timesteps"]
+    if overrides.get("exploration_fraction") is None and isinstance(total, int) and total > 0 \
+            and total != saved.total_timesteps:
+        values["exploration_fraction"] = min(1.0, saved.exploration_steps / total)
     return TrainConfig(**values)
+
+
+def _check_saved_buffer(buffer, config: TrainConfig, info, path: Path) -> None:
+    """The replay file must be the buffer this run would build."""
+    expected = (config.buffer_size, config.num_envs, info.obs_shape, info.obs_dtype, info.frame_stack)
+    got = (buffer.capacity, buffer.num_envs, buffer.obs_shape, buffer.obs_dtype, buffer.frame_stack)
+    if got != expected:
+        raise CheckpointError(
+            f"checkpoint: its replay buffer file {str(path)!r} holds (capacity, num_envs, obs_shape, "
+            f"obs_dtype, frame_stack) {got}, the run needs {expected}; the file is damaged or was "
+            "replaced: use an older copy of the run folder"
+        )
+
+
+def _load_learner_state(learner, state: dict) -> None:
+    try:
+        learner.load_state_dict(state["learner"])
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {state['path']!r}: {exc}") from None
 
 
 def _make_learner(config: TrainConfig, info, *, compile: bool | None = None):
     from fastdqn.learner import Learner
-    from fastdqn.networks import MLP, NatureCNN
+    from fastdqn.networks import q_network_for
 
-    if info.kind == ATARI:
-        network = NatureCNN(info.num_actions, frame_stack=info.frame_stack)
-    else:
-        network = MLP(math.prod(info.obs_shape), info.num_actions, hidden=config.hidden)
     return Learner(
-        network, lr=config.learning_rate, gamma=config.gamma,
+        q_network_for(info, config.hidden, config.dueling), lr=config.learning_rate, gamma=config.gamma,
         target_update_interval=config.target_update_interval, loss=config.loss,
         max_grad_norm=config.max_grad_norm or None, double_dqn=config.double_dqn,
         compile=config.compile if compile is None else compile, device=config.device,
@@ -266,11 +350,13 @@ def _make_learner(config: TrainConfig, info, *, compile: bool | None = None):
 
 def _evaluator(learner, config: TrainConfig):
     """Scores of ``eval_episodes`` full games on separate envs, made on first use."""
+    import numpy as np
+
     from fastdqn.envs import make_envs
     from fastdqn.evaluate import evaluate
 
     envs = []
-    eval_seed = config.seed + 1_000_003
+    eval_seed = derive_seed(config.seed, 1_000_003)
     rng = np.random.default_rng(eval_seed)
 
     def run():
@@ -283,21 +369,52 @@ def _evaluator(learner, config: TrainConfig):
     return run
 
 
-def _stop_handler(trainer):
-    def handler(signum, frame):
-        trainer.request_stop(signum)
-        # A second signal stops at once.
-        signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
-
-    return handler
-
-
 def _replay_bytes(config: TrainConfig, info) -> int:
     """Memory the ReplayBuffer for this run will allocate."""
     from fastdqn.replay import ReplayBuffer
 
     return ReplayBuffer.required_bytes(config.buffer_size, info.obs_shape, config.num_envs,
                                        obs_dtype=info.obs_dtype, frame_stack=info.frame_stack)
+
+
+def _network_bytes(config: TrainConfig, info) -> int:
+    """Memory training the network takes: its parameters counted on the meta device
+    (nothing allocated), times the copies training keeps of each."""
+    import torch
+
+    from fastdqn.networks import q_network_for
+
+    with torch.device("meta"):
+        network = q_network_for(info, config.hidden, config.dueling)
+    return _COPIES_PER_PARAMETER * sum(p.numel() * p.element_size() for p in network.parameters())
+
+
+def _check_memory(config: TrainConfig, info) -> tuple[int, int]:
+    """Refuse a replay buffer and network that do not fit; returns (replay bytes, free RAM)."""
+    import torch
+
+    from fastdqn.replay import available_memory
+
+    replay_bytes, network_bytes = _replay_bytes(config, info), _network_bytes(config, info)
+    free = available_memory()
+    if replay_bytes > free:
+        raise ConfigError(
+            f"--buffer-size {config.buffer_size}: the replay buffer would need {replay_bytes / 1e9:.2f} GB "
+            f"but only {free / 1e9:.2f} GB of RAM is free; lower --buffer-size"
+        )
+    network = (f"--hidden {','.join(map(str, config.hidden))}" if info.kind == VECTOR
+               else f"the NatureCNN of {config.env_id}")
+    if config.cuda:
+        device_free, where = torch.cuda.mem_get_info()[0], "GPU memory is free"
+    else:
+        device_free, where = free - replay_bytes, "RAM is free beside the replay buffer"
+    if network_bytes > device_free:
+        raise ConfigError(
+            f"{network}: training the network would need {network_bytes / 1e9:.2f} GB (weights, target, "
+            f"gradients, Adam state) but only {device_free / 1e9:.2f} GB of {where}; "
+            "use smaller --hidden widths" + ("" if config.cuda else " or a smaller --buffer-size")
+        )
+    return replay_bytes, free
 
 
 def _print_summary(config, info, learner, replay_bytes, free, resume_step, buffer_restored) -> None:
@@ -323,6 +440,7 @@ def _print_summary(config, info, learner, replay_bytes, free, resume_step, buffe
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from fastdqn.checkpoint import load_checkpoint
@@ -335,20 +453,18 @@ def _eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--epsilon: expected a number in [0, 1], got {args.epsilon}")
     if args.num_envs is not None and args.num_envs < 1:
         raise ConfigError(f"--num-envs: expected a positive int, got {args.num_envs}")
+    check_seed("--seed", args.seed)
     if args.cuda and not torch.cuda.is_available():
         raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
     state = load_checkpoint(args.checkpoint)
-    try:
-        saved = TrainConfig.from_dict(state["config"])
-    except (ConfigError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint: its config is unusable: {exc}") from None
+    saved = TrainConfig.from_dict(state["config"])  # load_checkpoint has checked it
     cuda = torch.cuda.is_available() if args.cuda is None else args.cuda
     config = dataclasses.replace(saved, cuda=cuda, compile=False, anneal_lr=False)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     info = env_info(config.env_id)
     learner = _make_learner(config, info, compile=False)
-    learner.load_state_dict(state["learner"])
+    _load_learner_state(learner, state)
     num_envs = args.num_envs or min(args.episodes, 16)
     envs = make_envs(config.env_id, num_envs, seed=args.seed, episodic_life=False,
                      sticky_actions=config.sticky_actions, max_episode_steps=config.max_episode_steps)

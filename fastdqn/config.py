@@ -20,6 +20,9 @@ from fastdqn.errors import ConfigError
 ATARI = "atari"
 VECTOR = "vector"
 
+SEED_LIMIT = 2**31
+"""Seeds are ints in [0, SEED_LIMIT): EnvPool takes int32 seeds only."""
+
 
 def _f(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
@@ -48,9 +51,11 @@ class TrainConfig:
     train_frequency: int = _f(4, "env steps per gradient update (any num-envs: updates per env step stay 1/this)")
     cuda: bool = _f(False, "train on the GPU (default: if one is available)")
     compile: bool = _f(True, "torch.compile the update step")
+    prefetch: bool = _f(True, "sample the next batch in a background thread while the learner updates")
     torch_threads: int = _f(0, "CPU threads for torch (0: torch's default)")
     loss: str = _f("mse", "TD loss: mse (CleanRL) or huber", choices=("mse", "huber"))
     double_dqn: bool = _f(True, "use Double DQN targets (--no-double-dqn: Nature DQN's max target, as CleanRL)")
+    dueling: bool = _f(False, "dueling network: value and advantage streams, Q = V + A - mean A (Wang et al. 2016)")
     max_grad_norm: float = _f(0.0, "clip the gradient norm to this (0: no clipping)")
     hidden: tuple[int, ...] = _f((120, 84), "MLP hidden widths for vector-observation envs, e.g. 120,84")
     sticky_actions: float = _f(0.0, "EnvPool repeat_action_probability (Atari only; 0.25 for the v5 protocol)")
@@ -69,6 +74,12 @@ class TrainConfig:
     progress: bool = _f(True, "show a progress bar (only on a terminal)")
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"--{_flag(f.name)}: expected True or False, got {value!r}")
+            if f.type == "str" and not isinstance(value, str):
+                raise ConfigError(f"--{_flag(f.name)}: expected a string, got {value!r}")
         positive_ints = ("total_timesteps", "num_envs", "buffer_size", "target_network_frequency",
                          "batch_size", "train_frequency", "max_episode_steps", "log_every")
         for name in positive_ints:
@@ -76,8 +87,7 @@ class TrainConfig:
         for name in ("torch_threads", "learning_starts", "env_batch_size", "eval_every", "eval_episodes",
                      "checkpoint_every"):
             _check_int(name, getattr(self, name), minimum=0)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"--seed: expected an int >= 0, got {self.seed!r}")
+        check_seed("--seed", self.seed)
         if not (_finite(self.learning_rate) and self.learning_rate > 0):
             raise ConfigError(f"--learning-rate: expected a number > 0, got {self.learning_rate!r}")
         if not (_finite(self.gamma) and 0 <= self.gamma <= 1):
@@ -90,11 +100,18 @@ class TrainConfig:
             raise ConfigError(
                 f"--exploration-fraction: expected a number in (0, 1], got {self.exploration_fraction!r}"
             )
+        if self.exploration_steps < 1:
+            raise ConfigError(
+                f"--exploration-fraction {self.exploration_fraction!r}: epsilon would decay over "
+                f"{self.exploration_steps!r} of {self.total_timesteps} steps; expected at least 1 step, "
+                f"so at least {1 / self.total_timesteps!r}"
+            )
         if not (_finite(self.max_grad_norm) and self.max_grad_norm >= 0):
             raise ConfigError(f"--max-grad-norm: expected a number >= 0, got {self.max_grad_norm!r}")
         if self.loss not in ("mse", "huber"):
             raise ConfigError(f"--loss: expected 'mse' or 'huber', got {self.loss!r}")
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
+        if not isinstance(self.hidden, tuple) or not self.hidden or any(
+                isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
             raise ConfigError(f"--hidden: expected positive layer widths like 120,84, got {self.hidden!r}")
         if self.batch_size > self.buffer_size:
             raise ConfigError(
@@ -144,12 +161,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        """The config ``to_dict`` returned (e.g. read back from a file), checked like any other:
+        every value's type and range. Fields it lacks take their defaults."""
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise ConfigError(f"expected a dict of field names to values, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"config: unknown fields {unknown}; was it written by another fastdqn version?")
+            raise ConfigError(f"unknown fields {unknown}; was it written by another fastdqn version?")
         data = dict(data)
         if "hidden" in data:
+            if not isinstance(data["hidden"], (list, tuple)):
+                raise ConfigError(f"--hidden: expected a list of positive layer widths, got {data['hidden']!r}")
             data["hidden"] = tuple(data["hidden"])
         return cls(**data)
 
@@ -205,6 +228,21 @@ def make_config(kind: str, overrides: dict, *, cuda_available: bool, max_episode
     if values.get("async_envs") and not values.get("env_batch_size"):
         values["env_batch_size"] = max(1, values.get("num_envs", TrainConfig.num_envs) // 2)
     return TrainConfig(**values)
+
+
+def check_seed(flag: str, seed) -> None:
+    """``ConfigError`` unless ``seed`` is an int in [0, SEED_LIMIT)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"{flag}: expected an int in [0, {SEED_LIMIT - 1}], got {seed!r}")
+
+
+def derive_seed(seed: int, offset: int) -> int:
+    """The seed ``offset`` places after ``seed``, wrapped into [0, SEED_LIMIT).
+
+    Every seed fastdqn derives (resumed envs and buffer: seed + step; evaluation envs:
+    seed + 1,000,003) goes through here, so a run at any valid seed can finish and resume.
+    """
+    return (seed + offset) % SEED_LIMIT
 
 
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:

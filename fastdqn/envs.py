@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastdqn.config import ATARI, VECTOR
+from fastdqn.config import ATARI, VECTOR, check_seed
 from fastdqn.errors import ConfigError
 
 
@@ -32,7 +32,8 @@ def env_info(env_id: str) -> EnvInfo:
     """Look a task up in EnvPool's registry without creating an env.
 
     Raises ``ConfigError`` naming the closest ids for an unknown id, and for tasks fastdqn
-    cannot train (continuous actions, dict observations).
+    cannot train (continuous actions; observations other than Atari frame stacks and
+    1-D float32 vectors).
     """
     import envpool
 
@@ -41,7 +42,10 @@ def env_info(env_id: str) -> EnvInfo:
         close = difflib.get_close_matches(env_id, all_ids, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "see envpool.list_all_envs()"
         raise ConfigError(f"--env-id: unknown EnvPool task {env_id!r}; {hint}")
-    spec = envpool.make_spec(env_id)
+    try:
+        spec = envpool.make_spec(env_id)
+    except ImportError as exc:
+        raise ConfigError(f"--env-id: EnvPool cannot load {env_id!r} on this machine: {exc}") from None
     config = spec.config
     action_space = spec.action_space
     obs_space = spec.observation_space
@@ -52,6 +56,14 @@ def env_info(env_id: str) -> EnvInfo:
         )
     is_atari = hasattr(config, "stack_num") and hasattr(config, "episodic_life")
     obs_dtype = np.dtype(np.uint8) if is_atari else np.dtype(np.float32)
+    # The networks take Atari frame stacks (NatureCNN) or flat float32 vectors (MLP) only.
+    got_dtype = np.dtype(getattr(obs_space, "dtype", None) or np.float64)
+    if got_dtype != obs_dtype or (not is_atari and len(obs_space.shape) != 1):
+        raise ConfigError(
+            f"--env-id: {env_id!r} gives {got_dtype} observations of shape {tuple(obs_space.shape)}; fastdqn "
+            "trains on Atari frame stacks (uint8) and 1-D float32 vectors only; pick an Atari task "
+            "(e.g. Breakout-v5) or a vector one (e.g. CartPole-v1)"
+        )
     return EnvInfo(
         env_id=env_id,
         kind=ATARI if is_atari else VECTOR,
@@ -85,6 +97,7 @@ def make_envs(
     """
     import envpool
 
+    check_seed("seed", seed)
     info = env_info(env_id)
     if batch_size is None or not async_envs:
         batch_size = num_envs

@@ -30,3 +30,8 @@ class CheckpointError(FastDQNError, RuntimeError):
 
 class BatchError(FastDQNError, ValueError, TypeError):
     """A batch handed to the learner has the wrong fields, shape, dtype, size or values."""
+
+
+class TrainingError(FastDQNError, RuntimeError):
+    """Training had to stop after it started (e.g. the loss diverged); the message says
+    which checkpoint is kept and how to go on."""

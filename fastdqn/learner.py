@@ -8,8 +8,9 @@ backward pass, optional global grad-norm clipping and an Adam step. Every
 With ``compile=True`` the loss (both forward passes, target, loss; its backward comes
 from AOTAutograd) is compiled once with ``torch.compile`` for the fixed batch shape. On the
 CPU the optimizer step (clipping and Adam) is compiled too. On CUDA the whole update,
-backward and fused Adam step included, is captured as one CUDA graph that is replayed on
-static input buffers filled from pinned memory. ``compile=False`` runs the same functions
+backward and fused Adam step included, is captured as one CUDA graph (``CudaGraphStep``)
+that reads the device batch the feeder hands in, or a copy of any other batch.
+``compile=False`` runs the same functions
 eagerly with a default Adam and is the reference.
 
 Non-finite losses raise ``FloatingPointError``. On the CPU the loss is checked before
@@ -29,14 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastdqn.errors import CheckpointError, ConfigError
-from fastdqn.learner_batch import BatchChecker
+from fastdqn.cuda_graph import CudaGraphStep
+from fastdqn.errors import ConfigError
+from fastdqn.learner_batch import UPDATE_INPUTS, BatchChecker
+from fastdqn.learner_state import check_learner_state
 from fastdqn.losses import LOSSES, q_learning_loss
 
 NONFINITE_CHECK_INTERVAL = 100
 """On CUDA, how many updates may pass between reads of the non-finite-loss flag."""
-
-_CUDA_GRAPH_WARMUP = 3
 
 
 def _own_code(fn):
@@ -160,6 +161,7 @@ class Learner:
             num_actions=num_actions,
             batch_size=batch_size,
             device=self.device,
+            gamma=self.gamma,
         )
         self._rng = np.random.default_rng(seed)
 
@@ -176,41 +178,39 @@ class Learner:
             step_fn = torch.compile(step_fn, dynamic=False)
         self._step_fn = types.MethodType(step_fn, self)
 
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._static_in: tuple[torch.Tensor, ...] = ()
-        self._static_out: tuple[torch.Tensor, torch.Tensor] = ()
-        self._staging: list[tuple[torch.Tensor, ...]] = []
-        self._staging_events: list[torch.cuda.Event | None] = []
-        self._slot = 0
+        self._graph = CudaGraphStep(self._graph_body, self._tracked_tensors, self.device) \
+            if self._use_graph else None
 
     # ------------------------------------------------------------------ update
 
     def update(self, batch) -> dict[str, torch.Tensor]:
-        """One gradient update on ``batch``; returns ``{"td_loss", "q_values"}`` as 0-d tensors.
+        """One gradient update on ``batch``; returns ``{"td_loss", "q_values", "td_error"}``.
 
-        ``q_values`` is the mean online Q of the taken actions. Reading a metric with
-        ``float()`` syncs with the device; ``update`` itself does not (on CUDA).
+        ``batch`` has ``obs, action, reward, next_obs, terminated`` and optionally
+        ``discount`` (per-sample bootstrap factor, e.g. from an n-step buffer; default
+        ``gamma * (1 - terminated)``) and ``weight`` (importance weights of prioritized
+        replay; the loss is ``sum_i w_i * l_i / B``). ``td_loss`` and ``q_values`` (mean
+        online Q of the taken actions) are 0-d tensors, ``td_error`` is ``|target - Q|``
+        per sample ``(B,)`` on the learner's device, for priority updates. Reading a metric
+        with ``float()`` syncs with the device; ``update`` itself does not (on CUDA).
         """
         inputs = self._checker(batch)
         self._adopt_lr()
-        if self._use_graph:
-            loss, q_mean = self._graph_update(inputs)
+        if self._graph is not None:
+            loss, q_mean, td_error = self._graph(*inputs.values())
         else:
-            loss, q_mean = self._plain_update(inputs)
+            loss, q_mean, td_error = self._plain_update(inputs)
         self.num_updates += 1
         if self.num_updates % self.target_update_interval == 0:
             self.sync_target()
         if self._cuda and self.num_updates % NONFINITE_CHECK_INTERVAL == 0:
             self.check_finite()
-        return {"td_loss": loss, "q_values": q_mean}
+        return {"td_loss": loss, "q_values": q_mean, "td_error": td_error}
 
-    def _plain_update(self, inputs):
-        obs, action, reward, next_obs, terminated = (
-            x.to(self.device, non_blocking=True) for x in inputs
-        )
-        loss, q_mean = self._loss_fn(
-            self.online, self.target, obs, action, reward, next_obs, terminated,
-            self.gamma, self.loss, self.double_dqn,
+    def _plain_update(self, inputs: dict[str, torch.Tensor]):
+        loss, q_mean, td_error = self._loss_fn(
+            self.online, self.target, loss=self.loss, double_dqn=self.double_dqn,
+            **{name: x.to(self.device, non_blocking=True) for name, x in inputs.items()},
         )
         if not self._cuda and not torch.isfinite(loss):
             # Checked before the step, so the bad update is never applied.
@@ -221,7 +221,7 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._step_fn(loss.detach())
-        return loss.detach(), q_mean
+        return loss.detach(), q_mean, td_error
 
     def _apply_gradients(self, loss: torch.Tensor) -> None:
         """Clip, take the Adam step and, on CUDA, note a non-finite loss in the device flag."""
@@ -256,69 +256,15 @@ class Learner:
 
     # ------------------------------------------------------------- CUDA graph
 
-    def _graph_body(self):
-        obs, action, reward, next_obs, terminated = self._static_in
+    def _graph_body(self, *inputs: torch.Tensor):
         self.optimizer.zero_grad(set_to_none=True)
-        loss, q_mean = self._loss_fn(
-            self.online, self.target, obs, action, reward, next_obs, terminated,
-            self.gamma, self.loss, self.double_dqn,
+        loss, q_mean, td_error = self._loss_fn(
+            self.online, self.target, loss=self.loss, double_dqn=self.double_dqn,
+            **dict(zip(UPDATE_INPUTS, inputs)),
         )
         loss.backward()
         self._step_fn(loss.detach())
-        return loss.detach(), q_mean
-
-    def _graph_update(self, inputs):
-        if not self._static_in:
-            self._static_in = tuple(torch.empty_like(x, device=self.device) for x in inputs)
-            self._staging = [tuple(torch.empty_like(x, device="cpu").pin_memory() for x in inputs)
-                             for _ in range(2)]
-            self._staging_events = [None, None]
-        slot = self._slot
-        self._slot ^= 1
-        event = self._staging_events[slot]
-        if event is not None:
-            event.synchronize()  # the copy that last read this pinned slot has finished
-        for src, stage, dst in zip(inputs, self._staging[slot], self._static_in):
-            if src.device.type == "cuda":
-                dst.copy_(src)
-            else:
-                stage.copy_(src)
-                dst.copy_(stage, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        self._staging_events[slot] = event
-        if self._graph is None:
-            self._capture()
-        self._graph.replay()
-        # The graph overwrites its outputs on every replay; hand out copies.
-        return self._static_out[0].clone(), self._static_out[1].clone()
-
-    def _capture(self) -> None:
-        """Warm up (compiles, allocates state) on a side stream, undo it, then capture."""
-        saved = self._snapshot()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(_CUDA_GRAPH_WARMUP):
-                self._graph_body()
-        torch.cuda.current_stream().wait_stream(side)
-        self._restore(saved)
-        graph = torch.cuda.CUDAGraph()
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):
-            self._static_out = self._graph_body()
-        self._graph = graph
-
-    def _snapshot(self) -> dict[int, torch.Tensor]:
-        return {id(t): t.clone() for t in self._tracked_tensors()}
-
-    def _restore(self, saved) -> None:
-        with torch.no_grad():
-            for t in self._tracked_tensors():
-                if id(t) in saved:
-                    t.copy_(saved[id(t)])
-                else:
-                    t.zero_()  # optimizer state made by the warm-up: fresh Adam state is zeros
+        return loss.detach(), q_mean, td_error
 
     def _tracked_tensors(self):
         yield from self._online_tensors
@@ -361,15 +307,12 @@ class Learner:
                 or not 0.0 <= epsilon or np.isnan(epsilon):
             raise ConfigError(f"epsilon: expected a number >= 0, got {epsilon!r}")
         n = self._checker.obs_rows(obs)
-        rng = self._rng if rng is None else rng
-        if epsilon >= 1.0:
-            return rng.integers(self.num_actions, size=n, dtype=np.int64)
-        explore = rng.random(n) < epsilon
-        random_actions = rng.integers(self.num_actions, size=n, dtype=np.int64)
-        obs_t = self._checker.obs_tensor(obs)
-        with torch.inference_mode():
-            greedy = self.online(obs_t).argmax(dim=1).cpu().numpy()
-        return np.where(explore, random_actions, greedy)
+        return epsilon_greedy(lambda: self._greedy(obs), n, self.num_actions, epsilon,
+                              self._rng if rng is None else rng)
+
+    @torch.inference_mode()
+    def _greedy(self, obs) -> np.ndarray:
+        return self.online(self._checker.obs_tensor(obs)).argmax(dim=1).cpu().numpy()
 
     # ------------------------------------------------------------- checkpoints
 
@@ -386,13 +329,13 @@ class Learner:
         })
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what ``state_dict`` returned; training then continues exactly as it would have."""
-        missing = {"online", "target", "optimizer", "num_updates", "rng"} - set(state)
-        if missing:
-            raise CheckpointError(f"learner state: missing keys {sorted(missing)}; "
-                                  "pass a dict made by Learner.state_dict()")
-        for name in ("online", "target"):
-            _check_same_shapes(name, getattr(self, name).state_dict(), state[name])
+        """Restore what ``state_dict`` returned; training then continues exactly as it would have.
+
+        Every field is checked first (``fastdqn.learner_state``): a bad one raises
+        ``CheckpointError`` and changes nothing."""
+        check_learner_state(state, networks={"online": self.online.state_dict(),
+                                             "target": self.target.state_dict()},
+                            optimizer=self.optimizer)
         with torch.no_grad():
             self.online.load_state_dict(state["online"])
             self.target.load_state_dict(state["target"])
@@ -404,19 +347,20 @@ class Learner:
         self._count_t.fill_(self.num_updates)
         self._first_bad_t.fill_(-1)
         # The captured graph points at the old optimizer state tensors; capture again.
-        self._graph = None
+        if self._graph is not None:
+            self._graph.reset()
 
 
-def _check_same_shapes(name: str, ours: dict, theirs: dict) -> None:
-    if set(ours) != set(theirs):
-        raise CheckpointError(
-            f"learner state[{name!r}]: expected parameters {sorted(ours)}, got {sorted(theirs)}; "
-            "the checkpoint was made for a different network"
-        )
-    for key, value in ours.items():
-        other = theirs[key]
-        if tuple(value.shape) != tuple(other.shape):
-            raise CheckpointError(
-                f"learner state[{name!r}][{key!r}]: expected shape {tuple(value.shape)}, got "
-                f"{tuple(other.shape)}; the checkpoint was made for a network of another shape"
-            )
+def epsilon_greedy(greedy, n: int, num_actions: int, epsilon: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """``n`` actions: each row random with probability ``epsilon``, else ``greedy()``'s.
+
+    Draws ``n`` floats then ``n`` actions from ``rng`` (only ``n`` actions when
+    ``epsilon >= 1``, and then ``greedy`` is not called: no forward pass).
+    """
+    if epsilon >= 1.0:
+        return rng.integers(num_actions, size=n, dtype=np.int64)
+    explore = rng.random(n) < epsilon
+    random_actions = rng.integers(num_actions, size=n, dtype=np.int64)
+    return np.where(explore, random_actions, greedy())
+

@@ -10,9 +10,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fastdqn.batch import LEARNER_FIELDS, window_of
 from fastdqn.errors import BatchError
+from fastdqn.losses import one_step_discount
 
-FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
+# Fields a batch may carry: an n-step buffer's per-sample discount, prioritized replay's
+# importance weights. Without them the discount is gamma * (1 - terminated), the weights 1.
+OPTIONAL_FIELDS = ("discount", "weight")
+REQUIRED_FIELDS = tuple(name for name in LEARNER_FIELDS if name not in OPTIONAL_FIELDS)
+# What the update reads, in this order (the CUDA graph's static inputs): always every one,
+# so batches with and without the optional fields share one compiled update.
+UPDATE_INPUTS = ("obs", "next_obs", "action", "reward", "discount", "weight")
 
 
 def _to_tensor(name: str, value) -> torch.Tensor:
@@ -32,12 +40,14 @@ class BatchChecker:
     """Validates batches against the shapes fixed by the network and the first batch."""
 
     def __init__(self, *, obs_shape, obs_dtype, num_actions: int, batch_size: int | None,
-                 device: torch.device) -> None:
+                 device: torch.device, gamma: float) -> None:
         self.obs_shape = None if obs_shape is None else tuple(obs_shape)
         self.obs_dtype = obs_dtype
         self.num_actions = num_actions
         self.batch_size = batch_size
         self.device = device
+        self.gamma = gamma
+        self._ones: torch.Tensor | None = None  # the weights of an unweighted batch
 
     def _check_obs(self, name: str, obs: torch.Tensor) -> None:
         if self.obs_dtype is None:
@@ -56,12 +66,17 @@ class BatchChecker:
             raise BatchError(f"batch.{name}: expected shape (B, {', '.join(map(str, self.obs_shape))}),"
                              f" got {tuple(obs.shape)}")
 
-    def __call__(self, batch) -> tuple[torch.Tensor, ...]:
-        """``(obs, action int64, reward float32, next_obs, terminated float32)``, each ``(B, ...)``."""
+    def __call__(self, batch) -> dict[str, torch.Tensor]:
+        """Name -> tensor of every name in ``UPDATE_INPUTS``, each ``(B, ...)``: action int64,
+        reward, discount and weight float32, observations as given.
+
+        ``discount`` is the batch's own field when it has one (n-step replay), else
+        ``gamma * (1 - terminated)``; ``weight`` is the batch's field (prioritized replay) or 1.
+        """
         values = {}
-        for name in FIELDS:
+        for name in REQUIRED_FIELDS:
             if not hasattr(batch, name):
-                raise BatchError(f"batch: expected an object with fields {FIELDS}, "
+                raise BatchError(f"batch: expected an object with fields {REQUIRED_FIELDS}, "
                                  f"got {type(batch).__name__} without .{name}")
             values[name] = _to_tensor(name, getattr(batch, name))
         obs, next_obs = values["obs"], values["next_obs"]
@@ -97,8 +112,42 @@ class BatchChecker:
         if terminated.is_floating_point() and terminated.device.type == "cpu":
             if not bool(((terminated == 0) | (terminated == 1)).all()):
                 raise BatchError("batch.terminated: expected only 0 and 1, got other values")
-        return (obs, action.to(torch.int64), reward.to(torch.float32), next_obs,
-                terminated.to(torch.float32))
+        discount = self._optional(batch, "discount", size, high=1.0)
+        if discount is None:
+            discount = one_step_discount(terminated, self.gamma)
+        weight = self._optional(batch, "weight", size, high=None)
+        if weight is None:
+            if self._ones is None or self._ones.shape[0] != size:
+                self._ones = torch.ones(size, dtype=torch.float32)
+            weight = self._ones
+        values.update(action=action.to(torch.int64), reward=reward.to(torch.float32),
+                      discount=discount, weight=weight)
+        frames = window_of(batch.obs, batch.next_obs)
+        if frames is not None and self.device.type == "cuda":
+            # A host window batch: copy its k + 1 frames once, not obs and next_obs apart.
+            frames_t = torch.from_numpy(frames).to(self.device, non_blocking=True)
+            values.update(obs=frames_t[:, :-1], next_obs=frames_t[:, 1:])
+        return {name: values[name] for name in UPDATE_INPUTS}
+
+    def _optional(self, batch, name: str, size: int, *, high: float | None) -> torch.Tensor | None:
+        """A float field of ``OPTIONAL_FIELDS`` as float32 ``(B,)``, or None when absent."""
+        value = getattr(batch, name, None)
+        if value is None:
+            return None
+        value = _to_tensor(name, value)
+        if tuple(value.shape) != (size,):
+            raise BatchError(f"batch.{name}: expected shape ({size},), got {tuple(value.shape)}")
+        if not value.is_floating_point():
+            raise BatchError(f"batch.{name}: expected a float dtype (float32), got {value.dtype}")
+        if value.device.type == "cpu":
+            bad = ~torch.isfinite(value) | (value < 0)
+            if high is not None:
+                bad |= value > high
+            if bool(bad.any()):
+                expected = f"[0, {high}]" if high is not None else "finite values >= 0"
+                raise BatchError(f"batch.{name}: expected values in {expected}, got "
+                                 f"{value[bad][0].item()!r}")
+        return value.to(torch.float32)
 
     def obs_rows(self, obs) -> int:
         """Check observations handed to ``act`` and return their row count."""

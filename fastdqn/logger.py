@@ -92,21 +92,29 @@ def _plain(value):
 
 
 def _truncate_after(path: Path, step: int) -> None:
-    """Keep the records up to ``step`` (written before a crash); drop torn or later lines."""
+    """Keep the records up to ``step`` (written before a crash); drop later ones and any
+    line that is not a record (cut off, not UTF-8, not JSON, or no int ``global_step``)."""
     from fastdqn.atomic import atomic_write
 
     kept = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("global_step", math.inf) <= step:
-                kept.append(line if line.endswith("\n") else line + "\n")
+            step_of = _record_step(line)
+            if step_of is not None and step_of <= step:
+                kept.append(line.decode("utf-8").rstrip("\n") + "\n")
 
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.writelines(kept)
 
     atomic_write(path, write)
+
+
+def _record_step(line: bytes) -> int | None:
+    """The ``global_step`` of one metrics line, or None if the line is not a record."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    step = record.get("global_step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None

@@ -1,10 +1,13 @@
 """Q-networks: the Nature DQN convolutional network and a small MLP.
 
-Both map a batch of observations to one Q-value per action, ``(B, A)`` float32.
+Both map a batch of observations to one Q-value per action, ``(B, A)`` float32. With
+``dueling=True`` their last hidden layer splits into a value stream and an advantage
+stream of the same width, combined as ``Q = V + A - mean_a A`` (Wang et al. 2016).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,19 +22,46 @@ def _positive_int(name: str, value, fix: str) -> int:
     return value
 
 
+def _check_dueling(dueling) -> bool:
+    if not isinstance(dueling, bool):
+        raise ConfigError(f"dueling: expected True or False, got {dueling!r}")
+    return dueling
+
+
+class DuelingHead(nn.Module):
+    """Value and advantage streams, each ``Linear(width_in, width) -> ReLU -> Linear``.
+
+    Subtracting the mean advantage (Wang et al. 2016, eq. 9) makes V and A identifiable
+    without changing which action is greedy.
+    """
+
+    def __init__(self, width_in: int, width: int, num_actions: int) -> None:
+        super().__init__()
+        self.value = nn.Sequential(nn.Linear(width_in, width), nn.ReLU(), nn.Linear(width, 1))
+        self.advantage = nn.Sequential(nn.Linear(width_in, width), nn.ReLU(), nn.Linear(width, num_actions))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value = self.value(x)  # (B, 1)
+        advantage = self.advantage(x)  # (B, A)
+        return value + advantage - advantage.mean(dim=1, keepdim=True)  # (B, A)
+
+
 class NatureCNN(nn.Module):
     """The network of Mnih et al. (2015): three convolutions and a 512-unit hidden layer.
 
     Takes uint8 frames ``(B, frame_stack, 84, 84)`` and scales them by 1/255 inside, so
-    replay batches go in untouched (no float copy of a batch on the host).
+    replay batches go in untouched (no float copy of a batch on the host). ``dueling=True``
+    gives the dueling network of Wang et al. (2016): the same convolutions, then a value
+    and an advantage stream of 512 units each.
     """
 
     obs_shape: tuple[int, ...]
 
-    def __init__(self, num_actions: int, frame_stack: int = 4) -> None:
+    def __init__(self, num_actions: int, frame_stack: int = 4, dueling: bool = False) -> None:
         super().__init__()
         self.num_actions = _positive_int("num_actions", num_actions, "pass the env's action count")
         self.frame_stack = _positive_int("frame_stack", frame_stack, "pass the env's stack_num")
+        self.dueling = _check_dueling(dueling)
         self.obs_shape = (frame_stack, 84, 84)
         self.obs_dtype = torch.uint8
         self.features = nn.Sequential(
@@ -43,11 +73,14 @@ class NatureCNN(nn.Module):
             nn.ReLU(),
             nn.Flatten(),  # (B, 3136)
         )
-        self.head = nn.Sequential(
-            nn.Linear(64 * 7 * 7, 512),
-            nn.ReLU(),
-            nn.Linear(512, num_actions),
-        )
+        if dueling:
+            self.head = DuelingHead(64 * 7 * 7, 512, num_actions)
+        else:
+            self.head = nn.Sequential(
+                nn.Linear(64 * 7 * 7, 512),
+                nn.ReLU(),
+                nn.Linear(512, num_actions),
+            )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.to(torch.float32) / 255.0  # (B, k, 84, 84) in [0, 1]
@@ -55,11 +88,16 @@ class NatureCNN(nn.Module):
 
 
 class MLP(nn.Module):
-    """A fully connected Q-network with ReLU hidden layers, for vector observations."""
+    """A fully connected Q-network with ReLU hidden layers, for vector observations.
+
+    ``dueling=True`` shares all hidden layers but the last, which becomes a value and an
+    advantage stream of that width each (the shape of the dueling NatureCNN).
+    """
 
     obs_shape: tuple[int, ...]
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden: Sequence[int] = (120, 84)) -> None:
+    def __init__(self, obs_dim: int, num_actions: int, hidden: Sequence[int] = (120, 84),
+                 dueling: bool = False) -> None:
         super().__init__()
         self.obs_dim = _positive_int("obs_dim", obs_dim, "pass the observation length")
         self.num_actions = _positive_int("num_actions", num_actions, "pass the env's action count")
@@ -67,15 +105,33 @@ class MLP(nn.Module):
         for width in hidden:
             _positive_int("hidden", width, "pass a sequence of positive layer widths")
         self.hidden = hidden
+        self.dueling = _check_dueling(dueling)
+        if dueling and not hidden:
+            raise ConfigError("hidden: a dueling MLP needs at least one hidden layer (its last one "
+                              "becomes the value and advantage streams); pass e.g. hidden=(120, 84)")
         self.obs_shape = (obs_dim,)
         self.obs_dtype = torch.float32
         layers: list[nn.Module] = []
         width_in = obs_dim
-        for width in hidden:
+        for width in hidden[:-1] if dueling else hidden:
             layers += [nn.Linear(width_in, width), nn.ReLU()]
             width_in = width
-        layers.append(nn.Linear(width_in, num_actions))
+        if dueling:
+            layers.append(DuelingHead(width_in, hidden[-1], num_actions))
+        else:
+            layers.append(nn.Linear(width_in, num_actions))
         self.net = nn.Sequential(*layers)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs)  # (B, A)
+
+
+def q_network_for(info, hidden: Sequence[int] = (120, 84), dueling: bool = False) -> nn.Module:
+    """The Q-network for an env described by ``info`` (``fastdqn.envs.EnvInfo``): NatureCNN
+    for Atari frame stacks, else an MLP over the flattened observation with ``hidden`` widths;
+    with ``dueling``, their dueling form."""
+    from fastdqn.config import ATARI
+
+    if info.kind == ATARI:
+        return NatureCNN(info.num_actions, frame_stack=info.frame_stack, dueling=dueling)
+    return MLP(math.prod(info.obs_shape), info.num_actions, hidden=tuple(hidden), dueling=dueling)

@@ -5,46 +5,49 @@ and stacks are rebuilt at sample time, bit for bit equal to the ``obs``/``next_o
 that were added (reset stacks, life losses, truncations, skipped steps, wraparound).
 With ``frame_stack=1`` whole observations of any dtype and shape are stored the same way.
 
-Capacity: each env keeps its newest ``slots_per_env = ceil(capacity / num_envs) + k``
-frames. A step that continues the env's previous ``next_obs`` costs one slot; a step
+Capacity: each env keeps its newest ``keep = ceil(capacity / num_envs) + k`` frames
+sampleable. A step that continues the env's previous ``next_obs`` costs one slot; a step
 that starts a new stack (reset, or a row that does not continue the previous one) costs
 ``2 + (k - 1 - m)`` slots, where ``m + 1`` is the number of equal leading frames of its
 ``obs`` (2 for a reset stack). A transition can be sampled while every frame it reads is
 among those newest slots, so a long episode keeps exactly ``ceil(capacity / num_envs)``
 transitions per env and each episode boundary in the window costs about one more slot.
 
+Sampling beside ``add``: one thread may ``sample`` (or ``fill``) while another calls
+``add``. Behind the ``keep`` slots each ring holds ``k + 1`` guard slots, as many as one
+add writes per env. After copying, ``sample`` reads each env's write count again and draws
+anew (and copies again) every row that is no longer sampleable; a row that still is was
+never written meanwhile, since a running add writes only into the guard slots. So every
+returned row is exactly a transition that was added and is still in the buffer when
+``sample`` returns. This relies on the CPU keeping stores in order (x86-64) and on the
+adding thread writing frames before it advances the env's count, as the kernel does.
+
 Importing this module pulls in NumPy and Numba only.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
-from typing import NamedTuple
+import re
 
 import numpy as np
 
 from fastdqn.atomic import atomic_write
+from fastdqn.batch import ReplayBatch, allocate_batch, check_batch
 from fastdqn.errors import CheckpointError, ReplayError, ReplayStateError
 from fastdqn.kernels import replay as kr
+from fastdqn.rngstate import pcg64_state
 
 _MAGIC = b"FASTDQN-REPLAY\x00\x01"
 _VERSION = 1
 _MAX_HEADER = 1 << 20
+_NO_NEXT = np.empty((0, 1, 1), np.uint8)  # a window batch's copy has no separate next_obs
+_CHECKED_BATCHES = 8  # out= batches remembered as checked
 _STATE_ARRAYS = ("frames", "action", "reward", "terminated", "info", "count", "pending",
                  "flagged", "nvalid")
-
-
-class ReplayBatch(NamedTuple):
-    """A batch of transitions; ``index`` holds ids that ``ReplayBuffer.gather`` accepts."""
-
-    obs: np.ndarray          # (B, *obs_shape) obs_dtype
-    next_obs: np.ndarray     # (B, *obs_shape) obs_dtype
-    action: np.ndarray       # (B,) int64
-    reward: np.ndarray       # (B,) float32
-    terminated: np.ndarray   # (B,) bool
-    index: np.ndarray        # (B,) int64
 
 
 def available_memory() -> int:
@@ -66,10 +69,12 @@ def _positive_int(name: str, value, minimum: int = 1, why: str = "") -> int:
 
 
 def _geometry(capacity: int, obs_shape: tuple, num_envs: int, obs_dtype: np.dtype,
-              frame_stack: int) -> tuple[int, int]:
-    """Bytes of one stored frame, and slots in each env's ring (room for one stack more)."""
+              frame_stack: int) -> tuple[int, int, int]:
+    """Bytes of one stored frame, sampleable slots per env (room for one stack more), and
+    slots in each env's ring (those plus one add's worth of guard slots)."""
     frame_bytes = obs_dtype.itemsize * math.prod(obs_shape) // frame_stack
-    return frame_bytes, -(-capacity // num_envs) + frame_stack
+    keep = -(-capacity // num_envs) + frame_stack
+    return frame_bytes, keep, keep + frame_stack + 1
 
 
 def _layout(num_envs: int, slots: int, frame_bytes: int) -> dict:
@@ -90,7 +95,8 @@ def _layout_bytes(layout: dict) -> int:
 class ReplayBuffer:
     """Uniform replay memory for ``num_envs`` envs, allocated once at construction.
 
-    Not thread-safe: do not call ``add`` while another thread samples.
+    One thread may sample while another adds (see the module doc); calls of the same kind
+    (two adds, or two samples) must not overlap.
     """
 
     def __init__(self, capacity: int, obs_shape, num_envs: int, *, obs_dtype=np.uint8,
@@ -126,11 +132,15 @@ class ReplayBuffer:
         self._obs_shape = obs_shape
         self._obs_dtype = obs_dtype
         self._k = frame_stack
-        self._frame_bytes, self._L = _geometry(capacity, obs_shape, num_envs, obs_dtype, frame_stack)
+        self._frame_bytes, self._keep, self._L = _geometry(capacity, obs_shape, num_envs, obs_dtype,
+                                                           frame_stack)
         self._rng = np.random.default_rng(seed)
         self._len = 0
         self._allocate()
         self._uniform = np.empty(0, np.float64)
+        self._snapshot = np.zeros(num_envs, np.int64)
+        self._oldest = np.empty(0, np.int64)
+        self._checked: dict[int, tuple] = {}
         self._seen = np.zeros(num_envs, bool)
         self._err = np.zeros(2, np.int64)
         self._all_valid = np.ones(num_envs, bool)
@@ -162,25 +172,29 @@ class ReplayBuffer:
                        frame_stack: int = 1) -> int:
         """Bytes a buffer built with these arguments allocates (its ``nbytes``), without
         allocating: lets a caller check free memory before building one."""
-        frame_bytes, slots = _geometry(capacity, obs_shape, num_envs, np.dtype(obs_dtype), frame_stack)
+        frame_bytes, _, slots = _geometry(capacity, obs_shape, num_envs, np.dtype(obs_dtype), frame_stack)
         return _layout_bytes(_layout(num_envs, slots, frame_bytes))
 
     def _warm_up(self) -> None:
         """Compile (or load from cache) every kernel now, on scratch arrays."""
         scratch = ReplayBuffer.__new__(ReplayBuffer)
         scratch.__dict__.update(self.__dict__)
-        scratch._L = self._k + 1
+        scratch._keep = self._k + 1
+        scratch._L = scratch._keep + self._k + 1
         scratch._capacity = 1
-        scratch._state = {name: (np.zeros((self._num_envs, self._k + 1) + arr.shape[2:], arr.dtype)
+        scratch._state = {name: (np.zeros((self._num_envs, scratch._L) + arr.shape[2:], arr.dtype)
                                  if arr.ndim > 1 else np.zeros_like(arr))
                           for name, arr in self._state.items()}
         scratch._rng = np.random.default_rng(0)
         scratch._uniform = np.empty(0, np.float64)
+        scratch._checked = {}
         obs = np.zeros((self._num_envs,) + self._obs_shape, self._obs_dtype)
         zeros = np.zeros(self._num_envs)
         scratch.add(obs, obs, zeros.astype(np.int64), zeros.astype(np.float32),
                     zeros.astype(bool), zeros.astype(bool))
         scratch.sample(1)
+        if self._k > 1:
+            scratch.sample(1, out=scratch.make_batch(1, window=True))
 
     # -- properties ---------------------------------------------------------------------
 
@@ -275,7 +289,7 @@ class ReplayBuffer:
         total = kr.add_rows(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
                             st["count"], st["pending"], st["flagged"], st["nvalid"],
                             obs_b, next_b, action, reward, terminated, env_ids, valid,
-                            self._seen, self._err)
+                            self._seen, self._err, self._keep)
         if total < 0:
             self._raise_add_error(int(self._err[0]), int(self._err[1]), env_ids, action)
         self._len = int(total)
@@ -297,77 +311,125 @@ class ReplayBuffer:
 
     # -- sampling -----------------------------------------------------------------------
 
-    def make_batch(self, batch_size: int) -> ReplayBatch:
-        """Freshly allocated arrays to pass as ``out=`` to ``sample``/``gather``."""
+    def make_batch(self, batch_size: int, *, window: bool = False) -> ReplayBatch:
+        """Freshly allocated arrays to pass as ``out=`` to ``sample``/``gather``.
+
+        ``window=True`` (stacked frames only) stores each transition's ``k + 1`` frames once
+        in ``frames``; ``obs`` and ``next_obs`` are views of it (see ``fastdqn.batch``).
+        """
         B = _positive_int("batch_size", batch_size)
-        return ReplayBatch(np.empty((B,) + self._obs_shape, self._obs_dtype),
-                           np.empty((B,) + self._obs_shape, self._obs_dtype),
-                           np.empty(B, np.int64), np.empty(B, np.float32),
-                           np.empty(B, np.bool_), np.empty(B, np.int64))
+        self._check_window(window)
+        return allocate_batch(B, self._obs_shape, self._obs_dtype, window=window)
 
-    def _check_out(self, out, B: int) -> ReplayBatch:
+    def _check_window(self, window: bool) -> None:
+        if window and self._k == 1:
+            raise ReplayError("window: expected window=False for frame_stack=1 (obs and next_obs "
+                              "share no frames), got window=True")
+
+    def _check_out(self, out, B: int) -> tuple[ReplayBatch, tuple]:
+        """``out`` checked, and its frame arrays as the kernels' byte views; a batch object
+        passed again (the usual case: a few batches reused in turn) is not checked again."""
         if out is None:
-            return self.make_batch(B)
-        if not isinstance(out, tuple) or len(out) != len(ReplayBatch._fields):
-            raise ReplayError(f"out: expected a ReplayBatch (see make_batch), got {type(out).__name__}")
-        specs = ((self._obs_shape, self._obs_dtype), (self._obs_shape, self._obs_dtype),
-                 ((), np.dtype(np.int64)), ((), np.dtype(np.float32)), ((), np.dtype(np.bool_)),
-                 ((), np.dtype(np.int64)))
-        for field, arr, (shape, dtype) in zip(ReplayBatch._fields, out, specs):
-            if not isinstance(arr, np.ndarray):
-                raise ReplayError(f"out.{field}: expected a NumPy array, got {type(arr).__name__}")
-            if arr.dtype != dtype or arr.shape != (B,) + shape:
-                raise ReplayError(f"out.{field}: expected {dtype} array of shape {(B,) + shape}, "
-                                  f"got {arr.dtype} {arr.shape}")
-            if not (arr.flags.c_contiguous and arr.flags.writeable):
-                raise ReplayError(f"out.{field}: expected a writeable C-contiguous array, got a "
-                                  f"non-contiguous or read-only one")
-        return ReplayBatch(*out)
+            out = self.make_batch(B)
+        cached = self._checked.get(id(out))
+        if cached is not None and cached[0] is out and cached[1] == B:
+            return cached[2], cached[3]
+        batch = check_batch(out, B, self._obs_shape, self._obs_dtype)
+        frames = batch.frames
+        self._check_window(frames is not None)
+        F = self._frame_bytes
+        if frames is not None:
+            views = (frames.reshape(B, self._k + 1, F), _NO_NEXT)
+        else:
+            views = (batch.obs.view(np.uint8).reshape(B, self._k, F),
+                     batch.next_obs.view(np.uint8).reshape(B, self._k, F))
+        if len(self._checked) >= _CHECKED_BATCHES:
+            self._checked.clear()
+        self._checked[id(out)] = (out, B, batch, views)  # keeps out alive: its id stays its own
+        return batch, views
 
-    def _fill(self, out: ReplayBatch, index: np.ndarray) -> int:
-        B = index.shape[0]
+    def _scratch(self, B: int) -> None:
+        """Per-batch-size scratch of the sampler, allocated when the batch size changes."""
+        if self._oldest.shape[0] != B:
+            self._oldest = np.empty(B, np.int64)
+            self._all_rows = np.arange(B, dtype=np.int64)
+            self._spare = (np.empty(B, np.int64), np.empty(B, np.int64))
+            self._redraw = np.empty(B, np.int64)
+            self._uniform = np.empty(2 * B + 16, np.float64)
+
+    def _copy(self, out: ReplayBatch, views: tuple, rows: np.ndarray, count: np.ndarray) -> None:
+        """Copy the ids at ``out.index[rows]`` into ``out`` (``views``: from ``_check_out``)."""
+        stack, next_ = views
         st = self._state
-        return kr.gather(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
-                         st["count"], index,
-                         out.obs.view(np.uint8).reshape(B, self._k, self._frame_bytes),
-                         out.next_obs.view(np.uint8).reshape(B, self._k, self._frame_bytes),
-                         out.action, out.reward, out.terminated)
+        kr.copy_rows(st["frames"], st["action"], st["reward"], st["terminated"], st["info"], count,
+                     out.index, rows, self._k, stack, next_, out.action, out.reward,
+                     out.terminated, self._oldest)
 
-    def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
-        """Draw ``batch_size`` transitions uniformly (with replacement) from the valid ones."""
+    def _draw_into(self, index: np.ndarray) -> None:
+        """Fill ``index`` with uniform ids of valid transitions, against a fresh count snapshot."""
+        st = self._state
+        np.copyto(self._snapshot, st["count"])
+        filled = 0
+        uniform = self._uniform
+        while filled < index.shape[0]:
+            self._rng.random(out=uniform)
+            filled = kr.draw_indices(st["info"], self._snapshot, self._keep, uniform, index, filled)
+
+    def draw(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
+        """Draw ``batch_size`` ids uniformly (with replacement) into ``out.index``; ``fill``
+        copies them. ``sample`` is the two in one; split, the draw (microseconds) can happen
+        where the buffer is still, and the copy in another thread beside ``add``."""
         B = _positive_int("batch_size", batch_size)
         if self._len == 0:
             raise ReplayStateError("sample: the buffer is empty; add transitions before sampling")
         if B > self._len:
             raise ReplayError(f"batch_size: expected at most len(buffer) = {self._len}, got {B}; "
                               f"add more transitions first")
-        out = self._check_out(out, B)
-        m = 2 * B + 16
-        if self._uniform.shape[0] < m:
-            self._uniform = np.empty(m, np.float64)
-        uniform = self._uniform[:m]
-        st = self._state
-        filled = 0
-        while filled < B:
-            self._rng.random(out=uniform)
-            filled = kr.draw_indices(st["info"], st["count"], uniform, out.index, filled)
-        self._fill(out, out.index)
+        out, _ = self._check_out(out, B)
+        self._scratch(B)
+        self._draw_into(out.index)
         return out
 
+    def fill(self, out: ReplayBatch) -> ReplayBatch:
+        """Copy the transitions drawn into ``out.index`` by the latest ``draw``; rows that an
+        ``add`` running meanwhile pushed out of the buffer are drawn again and copied."""
+        out, views = self._check_out(out, out.index.shape[0])
+        st = self._state
+        rows = self._all_rows
+        for turn in itertools.count():
+            self._copy(out, views, rows, self._snapshot)
+            spare = self._spare[turn % 2]
+            n = kr.stale_rows(st["count"], self._keep, self._L, out.index, self._oldest, rows, spare)
+            if n == 0:
+                return out
+            rows = spare[:n]
+            redraw = self._redraw[:n]
+            self._draw_into(redraw)
+            out.index[rows] = redraw
+
+    def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
+        """Draw ``batch_size`` transitions uniformly (with replacement) from the valid ones.
+
+        May run in one thread while another calls ``add`` (see the module doc)."""
+        return self.fill(self.draw(batch_size, out))
+
     def gather(self, index, out: ReplayBatch | None = None) -> ReplayBatch:
-        """The transitions at ``index`` (ids from ``ReplayBatch.index``)."""
+        """The transitions at ``index`` (ids from ``ReplayBatch.index``); not for use beside ``add``."""
         idx = np.asarray(index)
         if idx.ndim != 1 or idx.dtype.kind not in "iu":
             raise ReplayError(f"index: expected a 1-D integer array, got {idx.dtype} {idx.shape}")
         idx = np.ascontiguousarray(idx, dtype=np.int64)
-        out = self._check_out(out, idx.shape[0])
-        bad = self._fill(out, idx)
+        out, views = self._check_out(out, idx.shape[0])
+        st = self._state
+        bad = kr.first_invalid(st["info"], st["count"], self._keep, idx)
         if bad >= 0:
             raise ReplayError(f"index: index[{bad}] = {idx[bad]} is not a stored transition "
                               f"(out of range [0, {self._num_envs * self._L}), overwritten, or not a "
                               f"transition slot); use ids from sample().index")
         if out.index is not idx:
             out.index[:] = idx
+        self._scratch(idx.shape[0])
+        self._copy(out, views, self._all_rows, st["count"])
         return out
 
     # -- persistence --------------------------------------------------------------------
@@ -394,7 +456,12 @@ class ReplayBuffer:
 
     @classmethod
     def load(cls, path) -> "ReplayBuffer":
-        """Read a buffer written by ``save``; sampling continues as it would have."""
+        """Read a buffer written by ``save``; sampling continues as it would have.
+
+        The header is plain JSON. Its every field is checked, and the file's size compared
+        with the size the header implies, before anything is allocated: a small file cannot
+        make the loader allocate a large buffer.
+        """
         path = os.fspath(path)
         try:
             f = open(path, "rb", buffering=0)
@@ -413,36 +480,65 @@ class ReplayBuffer:
                 raise CheckpointError(f"path: {path!r} has a corrupt header (length {n})")
             try:
                 header = json.loads(_read_exact(f, n, path))
-                if header["version"] != _VERSION:
-                    raise CheckpointError(f"path: {path!r} has format version {header['version']}, "
-                                          f"expected {_VERSION}")
-                buf = cls(header["capacity"], tuple(header["obs_shape"]), header["num_envs"],
-                          obs_dtype=np.dtype(header["obs_dtype"]), frame_stack=header["frame_stack"])
-                specs = [[name, arr.dtype.str, list(arr.shape)]
-                         for name, arr in ((nm, buf._state[nm]) for nm in _STATE_ARRAYS)]
-                if header["arrays"] != specs or header["slots_per_env"] != buf._L:
-                    raise CheckpointError(f"path: {path!r} holds arrays {header['arrays']}, "
-                                          f"expected {specs}")
-            except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from exc
-            expected = len(_MAGIC) + 8 + n + buf._nbytes
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
+            args = _header_args(header, path)
+            frame_bytes, _, slots = _geometry(**args)
+            layout = _layout(args["num_envs"], slots, frame_bytes)
+            specs = [[name, np.dtype(layout[name][1]).str, list(layout[name][0])] for name in _STATE_ARRAYS]
+            if header["arrays"] != specs or header["slots_per_env"] != slots:
+                raise CheckpointError(f"path: {path!r} holds arrays {header['arrays']}, expected {specs}")
+            expected = len(_MAGIC) + 8 + n + _layout_bytes(layout)
             if size != expected:
-                raise CheckpointError(f"path: {path!r} is truncated or corrupt: expected "
-                                      f"{expected} bytes, the file has {size}")
+                raise CheckpointError(f"path: {path!r} is truncated or corrupt: its header describes "
+                                      f"{expected} bytes (capacity {args['capacity']}), the file has {size}")
+            try:
+                buf = cls(args["capacity"], args["obs_shape"], args["num_envs"], obs_dtype=args["obs_dtype"],
+                          frame_stack=args["frame_stack"])
+            except ReplayError as exc:
+                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
             for name in _STATE_ARRAYS:
                 _read_into(f, memoryview(buf._state[name]).cast("B"), path)
-        try:
-            bit_generator = getattr(np.random, header["rng"]["bit_generator"])()
-            bit_generator.state = header["rng"]
-            buf._rng = np.random.Generator(bit_generator)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise CheckpointError(f"path: {path!r} has a corrupt RNG state: {exc}") from exc
+        buf._rng.bit_generator.state = header["rng"]
         buf._len = int(buf._state["nvalid"].sum())
         if buf._len != header["len"]:
             raise CheckpointError(f"path: {path!r} is corrupt: header says {header['len']} "
                                   f"transitions, the data holds {buf._len}")
         return buf
 
+
+def _header_args(header, path: str) -> dict:
+    """The constructor arguments in a replay file's header, each checked (allocates nothing)."""
+    def bad(field: str, expected: str, got) -> None:
+        raise CheckpointError(f"path: {path!r} has a corrupt header: {field}: expected {expected}, got {got!r}")
+
+    def count(value, minimum: int) -> bool:
+        return type(value) is int and value >= minimum
+
+    if not isinstance(header, dict):
+        bad("header", "a JSON object", type(header).__name__)
+    missing = {"version", "capacity", "obs_shape", "num_envs", "obs_dtype", "frame_stack", "slots_per_env",
+               "len", "rng", "arrays"} - set(header)
+    if missing:
+        bad("header", "every field of the format", f"no {sorted(missing)}")
+    if header["version"] != _VERSION:
+        raise CheckpointError(f"path: {path!r} has format version {header['version']!r}, expected {_VERSION}")
+    for name in ("capacity", "num_envs", "frame_stack"):
+        if not count(header[name], 1):
+            bad(name, "an int >= 1", header[name])
+    if not count(header["len"], 0):
+        bad("len", "an int >= 0", header["len"])
+    pcg64_state(header["rng"], f"path: {path!r}: rng")
+    if header["frame_stack"] > kr.MAX_FRAME_STACK:
+        bad("frame_stack", f"at most {kr.MAX_FRAME_STACK}", header["frame_stack"])
+    shape = header["obs_shape"]
+    if not (isinstance(shape, list) and shape and all(count(x, 1) for x in shape)):
+        bad("obs_shape", "a non-empty list of positive ints", shape)
+    dtype = header["obs_dtype"]
+    if not (isinstance(dtype, str) and re.fullmatch(r"[<>|][biuf][1248]", dtype) and np.dtype(dtype).str == dtype):
+        bad("obs_dtype", "a plain numeric NumPy dtype like '<f4' or '|u1'", dtype)
+    return {"capacity": header["capacity"], "obs_shape": tuple(shape), "num_envs": header["num_envs"],
+            "obs_dtype": np.dtype(dtype), "frame_stack": header["frame_stack"]}
 
 def _write_all(f, data) -> None:
     view = memoryview(data).cast("B")

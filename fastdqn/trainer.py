@@ -5,8 +5,12 @@ step in their own threads while the learner trains. Everything is keyed by
 ``info["env_id"]``: a row of ``recv()`` is the transition from that env's last observation
 and action (kept in per-env arrays) to the new observation.
 
-Rules (see the EnvPool facts): a row with ``elapsed_step == 0`` is a reset, not a
-transition, and is masked out of the buffer; ``terminated`` (a lost life with
+Batches reach the learner through a ``Feeder`` (``fastdqn/feeder.py``), which samples the
+next one in a background thread while the learner updates; the loop lets that copy finish
+(``settle``) before it adds to the buffer, so a seed gives the same run with or without it.
+
+Rules (docs/envpool.md describes the EnvPool behaviour behind them): a row with
+``elapsed_step == 0`` is a reset, not a transition, and is masked out of the buffer; ``terminated`` (a lost life with
 ``episodic_life``, or a game over) stops bootstrapping; ``truncated`` does not; rewards
 go into the buffer as ``np.sign(reward)`` while episode scores sum the raw rewards over
 all lives of a game, and a game is over when its env's reset arrives.
@@ -22,7 +26,11 @@ import torch
 
 from fastdqn.checkpoint import save_checkpoint
 from fastdqn.config import TrainConfig, linear_schedule
-from fastdqn.replay import ReplayBatch
+from fastdqn.errors import TrainingError
+from fastdqn.feeder import Feeder
+from fastdqn.phases import PhaseTimer, next_multiple
+
+PHASES = ("env", "act", "store", "sample", "learn", "wait")
 
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -34,16 +42,24 @@ class Trainer:
     ``config.num_envs`` envs; ``learner``: a ``Learner``; ``logger``: a ``RunLogger`` or None
     (then nothing is written: no metrics, no checkpoints). ``evaluator``: optional callable
     returning the scores of full evaluation games with the learner's current network.
+    ``feeder``: where updates get their batches (the caller closes it); by default each
+    ``train()`` makes (and closes) a ``Feeder`` of window batches (stacked frames) for the
+    learner's device, prefetching as ``config.prefetch`` says.
+    ``timers`` holds the seconds spent per phase (``PHASES``).
     """
 
-    def __init__(self, envs, buffer, learner, config: TrainConfig, logger=None, *, evaluator=None) -> None:
+    def __init__(self, envs, buffer, learner, config: TrainConfig, logger=None, *, evaluator=None,
+                 feeder: Feeder | None = None) -> None:
         self.envs = envs
         self.buffer = buffer
         self.learner = learner
         self.config = config
         self.logger = logger
         self.evaluator = evaluator
-        self.timers = {"env": 0.0, "replay": 0.0, "learn": 0.0, "act": 0.0}
+        self.timer = PhaseTimer(PHASES)
+        self.timers = self.timer.seconds
+        self._own_feeder = feeder is None
+        self.feeder = feeder
         self.global_step = 0
         self.episodes = 0
         self.last_eval: dict | None = None
@@ -67,19 +83,18 @@ class Trainer:
         self._reset = np.zeros(batch, dtype=bool)
         self._ret = np.zeros(batch, dtype=np.float64)
         self._len = np.zeros(batch, dtype=np.int64)
-        self._batches = self._make_batches(config.batch_size)
-        self._turn = 0
 
     # ---- state for checkpoints -------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """Counters and torch's RNG states: plain data, as checkpoints hold nothing else.
+        NumPy's global RNG is not saved: nothing in fastdqn draws from it."""
         return {
             "global_step": self.global_step,
             "pending": self._pending,
             "learn_after": self._learn_after,
             "episodes": self.episodes,
             "last_eval": self.last_eval,
-            "numpy_rng": np.random.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
@@ -96,7 +111,6 @@ class Trainer:
         if not buffer_restored:
             self._learn_after = max(self._learn_after, self.global_step + self.config.learning_starts)
             self._pending = 0
-        np.random.set_state(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -124,58 +138,76 @@ class Trainer:
         return linear_schedule(c.start_e, c.end_e, c.exploration_steps, self.global_step)
 
     def train(self) -> int:
-        """Train to ``total_timesteps``; returns 0, or 130/143 after SIGINT/SIGTERM."""
-        c, envs, buffer, learner, timers = self.config, self.envs, self.buffer, self.learner, self.timers
-        perf = time.perf_counter
-        start_step, start_time = self.global_step, perf()
-        every = c.checkpoint_every
-        next_ckpt = (self.global_step // every + 1) * every if every else None
-        next_eval = (self.global_step // c.eval_every + 1) * c.eval_every if c.eval_every else None
-        next_log = (self.global_step // c.log_every + 1) * c.log_every
+        """Train to ``total_timesteps``; returns 0, or 130/143 after SIGINT/SIGTERM.
+
+        A non-finite loss (the learner raises ``FloatingPointError`` in an update, or on
+        CUDA when a checkpoint reads its state) ends in ``TrainingError``, after the last
+        good state is saved where there is one.
+        """
+        try:
+            return self._train()
+        except FloatingPointError as exc:
+            raise self._diverged(exc) from None
+
+    def _train(self) -> int:
+        c, envs, buffer, learner, timer = self.config, self.envs, self.buffer, self.learner, self.timer
+        if self._own_feeder:
+            self.feeder = Feeder(buffer, c.batch_size, device=getattr(learner, "device", "cpu"),
+                                 prefetch=c.prefetch)
+        start_step, start_time = self.global_step, time.perf_counter()
+        next_ckpt = next_multiple(self.global_step, c.checkpoint_every)
+        next_eval = next_multiple(self.global_step, c.eval_every)
+        next_log = next_multiple(self.global_step, c.log_every)
         epsilon = self.epsilon()
         envs.async_reset()
-        while self.global_step < c.total_timesteps and self.stop_signal is None:
-            t0 = perf()
-            obs, reward, terminated, truncated, info = envs.recv()
-            ids = info["env_id"]
-            t1 = perf()
-            # Act and send first, so the envs step in their threads while this thread
-            # stores the transitions and tracks episodes (recv returns fresh arrays).
-            np.take(self._last_obs, ids, axis=0, out=self._prev_obs)
-            np.take(self._last_act, ids, out=self._prev_act)
-            episode_epsilon, epsilon = epsilon, self.epsilon()
-            actions = learner.act(obs, epsilon)
-            t2 = perf()
-            envs.send(actions, ids)
-            t3 = perf()
-            np.not_equal(info["elapsed_step"], 0, out=self._valid)
-            np.logical_not(self._valid, out=self._reset)
-            np.sign(reward, out=self._reward)
-            buffer.add(obs=self._prev_obs, next_obs=obs, action=self._prev_act, reward=self._reward,
-                       terminated=terminated, truncated=truncated, env_ids=ids, valid=self._valid)
-            t4 = perf()
-            self._track_episodes(ids, reward, episode_epsilon)
-            self._last_obs[ids] = obs
-            self._last_act[ids] = actions
-            self.global_step += len(ids)
-            t5 = perf()
-            timers["env"] += (t1 - t0) + (t3 - t2)
-            timers["replay"] += t4 - t3
-            timers["act"] += (t2 - t1) + (t5 - t4)
-            if self.global_step > self._learn_after and len(buffer) >= c.batch_size:
-                self._learn(len(ids))
+        try:
+            while self.global_step < c.total_timesteps and self.stop_signal is None:
+                with timer("env"):
+                    obs, reward, terminated, truncated, info = envs.recv()
+                ids = info["env_id"]
+                # Act and send first, so the envs step in their threads while this thread
+                # stores the transitions and tracks episodes (recv returns fresh arrays).
+                with timer("act"):
+                    np.take(self._last_obs, ids, axis=0, out=self._prev_obs)
+                    np.take(self._last_act, ids, out=self._prev_act)
+                    episode_epsilon, epsilon = epsilon, self.epsilon()
+                    actions = learner.act(obs, epsilon)
+                with timer("env"):
+                    envs.send(actions, ids)
+                with timer("wait"):
+                    self.feeder.settle()  # the buffer stays still under a background copy
+                with timer("store"):
+                    np.not_equal(info["elapsed_step"], 0, out=self._valid)
+                    np.logical_not(self._valid, out=self._reset)
+                    np.sign(reward, out=self._reward)
+                    buffer.add(obs=self._prev_obs, next_obs=obs, action=self._prev_act,
+                               reward=self._reward, terminated=terminated, truncated=truncated,
+                               env_ids=ids, valid=self._valid)
+                    self._track_episodes(ids, reward, episode_epsilon)
+                    self._last_obs[ids] = obs
+                    self._last_act[ids] = actions
+                    self.global_step += len(ids)
+                if self.global_step > self._learn_after and len(buffer) >= c.batch_size:
+                    self._learn(len(ids))
 
-            if self.logger is not None:
-                if self.global_step >= next_log:
-                    next_log = (self.global_step // c.log_every + 1) * c.log_every
-                    self._log_training(start_step, start_time)
-                if next_eval is not None and self.global_step >= next_eval:
-                    next_eval = (self.global_step // c.eval_every + 1) * c.eval_every
-                    self._evaluate()
-                if next_ckpt is not None and self.global_step >= next_ckpt:
-                    next_ckpt = (self.global_step // every + 1) * every
-                    self.checkpoint()
-                self.logger.progress(self.global_step)
+                if self.logger is not None:
+                    if self.global_step >= next_log:
+                        next_log = next_multiple(self.global_step, c.log_every)
+                        self._log_training(start_step, start_time)
+                    if next_eval is not None and self.global_step >= next_eval:
+                        next_eval = next_multiple(self.global_step, c.eval_every)
+                        self._evaluate()
+                    if next_ckpt is not None and self.global_step >= next_ckpt:
+                        next_ckpt = next_multiple(self.global_step, c.checkpoint_every)
+                        self.checkpoint()
+                    self.logger.progress(self.global_step)
+        finally:
+            # Stops the sampler thread and raises what it raised; the drawn batch is dropped.
+            if self._own_feeder:
+                self.feeder.close()
+                self.feeder = None
+            else:
+                self.feeder.settle()
         if self.stop_signal is None and self.logger is not None:
             if c.eval_episodes and (self.last_eval is None or self.last_eval["global_step"] != self.global_step):
                 self._evaluate()
@@ -185,26 +217,45 @@ class Trainer:
             self.checkpoint()
         return EXIT_STATUS.get(self.stop_signal, 0) if self.stop_signal is not None else 0
 
+    def _diverged(self, exc: FloatingPointError) -> TrainingError:
+        """Save the learner's last good state if it has one; the error to stop with.
+
+        On the CPU the learner raises before applying a bad update, so its state is the
+        one from before it; on CUDA bad steps may already be applied, and then the last
+        periodic checkpoint is kept instead.
+        """
+        where = f"training diverged at step {self.global_step:,} ({exc})"
+        fix = f"lower --learning-rate (this run: {self.config.learning_rate:g})"
+        if self.logger is None:
+            return TrainingError(f"{where}; {fix}")
+        run_dir = self.logger.run_dir
+        try:
+            finite = all(bool(torch.isfinite(p).all()) for p in self.learner.online.parameters())
+            if finite:
+                self.checkpoint()
+        except FloatingPointError:
+            finite = False
+        if finite:
+            saved = f"the state from before that update is saved in {run_dir}"
+            then = f"then continue with: fastdqn train --resume {run_dir} --learning-rate LOWER, or start anew"
+        else:
+            saved = ("the learner's state already holds non-finite updates, so no checkpoint was written "
+                     "now (an earlier one, if any, is kept)")
+            then = "then resume from the earlier checkpoint or start anew"
+        return TrainingError(f"{where}; {saved}; {fix}, {then}")
+
     def _learn(self, env_steps: int) -> None:
-        c, perf = self.config, time.perf_counter
+        c, timer = self.config, self.timer
         self._pending += env_steps
         updates, self._pending = divmod(self._pending, c.train_frequency)
         if c.anneal_lr and updates:
             # CleanRL's anneal: the fraction of steps left before this vector step (always > 0).
             self.learner.set_lr(c.learning_rate * (1.0 - (self.global_step - env_steps) / c.total_timesteps))
         for _ in range(updates):
-            t0 = perf()
-            host, device_view, event = self._batches[self._turn % len(self._batches)]
-            self._turn += 1
-            if event is not None:
-                event.synchronize()  # the copy out of this pinned batch has finished
-            self.buffer.sample(c.batch_size, out=host)
-            t1 = perf()
-            self._metrics = self.learner.update(device_view)
-            if event is not None:
-                event.record()
-            self.timers["replay"] += t1 - t0
-            self.timers["learn"] += perf() - t1
+            with timer("sample"):
+                batch = self.feeder.next()
+            with timer("learn"):
+                self._metrics = self.learner.update(batch)
 
     def _track_episodes(self, ids: np.ndarray, reward: np.ndarray, epsilon: float) -> None:
         """Full-game score and length per env; a reset row closes that env's game."""
@@ -240,27 +291,3 @@ class Trainer:
                           "std": float(np.std(scores))}
         self.logger.log(self.global_step, eval_return_mean=self.last_eval["mean"],
                         eval_return_std=self.last_eval["std"])
-
-    # ---- host batches ------------------------------------------------------------------
-
-    def _make_batches(self, batch_size: int):
-        """One NumPy batch on CPU; on CUDA two pinned batches used in turn, each guarded by
-        an event so the sampler never overwrites memory a host-to-device copy still reads."""
-        if not str(getattr(self.learner, "device", "cpu")).startswith("cuda"):
-            host = self.buffer.make_batch(batch_size)
-            return [(host, host, None)]
-        torch_dtype = torch.from_numpy(np.zeros(0, dtype=self.buffer.obs_dtype)).dtype
-        shape = (batch_size, *self.buffer.obs_shape)
-        batches = []
-        for _ in range(2):
-            tensors = ReplayBatch(
-                obs=torch.empty(shape, dtype=torch_dtype, pin_memory=True),
-                next_obs=torch.empty(shape, dtype=torch_dtype, pin_memory=True),
-                action=torch.empty(batch_size, dtype=torch.int64, pin_memory=True),
-                reward=torch.empty(batch_size, dtype=torch.float32, pin_memory=True),
-                terminated=torch.empty(batch_size, dtype=torch.bool, pin_memory=True),
-                index=torch.empty(batch_size, dtype=torch.int64, pin_memory=True),
-            )
-            host = ReplayBatch(*(t.numpy() for t in tensors))
-            batches.append((host, tensors, torch.cuda.Event()))
-        return batches

@@ -14,7 +14,12 @@ Storage, one ring per env (``E`` envs, ``L`` slots each, ``F`` bytes per frame):
   transition, so the env's next obs may continue it, and ``nvalid (E,) int64``.
 
 A transition at absolute slot ``a`` with depth ``d`` reads slots ``a - d .. a + 1``; it
-can be sampled while ``a - d >= count - L`` (its oldest frame is not overwritten).
+can be sampled while ``a - d >= count - keep``, where ``keep = L - (k + 1)``. The ``k + 1``
+guard slots behind the sampleable ones (the most one add writes per env) are what lets
+one thread sample while another adds: ``copy_rows`` notes each row's oldest absolute slot,
+and ``stale_rows``, run after the copy, lists the rows that are no longer sampleable. A
+row that still is was never touched: adds that finished wrote below ``count``, and one
+still running writes below ``count + k + 1``, which reaches only the guard slots.
 
 The wrappers take arrays already checked by ``fastdqn.replay`` (dtypes, shapes,
 contiguity) and return a status; they never allocate.
@@ -72,7 +77,7 @@ def _write_slot(frames, info, flagged, e, a, L, frame, depth):
 
 @njit(nogil=True, cache=True)
 def _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
-              obs, next_obs, action, reward, terminated, env_ids, valid, seen, err):
+              obs, next_obs, action, reward, terminated, env_ids, valid, seen, err, keep):
     E, L, _ = frames.shape
     n, k, _ = obs.shape
     err[0] = OK
@@ -147,10 +152,11 @@ def _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged,
         c += 1
         count[e] = c
         pending[e] = True
-        # Only the oldest k-1 slots can hold a transition whose stack reaches past the ring.
+        # Transitions still stored in the guard slots, and those among the oldest k-1 kept
+        # slots whose stack reaches into the guard, are no longer sampleable.
         lost = 0
-        lo = max(np.int64(0), c - L)
-        for a in range(lo, min(lo + k - 1, c)):
+        lo = max(np.int64(0), c - keep)
+        for a in range(max(np.int64(0), c - L), min(lo + k - 1, c)):
             f = info[e, a % L]
             if (f & HAS_TRANSITION) and a - np.int64(f & DEPTH_MASK) < lo:
                 lost += 1
@@ -162,110 +168,138 @@ def _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged,
 
 
 def add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
-             obs, next_obs, action, reward, terminated, env_ids, valid, seen, err) -> int:
+             obs, next_obs, action, reward, terminated, env_ids, valid, seen, err, keep: int) -> int:
     """Append one row per env; returns the number of valid transitions, or -1 with ``err`` set.
 
     ``obs``/``next_obs`` are ``(n, k, F) uint8`` byte views, ``action`` int64,
     ``reward`` float32, ``terminated``/``valid`` bool, ``env_ids`` int64 (all ``(n,)``);
     ``seen`` is an all-False ``(E,) bool`` scratch array (left all-False), ``err`` an
-    ``(2,) int64`` array receiving (status, row).
+    ``(2,) int64`` array receiving (status, row); ``keep`` the sampleable slots per env.
     """
     return _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
-                     obs, next_obs, action, reward, terminated, env_ids, valid, seen, err)
+                     obs, next_obs, action, reward, terminated, env_ids, valid, seen, err, keep)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _is_valid(info, count, L, e, s):
+def _absolute(count, L, e, s):
+    c = count[e]
+    return c - 1 - ((c - 1 - s) % L)  # newest absolute slot stored at s
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _is_valid(info, count, keep, e, s):
     f = info[e, s]
     if not (f & HAS_TRANSITION):
         return False
-    c = count[e]
-    a = c - 1 - ((c - 1 - s) % L)  # newest absolute slot stored at s
-    return a - np.int64(f & DEPTH_MASK) >= max(np.int64(0), c - L)
+    L = info.shape[1]
+    a = _absolute(count, L, e, s)
+    # a < count - 1: the next frame is written (an add running beside a sampler flags the
+    # transition before it writes that frame and advances count).
+    return a < count[e] - 1 and a - np.int64(f & DEPTH_MASK) >= max(np.int64(0), count[e] - keep)
 
 
 @njit(nogil=True, cache=True)
-def _draw_indices(info, count, uniform, out_index, start):
+def _draw_indices(info, count, keep, uniform, out_index, start):
     E, L = info.shape
     total = 0
     for e in range(E):
-        total += min(count[e], L)
+        total += min(count[e], keep)
     b = start
     B = out_index.shape[0]
     for u in uniform:
         if b == B:
             break
         x = min(np.int64(u * total), total - 1)
-        # Uniform over every written slot, then keep only slots holding a valid transition.
+        # Uniform over every kept slot, then keep only slots holding a valid transition.
         e = 0
-        while x >= min(count[e], L):
-            x -= min(count[e], L)
+        while x >= min(count[e], keep):
+            x -= min(count[e], keep)
             e += 1
-        s = (count[e] - min(count[e], L) + x) % L
-        if _is_valid(info, count, L, e, s):
+        s = (count[e] - min(count[e], keep) + x) % L
+        if _is_valid(info, count, keep, e, s):
             out_index[b] = e * L + s
             b += 1
     return b
 
 
-def draw_indices(info, count, uniform, out_index, start: int) -> int:
+def draw_indices(info, count, keep: int, uniform, out_index, start: int) -> int:
     """Fill ``out_index[start:]`` by rejection from ``uniform`` floats in [0, 1).
 
-    Each float picks one written slot uniformly; slots without a valid transition are
+    Each float picks one of the newest ``keep`` slots of an env uniformly; slots without a valid transition are
     rejected, so accepted indices are uniform over valid transitions. Returns how many
     entries of ``out_index`` are filled.
     """
-    return _draw_indices(info, count, uniform, out_index, start)
+    return _draw_indices(info, count, keep, uniform, out_index, start)
 
 
 @njit(nogil=True, cache=True)
-def _first_invalid(info, count, index):
+def _first_invalid(info, count, keep, index):
     E, L = info.shape
     for b in range(index.shape[0]):
         g = index[b]
-        if g < 0 or g >= E * L or not _is_valid(info, count, L, g // L, g % L):
+        if g < 0 or g >= E * L or not _is_valid(info, count, keep, g // L, g % L):
             return b
     return -1
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _copy_transition(b, frames, action_s, reward_s, term_s, info, index,
-                     out_obs, out_next, out_action, out_reward, out_term):
-    L = frames.shape[1]
-    k = out_obs.shape[1]
-    g = index[b]
-    e = g // L
-    s = g % L
-    d = np.int64(info[e, s] & DEPTH_MASK)
-    for j in range(k):
-        _copy_frame(out_obs[b, j], frames[e, (s - min(k - 1 - j, d)) % L])
-    # next_obs is obs shifted by one frame: reuse the frames just copied.
-    for j in range(k - 1):
-        _copy_frame(out_next[b, j], out_obs[b, j + 1])
-    _copy_frame(out_next[b, k - 1], frames[e, (s + 1) % L])
-    out_action[b] = action_s[e, s]
-    out_reward[b] = reward_s[e, s]
-    out_term[b] = term_s[e, s]
+def first_invalid(info, count, keep: int, index) -> int:
+    """Position of the first id in ``index`` that is not a valid transition, else -1."""
+    return _first_invalid(info, count, keep, index)
 
 
 @njit(nogil=True, cache=True)
-def _gather(frames, action_s, reward_s, term_s, info, count, index,
-            out_obs, out_next, out_action, out_reward, out_term):
-    bad = _first_invalid(info, count, index)
-    if bad < 0:
-        for b in range(index.shape[0]):
-            _copy_transition(b, frames, action_s, reward_s, term_s, info, index,
-                             out_obs, out_next, out_action, out_reward, out_term)
-    return bad
+def _copy_rows(frames, action_s, reward_s, term_s, info, count, index, rows, k,
+               out_stack, out_next, out_action, out_reward, out_term, oldest):
+    L = frames.shape[1]
+    window = out_stack.shape[1] == k + 1
+    for r in range(rows.shape[0]):
+        b = rows[r]
+        g = index[b]
+        e = g // L
+        s = g % L
+        d = np.int64(info[e, s] & DEPTH_MASK)
+        oldest[b] = _absolute(count, L, e, s) - d
+        for j in range(k):
+            _copy_frame(out_stack[b, j], frames[e, (s - min(k - 1 - j, d)) % L])
+        if window:
+            _copy_frame(out_stack[b, k], frames[e, (s + 1) % L])
+        else:
+            # next_obs is obs shifted by one frame: reuse the frames just copied.
+            for j in range(k - 1):
+                _copy_frame(out_next[b, j], out_stack[b, j + 1])
+            _copy_frame(out_next[b, k - 1], frames[e, (s + 1) % L])
+        out_action[b] = action_s[e, s]
+        out_reward[b] = reward_s[e, s]
+        out_term[b] = term_s[e, s]
 
 
-def gather(frames, action_s, reward_s, term_s, info, count, index,
-           out_obs, out_next, out_action, out_reward, out_term) -> int:
-    """Rebuild the transitions at global slot ids ``index`` (``env * L + slot``) into ``out_*``.
+def copy_rows(frames, action_s, reward_s, term_s, info, count, index, rows, k: int,
+              out_stack, out_next, out_action, out_reward, out_term, oldest) -> None:
+    """Copy the transitions at ids ``index[rows]`` (``env * L + slot``) into rows ``rows``.
 
-    ``out_obs``/``out_next`` are ``(B, k, F) uint8`` byte views. Checks every index first
-    and returns the position of the first one that is not a valid transition (writing
-    nothing), else -1.
+    ``out_stack`` is ``(B, k, F)`` (then ``out_next`` ``(B, k, F)`` receives next_obs) or a
+    window ``(B, k + 1, F)`` holding obs and next_obs as ``[:k]`` and ``[1:]`` (then
+    ``out_next`` is not touched). ``count`` is the snapshot the ids were drawn against;
+    ``oldest[b]`` receives the absolute slot of row b's oldest frame, for ``stale_rows``.
     """
-    return _gather(frames, action_s, reward_s, term_s, info, count, index,
-                   out_obs, out_next, out_action, out_reward, out_term)
+    _copy_rows(frames, action_s, reward_s, term_s, info, count, index, rows, k,
+               out_stack, out_next, out_action, out_reward, out_term, oldest)
+
+
+@njit(nogil=True, cache=True)
+def _stale_rows(count, keep, L, index, oldest, rows, out_rows):
+    n = 0
+    for r in range(rows.shape[0]):
+        b = rows[r]
+        if oldest[b] < count[index[b] // L] - keep:
+            out_rows[n] = b
+            n += 1
+    return n
+
+
+def stale_rows(count, keep: int, L: int, index, oldest, rows, out_rows) -> int:
+    """Those of ``rows`` no longer sampleable under ``count`` (read after their copy).
+
+    Writes their positions to ``out_rows`` and returns how many there are.
+    """
+    return _stale_rows(count, keep, L, index, oldest, rows, out_rows)

@@ -1,7 +1,8 @@
 """A slow, obviously-correct replay buffer that stores whole (obs, next_obs) copies.
 
 It mirrors only the documented capacity rule of ``fastdqn.ReplayBuffer`` (each env keeps
-its newest ``ceil(capacity / num_envs) + k`` frame slots; a step continuing the previous
+its newest ``ceil(capacity / num_envs) + k`` frame slots sampleable, in a ring of that
+many plus ``k + 1`` guard slots; a step continuing the previous
 ``next_obs`` uses one slot, any other step uses one slot per distinct leading frame of its
 obs plus one for its next frame; a transition needs the frames from its segment start or
 k-1 steps back, whichever is later, through its next frame). Everything it returns is
@@ -17,6 +18,7 @@ class ReferenceReplay:
     def __init__(self, capacity: int, num_envs: int, frame_stack: int):
         self.k = frame_stack
         self.slots = -(-capacity // num_envs) + frame_stack
+        self.ring = self.slots + frame_stack + 1  # ids are env * ring + slot % ring
         self.written = [0] * num_envs          # frame slots used so far, per env
         self.last_next = [None] * num_envs     # bytes of the env's previous next_obs
         self.segment_start = [0] * num_envs    # first slot of the env's current stack run
@@ -45,6 +47,6 @@ class ReferenceReplay:
             del self.items[key]
 
     def stored(self) -> dict:
-        """index (env * slots + slot % slots) -> (obs, next_obs, action, reward, terminated)."""
-        return {env * self.slots + slot % self.slots: item[:5]
+        """index (env * ring + slot % ring) -> (obs, next_obs, action, reward, terminated)."""
+        return {env * self.ring + slot % self.ring: item[:5]
                 for (env, slot), item in self.items.items()}

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from fastdqn import bench
+from fastdqn import ReplayBuffer, bench
 from fastdqn.baselines import NumpyStackBuffer
 from fastdqn.errors import ConfigError
 from fastdqn.measure import (
@@ -170,7 +170,8 @@ def test_run_every_section_tiny(tmp_path, capsys):
     doc = json.loads(path.read_text())
     names = [f["name"] for f in doc["figures"]]
     for name in ("env.sync", "memcpy", "replay.add", "replay.sample", "learner.eager", "collect.random",
-                 "act.forward", "collect.greedy", "train", "train.naive", "train.share.learn"):
+                 "act.forward", "collect.greedy", "train", "train.naive", "train.share.learn",
+                 "train.share.sample", "train.share.wait", "feed.stacked", "feed.stacked.prefetch"):
         assert name in names
     figures = {f["name"]: f for f in doc["figures"]}
     assert figures["collect.random"]["ceiling_name"] == "env (same run)"
@@ -181,6 +182,26 @@ def test_run_every_section_tiny(tmp_path, capsys):
     assert doc["settings"]["sizes"]["repeats"] == 1
     out = capsys.readouterr().out
     assert "collect.greedy" in out and "CartPole-v1" in out
+
+
+def test_window_figures_on_atari_frames(tmp_path):
+    """Breakout at a tiny size: window sampling and feeding appear beside the stacked ones,
+    and a window batch moves k + 1 frames per transition where a stacked one writes 2k."""
+    tiny = bench.Sizes(repeats=1, env_steps=4, replay_capacity=512, replay_adds=4, sample_batches=2,
+                       learner_updates=1, train_steps=1, learning_starts=64, memcpy_bytes=2**20)
+    path = tmp_path / "bench.json"
+    assert bench.run(parse(["--sections", "replay,feed", "--json", str(path)]), sizes=tiny) == 0
+    figures = {f["name"]: f for f in json.loads(path.read_text())["figures"]}
+    for name in ("replay.sample.window", "replay.sample.window.bandwidth", "feed.window",
+                 "feed.window.prefetch", "feed.stacked"):
+        assert figures[name]["value"] > 0
+    buf = ReplayBuffer(64, (4, 84, 84), 2, frame_stack=4)
+    frame = 84 * 84
+    scalars = 32 * (8 + 4 + 1 + 8)
+    assert bench.batch_traffic(buf.make_batch(32), 4) == (32 * 5 * frame + scalars,
+                                                          32 * 8 * frame + scalars)
+    assert bench.batch_traffic(buf.make_batch(32, window=True), 4) == (32 * 5 * frame + scalars,
+                                                                      32 * 5 * frame + scalars)
 
 
 def test_measure_interleaved_takes_turns(monkeypatch):

@@ -7,6 +7,7 @@ before any file is created.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,6 +17,8 @@ import torch
 from fastdqn.checkpoint import save_checkpoint
 from fastdqn.cli import build_parser, main
 from fastdqn.config import TrainConfig
+
+from checkpoint_doc import document
 
 TRAIN_FLAGS = ["--env-id", "--seed", "--total-timesteps", "--learning-rate", "--num-envs",
                "--buffer-size", "--gamma", "--target-network-frequency", "--batch-size", "--start-e",
@@ -99,9 +102,7 @@ def test_missing_checkpoint(capsys, workdir):
 
 def _write_checkpoint(run_dir, **config):
     run_dir.mkdir()
-    state = {"config": TrainConfig(env_id="CartPole-v1", **config).to_dict(), "learner": {},
-             "trainer": {"global_step": 100}, "obs_shape": (4,)}
-    return save_checkpoint(run_dir, state)
+    return save_checkpoint(run_dir, document(100, **config))
 
 
 def test_corrupt_and_truncated_checkpoints(tmp_path, capsys, workdir):
@@ -169,3 +170,142 @@ def test_replay_estimate_matches_the_buffer():
         buffer = ReplayBuffer(capacity, info.obs_shape, num_envs, obs_dtype=info.obs_dtype,
                               frame_stack=info.frame_stack)
         assert _replay_bytes(config, info) == buffer.nbytes
+
+
+# ---- every command: one line and status 2, before anything is made --------------------------
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--learning-rate", "abc"], ["--learning-rate", "'abc'", "fastdqn train --help"]),
+    (["train", "--buffer-size", "1e5"], ["--buffer-size", "'1e5'"]),
+    (["train", "--loss", "foo"], ["--loss", "'foo'", "mse"]),
+    (["train", "--resume"], ["--resume", "expected one argument"]),
+    (["train", "--no-such-flag"], ["--no-such-flag"]),
+    (["eval"], ["CHECKPOINT_OR_RUN_DIR", "fastdqn eval --help"]),
+    (["eval", "run", "--episodes", "ten"], ["--episodes", "'ten'"]),
+    (["bench", "--num-envs", "abc"], ["--num-envs", "'abc'", "fastdqn bench --help"]),
+    (["bench", "--quick", "extra"], ["extra"]),
+    (["tarin"], ["'tarin'", "train"]),
+    ([], ["expected a command", "fastdqn --help"]),
+])
+def test_argparse_errors_are_one_line(argv, expected, capsys, workdir):
+    fails(argv, capsys, workdir, *expected)
+    assert capsys.readouterr().out == ""  # no usage block either
+
+
+def test_argparse_error_is_one_line_through_the_real_command(workdir):
+    result = subprocess.run([sys.executable, "-m", "fastdqn", "bench", "--num-envs", "abc"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "fastdqn: error: argument --num-envs: invalid int value: 'abc'; see fastdqn bench --help"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--env-id", "CartPole-v1", "--seed", "-1"],
+    ["train", "--env-id", "CartPole-v1", "--seed", str(2**31)],
+    ["eval", "run", "--seed", "-1"],
+    ["eval", "run", "--seed", "99999999999"],
+    ["bench", "--seed", "-1"],
+    ["bench", "--seed", str(2**31)],
+])
+def test_seeds_are_checked_at_the_edge(argv, capsys, workdir):
+    fails(argv, capsys, workdir, "--seed", "[0, 2147483647]")
+
+
+def test_derived_seeds_stay_in_envpool_range():
+    from fastdqn.config import SEED_LIMIT, derive_seed
+
+    assert SEED_LIMIT == 2**31  # EnvPool asserts "Seed should be in range of int32"
+    assert derive_seed(5, 1_000_003) == 1_000_008  # no wrap: plain addition
+    top = 2**31 - 1
+    for seed, offset in [(top, 1_000_003), (top, 10**12), (2_147_000_000, 1_000_003), (0, 0)]:
+        value = derive_seed(seed, offset)
+        assert 0 <= value <= top
+        assert value == seed + offset - (2**31) * ((seed + offset) // 2**31)
+
+
+def test_empty_env_id_is_unknown_not_the_default(capsys, workdir):
+    fails(["train", "--env-id", ""], capsys, workdir, "--env-id", "unknown EnvPool task ''")
+
+
+@pytest.mark.parametrize("env_id, expected", [
+    ("Highway-v0", "float32 observations of shape (5, 5)"),
+    ("gfootball/11_vs_11_competition-v1", "uint8 observations of shape (72, 96, 4)"),
+    ("Backgammon-v1", "int32 observations"),
+    ("CarRacing-v3", "discrete actions"),
+])
+def test_unsupported_observation_spaces_are_refused_up_front(env_id, expected, capsys, workdir):
+    fails(["train", "--env-id", env_id, "--no-progress"], capsys, workdir, env_id, expected)
+
+
+def test_network_memory_is_checked_before_allocation(capsys, workdir):
+    line = fails(CARTPOLE + ["--hidden", "200000,200000"], capsys, workdir, "--hidden 200000,200000", "GB")
+    # 4*200000 + 200000*200000 + 200000*2 weights and 200000*2 + 2 biases, float32, 5 copies.
+    params = 4 * 200_000 + 200_000 + 200_000 * 200_000 + 200_000 + 200_000 * 2 + 2
+    assert f"{5 * 4 * params / 1e9:.2f} GB" in line
+
+
+def test_exploration_fraction_underflow_is_refused(capsys, workdir):
+    fails(CARTPOLE + ["--exploration-fraction", "1e-320"], capsys, workdir, "--exploration-fraction", "1 step")
+    with pytest.raises(Exception, match="at least 1 step"):
+        TrainConfig(total_timesteps=1000, exploration_fraction=0.0009)
+    assert TrainConfig(total_timesteps=1000, exploration_fraction=0.001).exploration_steps == 1.0
+
+
+def test_bad_run_dirs_are_refused_before_anything_is_built(tmp_path, capsys, workdir):
+    (workdir / "a_file").write_text("x")
+    fails(CARTPOLE + ["--run-dir", "a_file"], capsys, workdir, "a_file", "is a file")
+    fails(CARTPOLE + ["--run-dir", "a_file/run"], capsys, workdir, "a_file", "a file")
+    fails(CARTPOLE + ["--run-dir", "x" * 300], capsys, workdir, "300 bytes", "shorter --run-dir")
+    fails(CARTPOLE + ["--run-dir", "x/" * 3000], capsys, workdir, "longer than this system allows")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_run_dir_is_refused(tmp_path, capsys, workdir):
+    locked = workdir / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        fails(CARTPOLE + ["--run-dir", "locked/run"], capsys, workdir, "no permission", "locked")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_bench_json_path_is_checked_before_measuring(capsys, workdir):
+    fails(["bench", "--quick", "--json", "/nonexistent/dir/out.json"], capsys, workdir,
+          "--json", "'/nonexistent/dir' does not exist")
+    (workdir / "out").mkdir()
+    fails(["bench", "--quick", "--json", "out"], capsys, workdir, "--json", "is a folder")
+
+
+def test_folder_of_a_run_without_checkpoint_is_refused(tmp_path, capsys, workdir):
+    run = workdir / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"global_step": 4}\n')
+    line = fails(CARTPOLE + ["--run-dir", "run"], capsys, workdir, "metrics.jsonl", "no checkpoint")
+    assert "delete them or choose another --run-dir" in line
+    assert (run / "metrics.jsonl").read_text() == '{"global_step": 4}\n'
+
+
+def test_dueling_run_trains_resumes_and_evaluates_a_dueling_network(tmp_path, capsys, workdir):
+    from fastdqn.checkpoint import load_checkpoint
+
+    run = tmp_path / "dueling"
+    common = ["--no-progress", "--no-cuda", "--torch-threads", "1"]
+    assert main([*CARTPOLE, "--dueling", "--total-timesteps", "1200", "--learning-starts", "400",
+                 "--eval-episodes", "0", "--run-dir", str(run), *common[1:]]) == 0
+    online = load_checkpoint(run)["learner"]["online"]
+    # MLP 120-84, dueling: the 120-unit torso, then value and advantage streams of 84 units.
+    assert {k: tuple(v.shape) for k, v in online.items()} == {
+        "net.0.weight": (120, 4), "net.0.bias": (120,),
+        "net.2.value.0.weight": (84, 120), "net.2.value.0.bias": (84,),
+        "net.2.value.2.weight": (1, 84), "net.2.value.2.bias": (1,),
+        "net.2.advantage.0.weight": (84, 120), "net.2.advantage.0.bias": (84,),
+        "net.2.advantage.2.weight": (2, 84), "net.2.advantage.2.bias": (2,),
+    }
+    capsys.readouterr()
+    fails(["train", "--resume", str(run), "--no-dueling"], capsys, workdir, "--dueling", "True")
+    assert main(["eval", str(run), "--episodes", "2", "--num-envs", "2", "--no-cuda", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 2
+    assert main(["train", "--resume", str(run), "--total-timesteps", "1600", *common]) == 0
+    assert load_checkpoint(run)["trainer"]["global_step"] == 1600

@@ -4,6 +4,7 @@ A recording proxy keeps a copy of every ``recv()`` and ``send()`` the trainer ma
 expected transitions are rebuilt from that raw stream with plain Python (per env: the
 observation an action was sent for, and the next observation that env returned), then
 compared with every transition the replay buffer holds (gathered one id at a time).
+The EnvPool behaviour these rules answer to is written down in docs/envpool.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastdqn.config import TrainConfig
 from fastdqn.envs import env_info, make_envs
 from fastdqn.errors import ReplayError
 from fastdqn.learner import Learner
-from fastdqn.networks import MLP, NatureCNN
+from fastdqn.networks import q_network_for
 from fastdqn.replay import ReplayBuffer
 from fastdqn.trainer import Trainer
 
@@ -76,11 +77,7 @@ def run_random(env_id, steps, *, num_envs=4, async_envs=False, max_episode_steps
                               batch_size=config.env_batch, max_episode_steps=config.max_episode_steps))
     buffer = ReplayBuffer(config.buffer_size, info.obs_shape, num_envs, obs_dtype=info.obs_dtype,
                           frame_stack=info.frame_stack, seed=0)
-    if info.kind == "atari":
-        network = NatureCNN(info.num_actions, frame_stack=info.frame_stack)
-    else:
-        network = MLP(info.obs_shape[0], info.num_actions)
-    learner = Learner(network, compile=False, seed=0)
+    learner = Learner(q_network_for(info), compile=False, seed=0)
     trainer = Trainer(envs, buffer, learner, config, logger)
     trainer.checkpoint = lambda: None
     trainer.train()
@@ -110,7 +107,7 @@ def expected_transitions(envs):
 
 def stored_transitions(buffer):
     out = []
-    slots = buffer.num_envs * (-(-buffer.capacity // buffer.num_envs) + buffer.frame_stack)
+    slots = buffer.num_envs * buffer.slots_per_env
     for i in range(slots):
         try:
             b = buffer.gather(np.array([i]))

@@ -44,3 +44,19 @@ def test_classic_control_takes_no_atari_options():
     assert obs.shape == (3, 4) and obs.dtype == np.float32
     with pytest.raises(ConfigError, match="--sticky-actions"):
         make_envs("CartPole-v1", 3, seed=0, sticky_actions=0.25)
+
+
+def test_task_envpool_cannot_load_is_a_config_error(monkeypatch):
+    import envpool
+
+    def make_spec(env_id, **kwargs):
+        raise ImportError("EnvPool Procgen requires the system Qt 5 runtime on Linux")
+
+    monkeypatch.setattr(envpool, "make_spec", make_spec)
+    with pytest.raises(ConfigError, match="EnvPool cannot load 'CartPole-v1' on this machine: .*Qt 5"):
+        env_info("CartPole-v1")
+
+
+def test_derived_env_seed_out_of_range_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"seed: expected an int in \[0, 2147483647\], got 2147483648"):
+        make_envs("CartPole-v1", 2, seed=2**31)

@@ -388,8 +388,6 @@ def test_bad_input_is_refused():
 
 @pytest.mark.cuda
 def test_cuda_samples_equal_cpu_samples():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     space = spaces.Box(0, 255, STACK, np.uint8)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (60, 84, 84), dtype=np.uint8)

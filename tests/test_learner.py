@@ -15,7 +15,6 @@ from fastdqn import MLP, CheckpointError, ConfigError, Learner, NatureCNN
 from fastdqn.errors import BatchError
 
 OBS_DIM, NUM_ACTIONS, B = 4, 3, 8
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def make_batch(rng, size=B, obs_dim=OBS_DIM, num_actions=NUM_ACTIONS, reward_scale=1.0):
@@ -402,7 +401,7 @@ def _broken(field, value):
         (_broken("terminated", lambda v: v.astype(np.int32)), "terminated: expected bool"),
         (_broken("terminated", lambda v: np.full(v.shape, 0.5, np.float32)), "terminated: expected only 0 and 1"),
         (_broken("reward", lambda v: list(v)), "reward: expected a NumPy array or torch tensor"),
-        (SimpleNamespace(obs=np.zeros((B, OBS_DIM), np.float32)), "without .action"),
+        (SimpleNamespace(obs=np.zeros((B, OBS_DIM), np.float32)), "without .next_obs"),
     ],
 )
 def test_bad_batch(batch, pattern):
@@ -436,7 +435,7 @@ def test_bad_act_input():
 # -------------------------------------------------------------------------- CUDA
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_cuda_graph_update_equals_cpu_eager():
     rng = np.random.default_rng(0)
     batches = [make_batch(rng, reward_scale=5.0) for _ in range(6)]
@@ -455,7 +454,7 @@ def test_cuda_graph_update_equals_cpu_eager():
         torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=1e-4, atol=1e-5)
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("compile", [False, True])
 def test_cuda_nonfinite_loss_is_reported_with_its_update(compile):
     learner = Learner(tiny_mlp(), compile=compile, device="cuda")
@@ -483,3 +482,97 @@ def test_act_with_own_rng_leaves_the_learner_generator_alone():
     explore = np.random.default_rng(7).random(64) < 0.5
     greedy = learner.act(obs, 0.0)
     np.testing.assert_array_equal(own[~explore], greedy[~explore])
+
+
+# ------------------------------------------ n-step discounts, importance weights, TD errors
+
+
+def _with_discount_and_weight(batch, rng, gamma):
+    """The batch an n-step prioritized buffer hands out: per-sample discount and weights."""
+    m = rng.integers(1, 4, len(batch.action))  # window lengths 1..3
+    out = SimpleNamespace(**vars(batch))
+    out.discount = np.where(batch.terminated, 0.0, gamma ** m).astype(np.float32)
+    out.weight = rng.uniform(0.1, 1.0, len(batch.action)).astype(np.float32)
+    return out
+
+
+def _plain_weighted_update(online, target, opt, batch):
+    """Reference in plain PyTorch: Double DQN with per-sample discount, weighted Huber loss."""
+    obs, next_obs = torch.from_numpy(batch.obs), torch.from_numpy(batch.next_obs)
+    action = torch.from_numpy(batch.action)
+    rows = torch.arange(len(action))
+    q = online(obs)[rows, action]
+    with torch.no_grad():
+        next_v = target(next_obs)[rows, online(next_obs).argmax(1)]
+        y = torch.from_numpy(batch.reward) + torch.from_numpy(batch.discount) * next_v
+    per_sample = torch.nn.functional.smooth_l1_loss(q, y, reduction="none")
+    loss = (torch.from_numpy(batch.weight) * per_sample).sum() / len(action)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(online.parameters(), CONFIG["max_grad_norm"])
+    opt.step()
+    return loss.item(), (y - q.detach()).abs().numpy()
+
+
+def test_discount_and_weight_fields_compiled_equals_eager_and_plain_pytorch():
+    config = dict(CONFIG, target_update_interval=1000)
+    comp = Learner(tiny_mlp(), compile=True, batch_size=B, **config)
+    eager = Learner(tiny_mlp(), compile=False, **config)
+    ref_online, ref_target = tiny_mlp(), tiny_mlp()
+    opt = torch.optim.Adam(ref_online.parameters(), lr=config["lr"])
+    rng = np.random.default_rng(21)
+    batches = [_with_discount_and_weight(make_batch(rng, reward_scale=5.0), rng, config["gamma"])
+               for _ in range(5)]
+
+    def step(batch):
+        ref_loss, ref_td = _plain_weighted_update(ref_online, ref_target, opt, batch)
+        for learner, tol in ((eager, 1e-5), (comp, 1e-4)):
+            metrics = learner.update(batch)
+            assert float(metrics["td_loss"]) == pytest.approx(ref_loss, rel=tol, abs=tol)
+            assert metrics["td_error"].shape == (B,)
+            np.testing.assert_allclose(metrics["td_error"].numpy(), ref_td, rtol=tol, atol=tol)
+
+    step(batches[0])  # compiles (the optimizer step is compiled once per optimizer)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for batch in batches[1:]:
+            step(batch)
+        for learner, tol in ((eager, 1e-5), (comp, 1e-4)):
+            for p, r in zip(learner.online.parameters(), ref_online.parameters()):
+                torch.testing.assert_close(p.detach(), r.detach(), rtol=tol, atol=tol)
+        # A batch without the optional fields runs through the same compiled update.
+        comp.update(make_batch(rng))
+
+
+def test_default_discount_and_unit_weights_equal_explicit_fields():
+    rng = np.random.default_rng(22)
+    batch = make_batch(rng, reward_scale=3.0)
+    explicit = SimpleNamespace(**vars(batch))
+    explicit.discount = np.where(batch.terminated, 0.0, 0.9).astype(np.float32)
+    explicit.weight = np.ones(B, np.float32)
+    a = Learner(tiny_mlp(), compile=False, gamma=0.9)
+    b = Learner(tiny_mlp(), compile=False, gamma=0.9)
+    ma, mb = a.update(batch), b.update(explicit)
+    assert float(ma["td_loss"]) == pytest.approx(float(mb["td_loss"]), rel=1e-6)
+    np.testing.assert_allclose(ma["td_error"].numpy(), mb["td_error"].numpy(), rtol=1e-6)
+    # Halving every weight halves the loss.
+    explicit.weight = np.full(B, 0.5, np.float32)
+    c = Learner(tiny_mlp(), compile=False, gamma=0.9)
+    assert float(c.update(explicit)["td_loss"]) == pytest.approx(0.5 * float(ma["td_loss"]), rel=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("discount", np.full(B, 1.5, np.float32), r"discount: expected values in \[0, 1.0\]"),
+    ("discount", np.full(B, 0.9, np.float64)[:-1], r"discount: expected shape"),
+    ("weight", np.full(B, -0.1, np.float32), r"weight: expected values in finite values >= 0"),
+    ("weight", np.full(B, np.nan, np.float32), r"weight: expected values"),
+    ("weight", np.ones(B, np.int64), r"weight: expected a float dtype"),
+])
+def test_bad_optional_fields_are_refused(field, value, message):
+    batch = make_batch(np.random.default_rng(23))
+    setattr(batch, field, value)
+    learner = Learner(tiny_mlp(), compile=False)
+    before = [p.detach().clone() for p in learner.online.parameters()]
+    with pytest.raises(BatchError, match=message):
+        learner.update(batch)
+    assert learner.num_updates == 0
+    assert all(torch.equal(p.detach(), q) for p, q in zip(learner.online.parameters(), before))

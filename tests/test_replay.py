@@ -104,6 +104,12 @@ def check_against_reference(buf: ReplayBuffer, ref: ReferenceReplay, rng) -> Non
     assert_same(batch, stored)
     assert batch.index.dtype == np.int64 and batch.action.dtype == np.int64
     assert_same(buf.sample(len(stored)), stored)
+    if buf.frame_stack > 1:
+        window = buf.make_batch(len(stored), window=True)
+        assert_same(buf.gather(index, out=window), stored)
+        assert_same(buf.sample(len(stored), out=window), stored)
+        np.testing.assert_array_equal(window.frames[:, :-1], window.obs)
+        np.testing.assert_array_equal(window.frames[:, 1:], window.next_obs)
     others = np.setdiff1d(np.arange(-1, buf.num_envs * buf.slots_per_env + 1), index)
     bad = rng.choice(others, size=min(3, len(others)), replace=False)
     for g in bad:
@@ -220,6 +226,7 @@ def test_batch_fields_follow_the_contract():
     buf = filled_buffer()
     batch = buf.sample(4)
     assert ReplayBatch._fields == ("obs", "next_obs", "action", "reward", "terminated", "index")
+    assert batch.frames is None
     assert [(x.dtype, x.shape) for x in batch] == [
         (np.dtype(np.uint8), (4, 4) + FRAME), (np.dtype(np.uint8), (4, 4) + FRAME),
         (np.dtype(np.int64), (4,)), (np.dtype(np.float32), (4,)), (np.dtype(bool), (4,)),

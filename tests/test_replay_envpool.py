@@ -15,7 +15,10 @@ def check(buf: ReplayBuffer, ref: ReferenceReplay) -> None:
     stored = ref.stored()
     assert len(buf) == len(stored)
     index = np.array(sorted(stored), np.int64)
-    for batch in (buf.gather(index), buf.sample(min(64, len(stored)))):
+    B = min(64, len(stored))
+    window = buf.make_batch(len(index), window=True)
+    for batch in (buf.gather(index), buf.sample(B), buf.gather(index, out=window),
+                  buf.sample(B, out=buf.make_batch(B, window=True))):
         for b, g in enumerate(batch.index):
             obs, nxt, action, reward, term = stored[int(g)]
             assert np.array_equal(batch.obs[b], obs) and np.array_equal(batch.next_obs[b], nxt)

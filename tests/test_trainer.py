@@ -49,7 +49,7 @@ def test_updates_per_env_step_stay_one_over_train_frequency(num_envs):
     steps = np.arange(num_envs, trainer.global_step + 1, num_envs)
     assert learner.num_updates == num_envs * int((steps > 100).sum()) // 4
     assert trainer.global_step == -(-600 // num_envs) * num_envs
-    assert set(trainer.timers) == {"env", "replay", "learn", "act"}
+    assert set(trainer.timers) == {"env", "act", "store", "sample", "learn", "wait"}
     assert all(v > 0 for v in trainer.timers.values())
 
 

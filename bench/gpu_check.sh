@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# One prepared check of fastdqn's CUDA path, in under 6 minutes on one GPU and 16 cores.
+#
+#   bash bench/gpu_check.sh OUT_DIR [--smoke]      (OUT_DIR defaults to $OUT)
+#
+# On a GPU machine without a package index, first make the project importable there:
+# `. .gpu/setup.sh` (the kit under .gpu/ unpacks EnvPool and installs fastdqn offline).
+#
+# Parts, each with its own time limit, each written under OUT_DIR and summed up in
+# OUT_DIR/summary.txt (one line per part: ok, FAILED (exit status) or skipped):
+#   system.txt        the card, driver, torch, CUDA, numba and envpool versions
+#   pytest-cuda.txt   the CUDA tests (`pytest -m cuda`)
+#   bench.json/.txt   `fastdqn bench --device cuda` (every section)
+#   train-*/ *.txt    Breakout-v5 trained for a fixed wall time with 32 envs; stopped with
+#                     SIGINT, which writes a checkpoint, so its metrics.jsonl is complete
+# Without a GPU the CUDA parts are skipped (said so in summary.txt) and the rest runs on
+# the CPU with small sizes, so that CI checks the script's plumbing. --smoke shortens
+# every part to seconds (for CI).
+set -u
+out=${1:-${OUT:-}}
+if [ -z "$out" ]; then
+    echo "gpu_check.sh: error: pass an output folder (or set OUT)" >&2
+    exit 2
+fi
+smoke=0
+[ "${2:-}" = "--smoke" ] && smoke=1
+mkdir -p "$out" || exit 2
+out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.." || exit 2
+py=${PYTHON:-python3}
+summary="$out/summary.txt"
+: >"$summary"
+
+note() { echo "$*" | tee -a "$summary"; }
+
+# run_part NAME SECONDS LOG CMD...: run CMD under a time limit, log it, note the outcome.
+# SIGINT at the limit lets `fastdqn train` save a checkpoint; status 130 is then success.
+run_part() {
+    local name=$1 limit=$2 log=$3
+    shift 3
+    local start=$SECONDS status
+    timeout --preserve-status -s INT -k 30 "$limit" "$@" >"$log" 2>&1
+    status=$?
+    if [ "$status" = 0 ] || { [ "$status" = 130 ] && [ "${name#train}" != "$name" ]; }; then
+        note "$name: ok ($((SECONDS - start)) s)"
+    else
+        note "$name: FAILED (exit status $status after $((SECONDS - start)) s; see $(basename "$log"))"
+        tail -n 20 "$log" | sed 's/^/    /'
+    fi
+}
+
+# ---- what this machine is --------------------------------------------------------------
+{
+    date -u +"%Y-%m-%dT%H:%M:%SZ"
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    "$py" - <<'PY'
+import os, platform
+import numba, numpy, torch
+try:
+    import envpool
+    envpool_version = envpool.__version__
+except ImportError:
+    envpool_version = "not installed"
+cuda = torch.cuda.is_available()
+print(f"gpu: {torch.cuda.get_device_name(0) if cuda else 'none'}")
+print(f"torch {torch.__version__} (cuda {torch.version.cuda}, cudnn {torch.backends.cudnn.version()}) | "
+      f"numpy {numpy.__version__} | numba {numba.__version__} | envpool {envpool_version}")
+print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores")
+PY
+} >"$out/system.txt" 2>&1
+cat "$out/system.txt"
+has_cuda=$("$py" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+
+if [ "$has_cuda" = 1 ]; then
+    device=cuda; cuda_flag=--cuda
+    bench_size=(); [ "$smoke" = 1 ] && bench_size=(--quick --sections learner)
+    train_seconds=75; [ "$smoke" = 1 ] && train_seconds=20
+    num_envs=32; buffer=200000; starts=20000; log_every=20000; compile=--compile
+else
+    note "CUDA: no device visible to torch; the CUDA parts (CUDA tests, CUDA bench, CUDA training) are SKIPPED and the rest runs on the CPU"
+    device=cpu; cuda_flag=--no-cuda
+    bench_size=(--quick --sections replay,learner --no-compile --repeats 1)
+    [ "$smoke" = 1 ] && bench_size=(--quick --sections learner --no-compile --repeats 1)
+    train_seconds=60; [ "$smoke" = 1 ] && train_seconds=20
+    num_envs=8; buffer=20000; starts=1000; log_every=1000; compile=--no-compile
+fi
+
+# ---- the CUDA tests --------------------------------------------------------------------
+if [ "$has_cuda" = 1 ]; then
+    run_part pytest-cuda 150 "$out/pytest-cuda.txt" "$py" -m pytest -q -m cuda tests --benchmark-disable
+else
+    note "pytest-cuda: skipped (no CUDA device)"
+fi
+
+# ---- fastdqn bench ---------------------------------------------------------------------
+run_part "bench-$device" 150 "$out/bench.txt" \
+    "$py" -m fastdqn bench --device "$device" --json "$out/bench.json" "${bench_size[@]}"
+
+# ---- Breakout-v5 training for a fixed wall time ------------------------------------------
+# Replay frames on the host; a --replay-device flag, where this version has one, adds a run
+# with frames on the GPU.
+replay_devices=(default)
+if [ "$has_cuda" = 1 ] && "$py" -m fastdqn train --help 2>/dev/null | grep -q -- "--replay-device"; then
+    replay_devices=(cpu cuda)
+fi
+for replay in "${replay_devices[@]}"; do
+    name="train-$device-replay-$replay"
+    extra=(); [ "$replay" != default ] && extra=(--replay-device "$replay")
+    run_part "$name" "$train_seconds" "$out/$name.txt" \
+        "$py" -m fastdqn train --env-id Breakout-v5 $cuda_flag --num-envs "$num_envs" \
+        --buffer-size "$buffer" --learning-starts "$starts" --total-timesteps 100000000 \
+        --log-every "$log_every" "$compile" --eval-episodes 0 --checkpoint-every 0 --no-progress \
+        --run-dir "$out/$name" "${extra[@]}"
+    "$py" - "$out/$name/metrics.jsonl" "$name" <<'PY' | tee -a "$summary"
+import json, sys
+path, name = sys.argv[1], sys.argv[2]
+try:
+    records = [json.loads(line) for line in open(path) if line.strip()]
+except OSError:
+    print(f"{name}: no metrics.jsonl")
+    sys.exit(0)
+train = [r for r in records if "sps" in r]
+if not train:
+    print(f"{name}: no training record yet (run shorter than --log-every)")
+else:
+    last = train[-1]
+    loss = f"td_loss {last['td_loss']:.4f}" if "td_loss" in last else "no update yet"
+    print(f"{name}: {last['global_step']:,} env steps, {last['sps']:,.0f} env steps/s "
+          f"(mean since start, compile included), {loss}")
+PY
+done
+
+echo "---- summary ($out/summary.txt)"
+cat "$summary"
+grep -q "FAILED" "$summary" && exit 1
+exit 0

@@ -1,0 +1,198 @@
+"""``Feeder``: the one owner of batches on their way from the replay buffer to the learner.
+
+It allocates the host batches once, asks the buffer to sample into them and hands the
+learner a batch that is already where the update reads it:
+
+- CPU learner: NumPy batches, which the learner reads in place (no copy at all).
+- CUDA learner: each host batch is one block of pinned memory holding every field, and
+  the device batch one block of the same layout; handing out a batch is one
+  ``non_blocking`` host-to-device copy of that block, followed by a CUDA event. A host
+  block is sampled into again only after its event has completed, so the sampler never
+  overwrites memory a copy still reads. There is no host-to-host copy.
+
+With ``window=True`` (the default for stacked frames) a batch stores each transition's
+``k + 1`` frames once (see ``fastdqn.batch``), so sampling and the device copy move 5/8 of
+a stacked batch's bytes for ``k = 4``.
+
+Timing: the batch for update ``i + 1`` is drawn from the buffer when batch ``i`` is handed
+out, with ``prefetch`` on or off; with ``prefetch`` its copy then runs in a background
+thread (the kernels release the GIL) while the learner runs update ``i``. ``settle()``
+waits for that copy; calling it before each ``add`` keeps the buffer still under the
+copy, so a seed gives the same batches, and the same run, with ``prefetch`` on or off.
+(The buffer stays correct without it; see ``fastdqn.replay``.)
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+from fastdqn.batch import ReplayBatch, allocate_batch
+from fastdqn.errors import ConfigError
+
+_ALIGN = 64  # bytes; every field of a block starts on a cache line
+
+
+class BlockLayout:
+    """Where each field of a batch lives in one contiguous block of bytes.
+
+    Measured by passing ``take`` as ``allocate_batch``'s ``empty``; ``carve(block, view)``
+    is then an ``empty`` that hands out the same pieces of a real block, in the same order.
+    """
+
+    def __init__(self) -> None:
+        self.pieces: list[int] = []
+        self.nbytes = 0
+
+    def take(self, shape: tuple, dtype) -> np.ndarray:
+        self.pieces.append(self.nbytes)
+        self.nbytes += -(-math.prod(shape) * np.dtype(dtype).itemsize // _ALIGN) * _ALIGN
+        return np.empty(shape, dtype)  # only measured
+
+    def carve(self, block, view: Callable) -> Callable:
+        """An ``empty(shape, dtype)`` returning ``view(block, offset, shape, dtype)`` piece by piece."""
+        offsets = iter(self.pieces)
+        return lambda shape, dtype: view(block, next(offsets), tuple(shape), np.dtype(dtype))
+
+
+class CudaTransfer:
+    """Pinned host blocks, one device block, one copy and one event per hand-out.
+
+    ``pinned``, ``device_block``, ``copy`` and ``event`` are parameters so that the slot
+    and event logic can be checked without a GPU (tests pass stand-ins).
+    """
+
+    def __init__(self, make_batch: Callable[[Callable], ReplayBatch], slots: int, *,
+                 pinned: Callable[[int], object], device_block: Callable[[int], object],
+                 as_numpy: Callable, device_view: Callable, copy: Callable, event: Callable):
+        layout = BlockLayout()
+        make_batch(layout.take)
+        self._blocks = [pinned(layout.nbytes) for _ in range(slots)]
+        self.host = [make_batch(layout.carve(as_numpy(b), numpy_view)) for b in self._blocks]
+        self._device = device_block(layout.nbytes)
+        self.device = make_batch(layout.carve(self._device, device_view))
+        self._copy, self._event = copy, event
+        self._events: list = [None] * slots
+
+    def ready(self, slot: int) -> None:
+        """Wait until the copy out of ``slot`` (if any) has finished; then it may be refilled."""
+        event = self._events[slot]
+        if event is not None:
+            event.synchronize()
+            self._events[slot] = None
+
+    def send(self, slot: int) -> ReplayBatch:
+        """Copy ``slot`` to the device batch and return that batch (``index`` stays on the host)."""
+        self._copy(self._device, self._blocks[slot])
+        event = self._event()
+        event.record()
+        self._events[slot] = event
+        return self.device._replace(index=self.host[slot].index)
+
+
+def numpy_view(block: np.ndarray, offset: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """``shape`` elements of ``dtype`` at byte ``offset`` of a uint8 block."""
+    n = math.prod(shape) * dtype.itemsize
+    return block[offset:offset + n].view(dtype).reshape(shape)
+
+
+def cuda_transfer(make_batch: Callable, device, slots: int) -> CudaTransfer:
+    """A ``CudaTransfer`` with real pinned memory, device memory and CUDA events."""
+    import torch
+
+    def device_view(block, offset, shape, dtype):
+        n = math.prod(shape) * dtype.itemsize
+        return block[offset:offset + n].view(torch.from_numpy(np.empty(0, dtype)).dtype).view(shape)
+
+    return CudaTransfer(
+        make_batch, slots,
+        pinned=lambda n: torch.empty(n, dtype=torch.uint8, pin_memory=True),
+        device_block=lambda n: torch.empty(n, dtype=torch.uint8, device=device),
+        as_numpy=lambda t: t.numpy(), device_view=device_view,
+        copy=lambda dst, src: dst.copy_(src, non_blocking=True),
+        event=torch.cuda.Event,
+    )
+
+
+class Feeder:
+    """Samples batches of ``batch_size`` from ``buffer`` for a learner on ``device``.
+
+    ``next()`` returns the batch for the next update; ``settle()`` waits for a background
+    copy (call it before ``buffer.add``); ``close()`` stops the background thread. Use as a
+    context manager, or call ``close()``: an exception raised in the background thread is
+    raised again by the next call of any of the three. Until ``settle()`` the buffer is
+    sampling in that thread: call its ``sample``/``gather`` only after it.
+    """
+
+    def __init__(self, buffer, batch_size: int, *, device="cpu", window: bool | None = None,
+                 prefetch: bool = True, transfer: CudaTransfer | None = None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+        window = buffer.frame_stack > 1 if window is None else bool(window)
+        self.buffer, self.batch_size, self.window, self.prefetch = buffer, batch_size, window, prefetch
+
+        def make(empty=np.empty) -> ReplayBatch:
+            return allocate_batch(batch_size, buffer.obs_shape, buffer.obs_dtype, window=window,
+                                  empty=empty)
+
+        buffer.make_batch(batch_size, window=window)  # checks window against the buffer
+        if transfer is None and str(device).startswith("cuda"):
+            transfer = cuda_transfer(make, device, slots=3)
+        self._transfer = transfer
+        self._host = transfer.host if transfer is not None else [make(), make()]
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="fastdqn-feeder") if prefetch else None
+        self._next_slot = 0
+        self._pending: tuple[int, Future | None] | None = None
+
+    def __enter__(self) -> "Feeder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def host_batches(self) -> list[ReplayBatch]:
+        """The host batches sampled into, in turn."""
+        return list(self._host)
+
+    def next(self):
+        """The batch for the next update (on the learner's device); starts sampling the one after."""
+        if self._pending is None:
+            self._start(background=False)
+        slot, _ = self._pending
+        self.settle()
+        batch = self._host[slot] if self._transfer is None else self._transfer.send(slot)
+        self._start(background=self.prefetch)
+        return batch
+
+    def _start(self, background: bool) -> None:
+        slot = self._next_slot
+        self._next_slot = (slot + 1) % len(self._host)
+        if self._transfer is not None:
+            self._transfer.ready(slot)
+        out = self.buffer.draw(self.batch_size, self._host[slot])
+        if background:
+            self._pending = (slot, self._executor.submit(self.buffer.fill, out))
+        else:
+            self.buffer.fill(out)
+            self._pending = (slot, None)
+
+    def settle(self) -> None:
+        """Wait for the batch being sampled in the background, raising what the thread raised."""
+        if self._pending is not None and self._pending[1] is not None:
+            slot, future = self._pending
+            self._pending = (slot, None)
+            future.result()
+
+    def close(self) -> None:
+        """Wait for the background copy and stop the thread; the drawn batch is dropped."""
+        try:
+            self.settle()
+        finally:
+            self._pending = None
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None

@@ -1,0 +1,98 @@
+"""The README's promises about the command line, read from the README itself.
+
+The defaults table and the list of CleanRL flag names are parsed out of README.md and
+compared with what ``fastdqn train`` resolves and accepts, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fastdqn.cli import build_parser
+from fastdqn.config import ATARI, VECTOR, make_config
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def _number(token: str) -> float:
+    """'10M' -> 1e7, '100k' -> 1e5, '1,000' -> 1000, '1e-4' -> 1e-4, '10%' -> 0.1."""
+    token = token.replace(",", "")
+    scale = {"M": 1e6, "k": 1e3, "%": 1e-2}.get(token[-1], 1.0)
+    return float(token[:-1] if scale != 1.0 else token) * scale
+
+
+def _numbers(cell: str) -> list[float]:
+    return [_number(t) for t in re.findall(r"\d[\d,.]*(?:e-?\d+)?[Mk%]?", cell)]
+
+
+def _defaults_table() -> dict[str, tuple[str, str]]:
+    start = README.index("| | Atari ids")
+    rows = {}
+    for line in README[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        _, name, atari, vector, _ = (cell.strip() for cell in line.split("|"))
+        rows[name] = (atari, vector)
+    return rows
+
+
+TABLE = _defaults_table()
+
+
+def _resolved(kind: str):
+    return make_config(kind, {}, cuda_available=False, max_episode_steps=1000)
+
+
+@pytest.mark.parametrize("column, kind", [(0, ATARI), (1, VECTOR)])
+def test_documented_defaults_are_the_resolved_defaults(column, kind):
+    c = _resolved(kind)
+    cell = {name: cells[column] for name, cells in TABLE.items()}
+    assert _numbers(cell["steps, envs"]) == [c.total_timesteps, c.num_envs]
+    assert _numbers(cell["buffer, batch"]) == [c.buffer_size, c.batch_size]
+    assert _numbers(cell["learning rate"])[0] == c.learning_rate
+    assert ("decayed linearly to 0" in cell["learning rate"]) == c.anneal_lr
+    assert _numbers(cell["learning starts"]) == [c.learning_starts]
+    assert _numbers(cell["train / target frequency"]) == [c.train_frequency, c.target_network_frequency]
+    start_e, end_e, fraction = _numbers(cell["epsilon"])
+    assert (start_e, end_e) == (c.start_e, c.end_e) and fraction == pytest.approx(c.exploration_fraction)
+    loss, double = (s.strip() for s in cell["loss, Double DQN"].split(",", 1))
+    assert loss.split()[0] == c.loss and (double == "on") == c.double_dqn
+    clipped = _numbers(loss)
+    assert (clipped[0] if clipped else 0.0) == c.max_grad_norm
+    compile_, threads = (s.strip() for s in cell["compile, torch threads"].split(","))
+    assert (compile_ == "on") == c.compile
+    assert c.torch_threads == (0 if threads == "torch's default" else int(threads))
+    network = cell["network"]
+    if kind == VECTOR:
+        assert network == "MLP " + "-".join(map(str, c.hidden))
+    else:
+        assert network == "NatureCNN"
+
+
+def _train_options() -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return {opt for action in sub.choices["train"]._actions for opt in action.option_strings}
+
+
+def test_every_flag_the_readme_names_exists_exactly():
+    options = _train_options()
+    named = set(re.findall(r"`(--[a-z][a-z0-9-]*)", README))
+    # Flags of the other commands, named in their own sections.
+    others = {"--episodes", "--json", "--epsilon", "--address", "--env-ids", "--seeds", "--sweep-dir",
+              "--cpus-per-run", "--gpus-per-run", "--bench", "--device", "--quick", "--sections",
+              "--repeats", "--benchmark-disable"}
+    missing = sorted(flag for flag in named - others if flag not in options)
+    assert not missing, f"README names flags `fastdqn train` does not have: {missing}"
+
+
+def test_cleanrl_flag_list_is_accepted_by_train():
+    start = README.index("Flags use CleanRL")
+    paragraph = README[start:README.index("\n\n", start)]
+    listed = re.findall(r"--[a-z][a-z0-9-]*(?:/--[a-z-]+)?", paragraph)
+    flags = {f for item in listed for f in item.split("/")}
+    assert {"--env-id", "--seed", "--total-timesteps", "--cuda", "--no-cuda"} <= flags
+    assert flags <= _train_options(), sorted(flags - _train_options())
