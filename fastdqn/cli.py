@@ -1,4 +1,4 @@
-"""The ``fastdqn`` command: ``train``, ``eval`` and ``bench``.
+"""The ``fastdqn`` command: ``train``, ``eval``, ``bench``, ``sweep`` and ``plot``.
 
 Flags are generated from ``TrainConfig``'s fields (CleanRL's names and units). They
 default to None here; ``make_config`` fills in the preset of the environment's kind, so
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             parser = build_parser()
             args = parser.parse_args(argv)
             if args.command is None:
-                raise UsageError("expected a command: train, eval or bench; see fastdqn --help")
+                raise UsageError("expected a command: train, eval, bench, sweep or plot; see fastdqn --help")
             # EnvPool's classic-control specs declare float64 bounds that gymnasium warns about on
             # every env creation; the observations themselves are float32 and exact.
             warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32",
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fastdqn", description="Fast DQN on batched EnvPool environments.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,bench,sweep,plot}")
 
     train = sub.add_parser(
         "train", help="train a DQN agent",
@@ -121,6 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         bench_module.add_arguments(bench)
         bench.set_defaults(handler=bench_module.run)
+
+    import fastdqn.plot as plot_module
+    import fastdqn.sweep as sweep_module
+
+    sweep = sub.add_parser(
+        "sweep", help="train every (env, seed) pair as its own run, on Ray",
+        description="Run fastdqn train once per (env, seed) pair, each run a Ray task that reserves "
+                    "--cpus-per-run CPUs and --gpus-per-run GPUs, on a local Ray instance or a cluster "
+                    "(--address). Train flags given here apply to every run. Needs pip install 'fastdqn[ray]'.",
+    )
+    sweep_module.add_arguments(sweep)
+    forwarded = sweep.add_argument_group("train flags", "given to every run's fastdqn train")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in sweep_module.PER_RUN_FIELDS:
+            _add_field(forwarded, f)
+    sweep.set_defaults(handler=sweep_module.run)
+
+    plot = sub.add_parser("plot", help="draw learning curves and aggregate scores of runs or sweeps",
+                          description=plot_module.DESCRIPTION)
+    plot_module.add_arguments(plot)
+    plot.set_defaults(handler=plot_module.run)
     return parser
 
 
@@ -258,7 +279,7 @@ def _run(config: TrainConfig, info, state, saved_buffer, run_dir: Path, replay_b
     envs = make_envs(config.env_id, config.num_envs, seed=seed,
                      async_envs=config.async_envs, batch_size=config.env_batch,
                      episodic_life=True, sticky_actions=config.sticky_actions,
-                     max_episode_steps=config.max_episode_steps)
+                     max_episode_steps=config.max_episode_steps, num_threads=config.env_threads)
     # From here a first signal is recorded and the trainer ends with a checkpoint, even one
     # that arrives before its loop starts.
     signals.hold()
@@ -365,7 +386,7 @@ def _evaluator(learner, config: TrainConfig):
         if not envs:
             envs.append(make_envs(config.env_id, min(config.eval_episodes, 16), seed=eval_seed,
                                   episodic_life=False, sticky_actions=config.sticky_actions,
-                                  max_episode_steps=config.max_episode_steps))
+                                  max_episode_steps=config.max_episode_steps, num_threads=config.env_threads))
         return evaluate(learner, envs[0], config.eval_episodes, config.eval_epsilon, rng)
 
     return run

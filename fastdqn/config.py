@@ -59,6 +59,7 @@ class TrainConfig:
     max_grad_norm: float = _f(0.0, "clip the gradient norm to this (0: no clipping)")
     hidden: tuple[int, ...] = _f((120, 84), "MLP hidden widths for vector-observation envs, e.g. 120,84")
     sticky_actions: float = _f(0.0, "EnvPool repeat_action_probability (Atari only; 0.25 for the v5 protocol)")
+    env_threads: int = _f(0, "EnvPool worker threads (0: EnvPool's choice, one per env up to the CPU count)")
     async_envs: bool = _f(False, "EnvPool async mode: step the first env-batch-size envs that are ready")
     env_batch_size: int = _f(0, "envs per async batch (0: num-envs / 2); ignored without --async-envs")
     max_episode_steps: int = _f(
@@ -84,7 +85,7 @@ class TrainConfig:
                          "batch_size", "train_frequency", "max_episode_steps", "log_every")
         for name in positive_ints:
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("torch_threads", "learning_starts", "env_batch_size", "eval_every", "eval_episodes",
+        for name in ("torch_threads", "env_threads", "learning_starts", "env_batch_size", "eval_every", "eval_episodes",
                      "checkpoint_every"):
             _check_int(name, getattr(self, name), minimum=0)
         check_seed("--seed", self.seed)

@@ -35,3 +35,11 @@ class BatchError(FastDQNError, ValueError, TypeError):
 class TrainingError(FastDQNError, RuntimeError):
     """Training had to stop after it started (e.g. the loss diverged); the message says
     which checkpoint is kept and how to go on."""
+
+
+class RunError(FastDQNError, RuntimeError):
+    """A training run started by ``fastdqn sweep`` failed or was killed."""
+
+
+class DependencyError(FastDQNError, ImportError):
+    """An optional dependency that the requested feature needs is not installed."""

@@ -19,6 +19,7 @@ from fastdqn.cli import build_parser, main
 from fastdqn.config import TrainConfig
 
 from checkpoint_doc import document
+from cli_errors import fails
 
 TRAIN_FLAGS = ["--env-id", "--seed", "--total-timesteps", "--learning-rate", "--num-envs",
                "--buffer-size", "--gamma", "--target-network-frequency", "--batch-size", "--start-e",
@@ -51,19 +52,6 @@ def test_flags_parse_to_config_fields():
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def fails(argv, capsys, workdir, *expected):
-    """Run main(argv); expect status 2, a one-line error naming `expected`, no files."""
-    before = sorted(p.name for p in workdir.iterdir())
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fastdqn: error: "), err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    assert sorted(p.name for p in workdir.iterdir()) == before, "a bad input created files"
-    return lines[0]
 
 
 CARTPOLE = ["train", "--env-id", "CartPole-v1", "--no-progress"]

@@ -72,14 +72,15 @@ def test_documented_defaults_are_the_resolved_defaults(column, kind):
         assert network == "NatureCNN"
 
 
-def _train_options() -> set[str]:
+def _train_options(command: str = "train") -> set[str]:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    return {opt for action in sub.choices["train"]._actions for opt in action.option_strings}
+    return {opt for action in sub.choices[command]._actions for opt in action.option_strings}
 
 
 def test_every_flag_the_readme_names_exists_exactly():
-    options = _train_options()
+    # The "Many runs" section names the flags of fastdqn sweep and fastdqn plot too.
+    options = _train_options() | _train_options("sweep") | _train_options("plot")
     named = set(re.findall(r"`(--[a-z][a-z0-9-]*)", README))
     # Flags of the other commands, named in their own sections.
     others = {"--episodes", "--json", "--epsilon", "--address", "--env-ids", "--seeds", "--sweep-dir",

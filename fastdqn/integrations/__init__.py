@@ -1,0 +1,1 @@
+"""Adapters that let other RL libraries use fastdqn's replay buffer."""

@@ -1,0 +1,242 @@
+"""``SB3ReplayBuffer``: fastdqn's frame-ring replay buffer behind Stable-Baselines3's API.
+
+SB3's off-policy algorithms take it as ``replay_buffer_class=SB3ReplayBuffer`` and a CleanRL
+script takes it by changing its import line: the constructor, ``add``, ``sample``, ``size``,
+``reset``, ``pos``/``full`` and pickling (``save_replay_buffer``/``load_replay_buffer``)
+behave as SB3's ``ReplayBuffer``. A stacked observation ``(k, H, W)`` uint8 (SB3's
+``VecFrameStack`` + ``VecTransposeImage``, CleanRL's wrappers) is stored one frame per step
+and rebuilt bit for bit at sample time; other observations are stored as they are.
+
+What a row of ``add`` means, as in SB3:
+
+- ``done`` ends bootstrapping unless the step was a time-limit truncation:
+  ``handle_timeout_termination=True`` reads ``infos[i]["TimeLimit.truncated"]`` (SB3's
+  vector envs set it), so the stored flag is ``done and not truncated``.
+- ``next_obs`` is the real next observation. SB3 puts ``infos[i]["terminal_observation"]``
+  there for done envs; CleanRL does it for truncated envs only, so its terminated rows carry
+  the auto-reset observation. A terminated row whose ``next_obs`` does not continue ``obs`` is
+  stored with ``next_obs`` = ``obs`` shifted by one frame, its last frame repeated: the
+  target never reads it (``dones`` = 1 there). A truncated row must carry its real final
+  observation (its target bootstraps from it).
+- A row that is not done and whose ``next_obs`` is a new stack instead of ``obs`` shifted by
+  one frame is the auto-reset step of a Gymnasium >= 1.0 vector env (final observation ->
+  reset observation): it is not a transition and is skipped (counted in ``skipped_rows``).
+
+Needs stable-baselines3 (``pip install "fastdqn[sb3]"``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer as _SB3ReplayBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+from fastdqn.errors import ReplayError
+from fastdqn.integrations.replay_pickle import Streamed
+from fastdqn.replay import ReplayBuffer
+
+__all__ = ["SB3ReplayBuffer", "detect_frame_stack"]
+
+
+def detect_frame_stack(observation_space: spaces.Space) -> int:
+    """``k`` for a ``(k, H, W)`` uint8 stack of single-channel frames (``k < min(H, W)``), else 1.
+
+    ``k = 3`` is read as one RGB image (channel-first), not three stacked frames; pass
+    ``frame_stack=3`` to say otherwise.
+    """
+    if not isinstance(observation_space, spaces.Box) or observation_space.dtype != np.uint8:
+        return 1
+    shape = observation_space.shape
+    # Channel-first and fewer frames than pixels on a side: (84, 84, 4) is channel-last.
+    if len(shape) == 3 and 2 <= shape[0] < min(shape[1:]) and shape[0] != 3:
+        return shape[0]
+    return 1
+
+
+class SB3ReplayBuffer(_SB3ReplayBuffer):
+    """Drop-in for SB3's ``ReplayBuffer`` with frames stored once and exact stacks.
+
+    Extra keyword arguments (SB3: ``replay_buffer_kwargs=``): ``frame_stack`` (None: detect
+    from the observation space, see ``detect_frame_stack``), ``seed`` (None: drawn from
+    NumPy's global generator, which SB3 seeds), ``scratch_dir`` (where pickling puts its
+    scratch file, see ``fastdqn.integrations.replay_pickle``).
+
+    ``optimize_memory_usage`` is accepted (CleanRL passes True) and changes nothing: frames are
+    always stored once and every sample is a transition that was added. Keep it False on an
+    SB3 algorithm: with True, SB3's second ``learn()`` writes into SB3's own ``dones`` array,
+    which this buffer does not have.
+    """
+
+    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
+                 device: torch.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
+                 handle_timeout_termination: bool = True, *, frame_stack: int | None = None,
+                 seed=None, scratch_dir: str | None = None):
+        if not isinstance(observation_space, spaces.Box):
+            raise ReplayError(f"observation_space: expected a gymnasium Box, got "
+                              f"{type(observation_space).__name__}; use SB3's own buffers for "
+                              f"Dict or Discrete observations")
+        if not isinstance(action_space, spaces.Discrete):
+            raise ReplayError(f"action_space: expected Discrete (DQN, QR-DQN), got "
+                              f"{type(action_space).__name__}; the buffer stores one integer "
+                              f"action per transition")
+        BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        self.buffer_size = max(buffer_size // n_envs, 1)  # rows, as SB3 counts pos and size()
+        self.optimize_memory_usage = optimize_memory_usage
+        self.handle_timeout_termination = handle_timeout_termination
+        self.frame_stack = detect_frame_stack(observation_space) if frame_stack is None else frame_stack
+        self.scratch_dir = scratch_dir
+        self.skipped_rows = 0
+        if seed is None:
+            seed = int(np.random.randint(2**31 - 1))
+        self._seeds = np.random.SeedSequence(seed)
+        self._buffer = None
+        self._buffer = self._new_buffer()
+        self._staging: dict[int, tuple] = {}
+        self._copied = None
+
+    def _new_buffer(self) -> ReplayBuffer:
+        return ReplayBuffer(self.buffer_size * self.n_envs, self.obs_shape, self.n_envs,
+                            obs_dtype=self.observation_space.dtype, frame_stack=self.frame_stack,
+                            seed=self._seeds.spawn(1)[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of storage held (frames and per-slot metadata)."""
+        return self._buffer.nbytes
+
+    def __len__(self) -> int:
+        """Transitions stored, over all envs."""
+        return len(self._buffer)
+
+    def size(self) -> int:
+        """Transitions stored per env (SB3's unit: rows of ``n_envs`` transitions)."""
+        return len(self._buffer) // self.n_envs
+
+    def reset(self) -> None:
+        super().reset()
+        self._buffer = None  # free the old storage before allocating the new one
+        self._buffer = self._new_buffer()
+
+    # -- adding -------------------------------------------------------------------------
+
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:
+        n = self.n_envs
+        obs = np.asarray(obs).reshape((n, *self.obs_shape))
+        next_obs = np.asarray(next_obs).reshape((n, *self.obs_shape))
+        action = np.asarray(action).reshape(n)
+        reward = np.asarray(reward, dtype=np.float32).reshape(n)
+        done = np.asarray(done).reshape(n).astype(bool)
+        if self.handle_timeout_termination:
+            timeout = np.fromiter((bool(info.get("TimeLimit.truncated", False)) for info in infos),
+                                  bool, n) & done
+        else:
+            timeout = np.zeros(n, bool)
+        terminated = done & ~timeout
+        try:
+            self._buffer.add(obs, next_obs, action, reward, terminated, timeout)
+        except ReplayError as exc:
+            self._add_mended(obs, next_obs, action, reward, terminated, timeout, exc)
+        self.pos += 1
+        if self.pos == self.buffer_size:
+            self.full = True
+            self.pos = 0
+
+    def _add_mended(self, obs, next_obs, action, reward, terminated, timeout, error) -> None:
+        """Rows whose ``next_obs`` does not continue ``obs``: mend terminal ones, skip resets."""
+        k, n = self.frame_stack, self.n_envs
+        if k == 1:
+            raise error
+        continues = (next_obs[:, :-1] == obs[:, 1:]).reshape(n, -1).all(axis=1)
+        if continues.all():
+            raise error
+        broken = ~continues
+        bad = np.flatnonzero(broken & timeout)
+        if bad.size:
+            raise ReplayError(f"next_obs: row {bad[0]} is a time-limit truncation, so its target "
+                              f"bootstraps from next_obs, but next_obs[{bad[0]}] does not continue "
+                              f"obs[{bad[0]}]; pass the real final observation (SB3: "
+                              f"infos[i]['terminal_observation'])") from error
+        first = next_obs[:, 0].reshape(n, -1)
+        starts = (first == next_obs[:, 1].reshape(n, -1)).all(axis=1) | ~first.any(axis=1)
+        resets = broken & ~terminated
+        bad = np.flatnonzero(resets & ~starts)
+        if bad.size:
+            raise ReplayError(f"next_obs: row {bad[0]} is not done, yet next_obs[{bad[0]}] neither "
+                              f"continues obs[{bad[0]}] shifted by one frame nor starts a new stack; "
+                              f"the observations do not look like stacks of {k} frames on the first "
+                              f"axis: pass frame_stack=1 (SB3: replay_buffer_kwargs=dict(frame_stack=1))"
+                              ) from error
+        ends = broken & terminated
+        mended = next_obs.copy()
+        mended[ends, :-1] = obs[ends, 1:]
+        mended[ends, -1] = obs[ends, -1]
+        self._buffer.add(obs, mended, action, reward, terminated, timeout, valid=~resets)
+        self.skipped_rows += int(resets.sum())
+
+    # -- sampling -----------------------------------------------------------------------
+
+    def _host_batch(self, batch_size: int):
+        """Arrays the kernels fill, as a ``ReplayBatch``, and torch tensors sharing their memory.
+
+        On the CPU these are new arrays every call, returned as they are (each sample is a
+        batch of its own, as in SB3). For a GPU they are page-locked staging arrays allocated
+        once per batch size, so the copies to the device run asynchronously.
+        """
+        if self.device.type != "cuda":
+            host = self._buffer.make_batch(batch_size)
+            return host, {name: torch.from_numpy(arr) for name, arr in host._asdict().items()}
+        cached = self._staging.get(batch_size)
+        if cached is None:
+            host = self._buffer.make_batch(batch_size)
+            tensors = {name: torch.from_numpy(arr).pin_memory() for name, arr in host._asdict().items()}
+            cached = type(host)(**{name: t.numpy() for name, t in tensors.items()}), tensors
+            self._staging[batch_size] = cached
+        if self._copied is not None:
+            self._copied.synchronize()  # the previous batch has left the staging arrays
+            self._copied = None
+        return cached
+
+    def _draw(self, batch_size: int, host) -> None:
+        stored = len(self._buffer)
+        if batch_size <= stored or stored == 0:
+            self._buffer.sample(batch_size, out=host)
+            return
+        # SB3 draws with replacement even from fewer transitions than the batch: fill the
+        # batch in parts of at most len(buffer) rows (contiguous views of the same arrays).
+        for start in range(0, batch_size, stored):
+            part = type(host)(*(arr[start:start + stored] for arr in host))
+            self._buffer.sample(part.obs.shape[0], out=part)
+
+    def sample(self, batch_size: int, env=None) -> ReplayBufferSamples:
+        """``batch_size`` transitions drawn uniformly (with replacement), as SB3's tensors:
+        observations, actions ``(B, 1)`` int64, next_observations, dones and rewards
+        ``(B, 1)`` float32, on ``self.device``. The kernels write straight into the tensors'
+        memory (no copy on the CPU)."""
+        host, t = self._host_batch(batch_size)
+        self._draw(batch_size, host)
+        obs, next_obs, rewards = t["obs"], t["next_obs"], t["reward"].view(batch_size, 1)
+        if env is not None:  # VecNormalize: SB3 normalises at sample time
+            obs = torch.from_numpy(self._normalize_obs(host.obs, env))
+            next_obs = torch.from_numpy(self._normalize_obs(host.next_obs, env))
+            rewards = torch.from_numpy(self._normalize_reward(host.reward, env)).view(batch_size, 1)
+        fields = (obs, t["action"].view(batch_size, 1), next_obs,
+                  t["terminated"].view(batch_size, 1), rewards)
+        if self.device.type == "cpu":
+            return ReplayBufferSamples(*fields[:3], fields[3].to(torch.float32), fields[4])
+        out = ReplayBufferSamples(*(x.to(self.device, non_blocking=True) for x in fields))
+        out = out._replace(dones=out.dones.to(torch.float32))
+        if self.device.type == "cuda":
+            self._copied = torch.cuda.Event()
+            self._copied.record()
+        return out
+
+    # -- pickling (SB3's save_replay_buffer / load_replay_buffer) -----------------------
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_buffer"] = Streamed(self._buffer, self.scratch_dir)
+        state["_staging"] = {}
+        state["_copied"] = None
+        return state

@@ -1,0 +1,450 @@
+"""``fastdqn sweep``: every (env, seed) pair as its own ``fastdqn train`` run, on Ray.
+
+Each run is one Ray task that reserves ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs
+and runs ``fastdqn train`` as a child process into its own run folder under the sweep
+folder. Ray does the scheduling, placement and retries; this module only builds the
+command lines, watches the runs and keeps ``sweep.json`` (one writer: the driver).
+
+Fault tolerance rests on ``fastdqn train --resume``: a task that starts on a run folder
+holding a checkpoint resumes it, and the resumed run drops log records written after that
+checkpoint, so no step is counted twice. A killed child (or a dead Ray worker, whose child
+the kernel then kills) makes Ray retry the task, up to ``--max-retries`` times.
+
+Stopping: the driver creates a ``STOP`` file in the sweep folder; each task sees it within
+a second and sends SIGINT to its child, which saves a checkpoint and exits 130. A file
+works on every node of a cluster, because the sweep folder must be on storage every node
+reaches anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from fastdqn.atomic import atomic_write
+from fastdqn.config import PRESETS, TrainConfig, make_config
+from fastdqn.errors import ConfigError, DependencyError
+from fastdqn.results import find_runs, format_summary, last_step, summarize, write_summary
+from fastdqn.sweep_task import FAILED, FINISHED, QUEUED, RUNNING, STOPPED, RunKilled, read_status, run_training
+
+SWEEP_NAME = "sweep.json"
+STOP_NAME = "STOP"
+FORMAT = "fastdqn-sweep"
+VERSION = 1
+# Set per run from the flags of the sweep, never forwarded from the command line.
+PER_RUN_FIELDS = ("env_id", "seed", "run_dir")
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """What defines a sweep; saved in ``sweep.json`` and reused by ``--resume``."""
+
+    env_ids: tuple[str, ...]
+    seeds: tuple[int, ...]
+    train_flags: tuple[str, ...]  # forwarded to every `fastdqn train`
+    cpus_per_run: float
+    gpus_per_run: float
+    max_retries: int
+
+    def run_names(self) -> list[tuple[str, str, int]]:
+        """(name, env_id, seed) of every run, env-major."""
+        return [(f"{env_id}__{seed}", env_id, seed) for env_id in self.env_ids for seed in self.seeds]
+
+    def threads(self) -> int:
+        """Threads each run may use: the CPUs it reserves (at least one)."""
+        return max(1, math.floor(self.cpus_per_run))
+
+
+# ---- flags ------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sweep's own flags (``cli.py`` adds the train flags it forwards)."""
+    add = parser.add_argument
+    add("--env-ids", default=None, metavar="ID,ID", help="comma-separated EnvPool task ids, e.g. Pong-v5,Breakout-v5")
+    add("--seeds", default=None, metavar="S,S", help="comma-separated seeds; each env is trained once per seed (default: 1)")
+    add("--sweep-dir", default=None, metavar="PATH",
+        help="folder of the sweep: sweep.json, summary.json/.csv, logs/ and one run folder per (env, seed) "
+             "under runs/; on a cluster it must be on storage every node reaches")
+    add("--resume", default=None, metavar="SWEEP_DIR",
+        help="continue a stopped sweep: finished runs are skipped, the others resume from their checkpoints")
+    add("--address", default=None, metavar="auto|HOST:PORT",
+        help="join this Ray cluster ('auto': the one `ray start` runs on this machine); default: start a "
+             "local Ray instance on this machine only")
+    add("--cpus-per-run", type=float, default=None,
+        help="CPUs each run reserves; its torch, Numba and EnvPool threads are set to this (default: 1)")
+    add("--gpus-per-run", type=float, default=None,
+        help="GPUs each run reserves, fractions allowed (default: 0, runs train on the CPU)")
+    add("--max-retries", type=int, default=None,
+        help="times a run whose process or Ray worker died is restarted from its last checkpoint (default: 3)")
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[SweepSettings, Path, bool]:
+    """Check the flags and build the settings; returns (settings, sweep folder, resuming).
+
+    Every check that needs no Ray happens here, so bad input stops before anything starts.
+    """
+    train_given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                   if f.name not in PER_RUN_FIELDS and getattr(args, f.name, None) is not None}
+    if args.resume:
+        if args.sweep_dir:
+            raise ConfigError("--sweep-dir: --resume names the sweep folder already; drop --sweep-dir")
+        given = [flag for flag, value in (("--env-ids", args.env_ids), ("--seeds", args.seeds)) if value]
+        given += ["--" + name.replace("_", "-") for name in train_given]
+        if given:
+            raise ConfigError(f"{given[0]}: a resumed sweep keeps the runs and train flags saved in its "
+                              f"{SWEEP_NAME}; drop {' '.join(given)} or start a new sweep")
+        folder = Path(args.resume)
+        saved = load_settings(folder)
+        settings = dataclasses.replace(
+            saved,
+            cpus_per_run=saved.cpus_per_run if args.cpus_per_run is None else args.cpus_per_run,
+            gpus_per_run=saved.gpus_per_run if args.gpus_per_run is None else args.gpus_per_run,
+            max_retries=saved.max_retries if args.max_retries is None else args.max_retries,
+        )
+    else:
+        if not args.sweep_dir:
+            raise ConfigError("--sweep-dir: expected the folder for the sweep's runs, got none; "
+                              "pass --sweep-dir PATH (or --resume PATH to continue a sweep)")
+        if not args.env_ids:
+            raise ConfigError("--env-ids: expected comma-separated EnvPool task ids, e.g. CartPole-v1,Acrobot-v1")
+        folder = Path(args.sweep_dir)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise ConfigError(f"--sweep-dir: {str(folder)!r} already exists and is not empty; pass "
+                              f"--resume {folder} to continue that sweep or choose another --sweep-dir")
+        env_ids = _split(args.env_ids, "--env-ids", str)
+        seeds = _split(args.seeds or "1", "--seeds", int)
+        for env_id in env_ids:
+            _check_train_config(env_id, train_given)
+        settings = SweepSettings(
+            env_ids=env_ids, seeds=seeds, train_flags=tuple(train_flags(train_given)),
+            cpus_per_run=1.0 if args.cpus_per_run is None else args.cpus_per_run,
+            gpus_per_run=0.0 if args.gpus_per_run is None else args.gpus_per_run,
+            max_retries=3 if args.max_retries is None else args.max_retries,
+        )
+        if train_given.get("cuda") and not settings.gpus_per_run:
+            raise ConfigError("--cuda: the runs reserve no GPU; pass --gpus-per-run (e.g. 1 or 0.5) or drop --cuda")
+    if not (math.isfinite(settings.cpus_per_run) and settings.cpus_per_run > 0):
+        raise ConfigError(f"--cpus-per-run: expected a number > 0, got {settings.cpus_per_run}")
+    if not (math.isfinite(settings.gpus_per_run) and settings.gpus_per_run >= 0):
+        raise ConfigError(f"--gpus-per-run: expected a number >= 0, got {settings.gpus_per_run}")
+    if settings.max_retries < 0:
+        raise ConfigError(f"--max-retries: expected an int >= 0, got {settings.max_retries}")
+    if args.address is not None:
+        check_address(args.address)
+    return settings, folder, bool(args.resume)
+
+
+def train_flags(overrides: dict) -> list[str]:
+    """``fastdqn train`` flags that set ``overrides`` (TrainConfig field -> value)."""
+    argv = []
+    for name, value in overrides.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple):
+            argv += [flag, ",".join(map(str, value))]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _check_train_config(env_id: str, overrides: dict) -> None:
+    """Resolve the run's config as ``fastdqn train`` will; ConfigError if it would refuse it."""
+    from fastdqn.envs import env_info
+
+    info = env_info(env_id)
+    try:
+        make_config(info.kind, dict(overrides, env_id=env_id), cuda_available=False,
+                    max_episode_steps=info.max_episode_steps)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (for {env_id})") from None
+
+
+def _split(text: str, flag: str, kind) -> tuple:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        values = tuple(kind(x) for x in items)
+    except ValueError:
+        values = ()
+    if not values or len(set(values)) != len(values) or (kind is int and min(values) < 0):
+        what = "distinct seeds >= 0 like 1,2,3" if kind is int else "distinct task ids like CartPole-v1,Acrobot-v1"
+        raise ConfigError(f"{flag}: expected comma-separated {what}, got {text!r}")
+    return values
+
+
+def check_address(address: str) -> None:
+    """Refuse an ``--address`` that names no reachable Ray head, in a few seconds at most.
+
+    ``ray.init`` itself keeps retrying an unreachable address for minutes; a plain TCP
+    connection to HOST:PORT answers at once. ``auto`` is left to Ray, which fails fast
+    when this machine runs no cluster.
+    """
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address: expected auto or HOST:PORT of a Ray head node, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"--address: no Ray cluster answers at {address!r} ({exc.strerror or exc}); "
+                          "start one with `ray start --head` or drop --address for a local instance") from None
+
+
+# ---- sweep.json ---------------------------------------------------------------------------------
+
+
+def load_settings(folder: Path) -> SweepSettings:
+    path = folder / SWEEP_NAME
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("format") != FORMAT:
+            raise ValueError("not a sweep file")
+        s = doc["settings"]
+        return SweepSettings(tuple(s["env_ids"]), tuple(s["seeds"]), tuple(s["train_flags"]),
+                             float(s["cpus_per_run"]), float(s["gpus_per_run"]), int(s["max_retries"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--resume: {str(path)!r} is missing or unreadable ({type(exc).__name__}); "
+                          "pass a folder written by fastdqn sweep") from None
+
+
+def load_states(folder: Path) -> dict:
+    """The runs' entries of ``sweep.json`` (empty if it has none)."""
+    try:
+        return json.loads((folder / SWEEP_NAME).read_text()).get("runs", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def write_sweep_json(folder: Path, settings: SweepSettings, runs: dict) -> None:
+    doc = {"format": FORMAT, "version": VERSION, "settings": dataclasses.asdict(settings), "runs": runs}
+    atomic_write(folder / SWEEP_NAME, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2) + "\n"))
+
+
+# ---- the driver -------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    """``fastdqn sweep``: 0 when every run finished, 130/143 when stopped, 1 when a run failed."""
+    settings, folder, resuming = settings_from_args(args)
+    starts = start_commands(settings)
+    folder = folder.resolve()
+    previous = load_states(folder) if resuming else {}
+    ray = _import_ray(local=args.address is None)
+    _start_ray(ray, args.address)
+    try:
+        _check_resources(ray, settings)
+        # Validation is over: from here on the sweep folder is written.
+        for sub in ("runs", "logs"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / STOP_NAME).unlink(missing_ok=True)
+        runs = {}
+        for name, env_id, seed in settings.run_names():
+            entry = previous.get(name, {})
+            runs[name] = {"env_id": env_id, "seed": seed, "run_dir": f"runs/{name}",
+                          "state": FINISHED if entry.get("state") == FINISHED else QUEUED,
+                          "attempts": int(entry.get("attempts", 0)), "error": None}
+        write_sweep_json(folder, settings, runs)
+        skipped = sum(r["state"] == FINISHED for r in runs.values())
+        print(f"fastdqn sweep: {len(runs)} runs ({len(settings.env_ids)} envs x {len(settings.seeds)} seeds"
+              + (f", {skipped} finished before" if skipped else "") + f") into {folder}; "
+              f"{settings.cpus_per_run:g} CPUs and {settings.gpus_per_run:g} GPUs per run on "
+              f"{_describe_cluster(ray, args.address)}", flush=True)
+        status = _Driver(ray, settings, folder, runs, starts).run()
+    finally:
+        ray.shutdown()
+
+    done = [folder / r["run_dir"] for r in runs.values() if (folder / r["run_dir"] / "config.json").exists()]
+    rows = summarize(find_runs(done)) if done else []
+    write_summary(folder, rows)
+    print(format_summary(rows))
+    for name, r in runs.items():
+        if r["state"] == FAILED:
+            print(f"failed: {name}: {r['error']}", file=sys.stderr)
+    if any(r["state"] == STOPPED for r in runs.values()):
+        print(f"stopped; the runs continue from their last checkpoints with: fastdqn sweep --resume {folder}")
+    return status or (1 if any(r["state"] == FAILED for r in runs.values()) else 0)
+
+
+def start_commands(settings: SweepSettings) -> dict[str, list[str]]:
+    """The ``fastdqn train`` command line that starts each run (without ``--run-dir``).
+
+    Threads follow the CPUs a run reserves unless the train flags set them: torch gets
+    that many (or the preset's smaller count: 1 for the MLP tasks), EnvPool that many.
+    Runs that reserve no GPU train on the CPU even on a GPU node (Ray leaves
+    CUDA_VISIBLE_DEVICES alone for tasks without GPUs).
+    """
+    from fastdqn.envs import env_info
+
+    flags, n = settings.train_flags, settings.threads()
+    starts = {}
+    for name, env_id, seed in settings.run_names():
+        argv = ["train", "--env-id", env_id, "--seed", str(seed), *flags]
+        if "--torch-threads" not in flags:
+            preset = PRESETS[env_info(env_id).kind].get("torch_threads", 0)
+            argv += ["--torch-threads", str(min(preset, n) if preset else n)]
+        if "--env-threads" not in flags:
+            argv += ["--env-threads", str(n)]
+        if not settings.gpus_per_run and "--no-cuda" not in flags:
+            argv.append("--no-cuda")
+        starts[name] = argv
+    return starts
+
+
+def _import_ray(*, local: bool):
+    if local:
+        # The embedded instance serves this machine only: keep Ray on the loopback address
+        # instead of the machine's network address, which Ray takes for a cluster head.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError:
+        raise DependencyError("sweep: Ray is not installed; install it with pip install 'fastdqn[ray]' "
+                              "(or pip install ray)") from None
+    return ray
+
+
+def _start_ray(ray, address: str | None) -> None:
+    import logging
+
+    common = dict(include_dashboard=False, log_to_driver=False)
+    if address is None:
+        # Runs exchange no data through Ray: a small object store leaves the memory to replay
+        # buffers. Errors only: the instance lives and dies with this command, so Ray's
+        # notes on setting up a long-lived cluster (e.g. its auth token) do not apply.
+        # address "local": a new instance even where RAY_ADDRESS names a cluster.
+        ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=200 * 2**20,
+                 logging_level=logging.ERROR, **common)
+        return
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, **common)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--address: could not join a Ray cluster at {address!r}: {str(exc).splitlines()[0]}; "
+                          "start one with `ray start --head` or drop --address for a local instance") from None
+
+
+def _check_resources(ray, settings: SweepSettings) -> None:
+    total = ray.cluster_resources()
+    for flag, key, need in (("--cpus-per-run", "CPU", settings.cpus_per_run),
+                            ("--gpus-per-run", "GPU", settings.gpus_per_run)):
+        have = total.get(key, 0.0)
+        if need > have:
+            raise ConfigError(f"{flag} {need:g}: the Ray cluster has {have:g} {key}s in all, so no run could "
+                              f"ever start; lower {flag} or add nodes with {key}s")
+
+
+def _describe_cluster(ray, address: str | None) -> str:
+    total = ray.cluster_resources()
+    where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
+    return f"{where} ({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs)"
+
+
+class _Driver:
+    """Submits the runs as Ray tasks, shows progress and keeps ``sweep.json`` current."""
+
+    def __init__(self, ray, settings: SweepSettings, folder: Path, runs: dict, starts: dict) -> None:
+        self.ray, self.settings, self.folder, self.runs, self.starts = ray, settings, folder, runs, starts
+        self.stop_signal: int | None = None
+        self._steps = {name: last_step(self._paths(name)["run"]) for name in runs}
+        self._started = time.monotonic()
+        self._baseline = sum(self._steps.values())  # trained before this sweep started (resumed runs)
+        self._shown = ""
+        self._printed = self._started
+        self._tty = sys.stderr.isatty()
+
+    def run(self) -> int:
+        task = self.ray.remote(run_training)
+        options = dict(num_cpus=self.settings.cpus_per_run, num_gpus=self.settings.gpus_per_run,
+                       max_retries=self.settings.max_retries, retry_exceptions=[RunKilled])
+        pending = {}
+        for name, r in self.runs.items():
+            if r["state"] != FINISHED:
+                p = self._paths(name)
+                ref = task.options(name=f"fastdqn-{name}", **options).remote(
+                    str(p["run"]), str(p["log"]), str(p["status"]), str(self.folder / STOP_NAME),
+                    self.starts[name], self.settings.threads())
+                pending[ref] = name
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while pending:
+                done, _ = self.ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
+                for ref in done:
+                    self._finish(pending.pop(ref), ref)
+                self._poll(pending.values())
+        except KeyboardInterrupt:  # a second signal: stop at once, runs resume from their last checkpoints
+            for ref, name in pending.items():
+                self.ray.cancel(ref, force=True)
+                self.runs[name]["state"] = STOPPED
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            self._show(final=True)
+            (self.folder / STOP_NAME).unlink(missing_ok=True)
+            write_sweep_json(self.folder, self.settings, self.runs)
+        return {signal.SIGINT: 130, signal.SIGTERM: 143}.get(self.stop_signal, 0)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        (self.folder / STOP_NAME).touch()
+        print(f"\nfastdqn sweep: {signal.Signals(signum).name}: every run saves a checkpoint and stops "
+              "(again to stop at once)", file=sys.stderr, flush=True)
+
+    def _paths(self, name: str) -> dict[str, Path]:
+        return {"run": self.folder / self.runs[name]["run_dir"], "log": self.folder / "logs" / f"{name}.log",
+                "status": self.folder / "logs" / f"{name}.status.json"}
+
+    def _finish(self, name: str, ref) -> None:
+        r = self.runs[name]
+        try:
+            r["state"] = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            r["state"], r["error"] = FAILED, str(cause).strip().splitlines()[0]
+        r["attempts"] = max(r["attempts"], int(read_status(self._paths(name)["status"]).get("attempt", 0)))
+        self._steps[name] = last_step(self._paths(name)["run"])
+        write_sweep_json(self.folder, self.settings, self.runs)
+
+    def _poll(self, pending_names) -> None:
+        changed = False
+        for name in pending_names:
+            r = self.runs[name]
+            attempt = int(read_status(self._paths(name)["status"]).get("attempt", 0))
+            if attempt > r["attempts"] or (attempt and r["state"] == QUEUED):
+                r["attempts"], r["state"], changed = max(attempt, r["attempts"]), RUNNING, True
+            self._steps[name] = last_step(self._paths(name)["run"])
+        if changed:
+            write_sweep_json(self.folder, self.settings, self.runs)
+        self._show()
+
+    def _show(self, final: bool = False) -> None:
+        counts = {s: sum(r["state"] == s for r in self.runs.values())
+                  for s in (FINISHED, RUNNING, QUEUED, FAILED, STOPPED)}
+        total = sum(self._steps.values())
+        now = time.monotonic()
+        # Runs flush their logs in blocks, so steps/s over a short window would jump about:
+        # the average since the sweep started is steadier.
+        rate = (total - self._baseline) / max(now - self._started, 1e-9)
+        states = (f"{counts[FINISHED]}/{len(self.runs)} finished, {counts[RUNNING]} running, "
+                  f"{counts[QUEUED]} queued, {counts[FAILED]} failed"
+                  + (f", {counts[STOPPED]} stopped" if counts[STOPPED] else ""))
+        line = f"sweep: {states} | {total:,} env steps, {rate:,.0f} steps/s"
+        if final:
+            line += f" over {now - self._started:,.0f} s"
+        if self._tty:
+            print("\r" + line.ljust(len(self._shown)), end="\n" if final else "", file=sys.stderr, flush=True)
+            self._shown = line
+        elif states != self._shown or final or now - self._printed >= 60:
+            # Not a terminal (a log file): a line when a run changes state, else once a minute.
+            print(line, file=sys.stderr, flush=True)
+            self._shown, self._printed = states, now

@@ -1,0 +1,134 @@
+"""``fastdqn plot`` on run folders with known numbers: the picture read back, and the plotted
+aggregates against a direct computation written here."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from fastdqn.cli import main
+from fastdqn.measure import Figure, write_json
+
+from cli_errors import fails
+from reference_stats import reference_iqm, reference_percentile
+
+# Final evaluation scores per game and seed; Pong has 4 seeds, Breakout 3.
+FINAL = {"Pong-v5": [-20.7, -5.0, 3.0, 14.6], "Breakout-v5": [1.7, 30.5, 88.1]}
+# (random, human) from Mnih et al. 2015, Extended Data Table 2.
+REFERENCE = {"Pong-v5": (-20.7, 14.6), "Breakout-v5": (1.7, 30.5)}
+# CartPole: every training game of a seed scores this, so its smoothed curve is flat.
+CARTPOLE = {1: 100.0, 2: 300.0}
+TOTAL = 10_000
+
+
+def write_run(folder, env_id, seed, episode_return, final_eval):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"env_id": env_id, "seed": seed, "total_timesteps": TOTAL}))
+    lines = []
+    for step in range(100, TOTAL + 1, 100):
+        lines.append({"global_step": step, "episodic_return": episode_return, "episodic_length": 10, "epsilon": 0.1})
+        if step % 2000 == 0:
+            lines.append({"global_step": step, "td_loss": 0.1, "q_values": 1.0, "epsilon": 0.1, "sps": 1000.0})
+            lines.append({"global_step": step, "eval_return_mean": final_eval * step / TOTAL, "eval_return_std": 1.0})
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"global_st')  # torn tail
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    for env_id, finals in FINAL.items():
+        for seed, score in enumerate(finals, start=1):
+            write_run(root / "runs" / f"{env_id}__{seed}", env_id, seed, score, score)
+    for seed, score in CARTPOLE.items():
+        write_run(root / "runs" / f"CartPole-v1__{seed}", "CartPole-v1", seed, score, 500.0)
+    return root
+
+
+def panel_spread(image, rows, cols, inset=0.1):
+    """Pixel variance (grayscale) of the middle of each cell of a rows x cols grid."""
+    gray = image[..., :3].mean(axis=2)
+    ch, cw = gray.shape[0] / rows, gray.shape[1] / cols
+    dy, dx = int(inset * ch), int(inset * cw)
+    return [[float(gray[int(r * ch) + dy:int((r + 1) * ch) - dy, int(c * cw) + dx:int((c + 1) * cw) - dx].var())
+             for c in range(cols)] for r in range(rows)]
+
+
+def test_runs_plot_curves_and_atari_aggregate(sweep, tmp_path, capsys):
+    out, data_path = tmp_path / "runs.png", tmp_path / "plotted.json"
+    reps = 6000
+    assert main(["plot", str(sweep), "-o", str(out), "--json", str(data_path), "--reps", str(reps)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out} (5 panels)" in printed
+    data = json.loads(data_path.read_text())
+
+    # The picture: 3 learning curves + per-game scores + aggregate on a 2 x 3 grid of 480 x 340 px.
+    image = imread(out)
+    assert image.shape[:2] == (680, 1440)
+    spread = panel_spread(image, 2, 3)
+    drawn = [spread[0][0], spread[0][1], spread[0][2], spread[1][0], spread[1][1]]
+    assert min(drawn) > 1e-3, spread
+    assert spread[1][2] < 1e-6, "the unused sixth cell should be blank"
+
+    # Learning curves: each seed's games all score the same, so the mean curve ends at their mean.
+    curves = {c["env_id"]: c for c in data["curves"]}
+    assert curves["CartPole-v1"]["final_mean"] == pytest.approx(np.mean(list(CARTPOLE.values())))
+    assert curves["Pong-v5"]["seeds"] == 4 and curves["Breakout-v5"]["seeds"] == 3
+
+    # Human-normalised final scores, computed here from the reference table.
+    normalized = {env: [(s - REFERENCE[env][0]) / (REFERENCE[env][1] - REFERENCE[env][0]) for s in scores]
+                  for env, scores in FINAL.items()}
+    for env in FINAL:
+        np.testing.assert_allclose(data["normalized"][env], normalized[env])
+    pooled = normalized["Pong-v5"] + normalized["Breakout-v5"]
+    aggregate = {a["metric"]: a for a in data["aggregate"]}
+    assert aggregate["IQM"]["value"] == pytest.approx(reference_iqm(pooled))
+    assert aggregate["Mean"]["value"] == pytest.approx(sum(pooled) / len(pooled))
+
+    # Intervals: a stratified bootstrap written here with Python's RNG, within resampling noise.
+    r = random.Random(0)
+    for metric, stat in (("IQM", reference_iqm), ("Mean", lambda xs: sum(xs) / len(xs))):
+        stats = [stat([x for game in normalized.values() for x in r.choices(game, k=len(game))])
+                 for _ in range(reps)]
+        low, high = reference_percentile(stats, 2.5), reference_percentile(stats, 97.5)
+        got = aggregate[metric]
+        assert got["low"] == pytest.approx(low, abs=0.05 * (high - low)), metric
+        assert got["high"] == pytest.approx(high, abs=0.05 * (high - low)), metric
+    iqm = aggregate["IQM"]
+    assert (f"IQM human-normalised score over 2 games: {iqm['value']:.3f} "
+            f"(95% CI {iqm['low']:.3f} to {iqm['high']:.3f})") in printed
+
+
+@pytest.mark.parametrize("suffix, magic", [(".svg", b"<?xml"), (".pdf", b"%PDF")])
+def test_file_type_follows_the_extension(sweep, tmp_path, suffix, magic):
+    out = tmp_path / f"runs{suffix}"
+    assert main(["plot", str(sweep / "runs" / "CartPole-v1__1"), "-o", str(out), "--reps", "50"]) == 0
+    assert out.read_bytes().startswith(magic)
+
+
+def test_bench_figures_against_their_ceilings(tmp_path):
+    figures = [Figure("env.steps", "steps/s", 900.0, 10.0, ceiling=1000.0, ceiling_name="raw EnvPool"),
+               Figure("replay.sample", "batches/s", 3000.0, 50.0, ceiling=1500.0, ceiling_name="NumPy"),
+               Figure("learner.compile_time", "s", 12.0, 0.0)]
+    bench = tmp_path / "bench.json"
+    write_json(bench, figures, {"cpu": "test CPU", "date": "today"}, {})
+    out, data_path = tmp_path / "bench.png", tmp_path / "bench-plotted.json"
+    assert main(["plot", "--bench", str(bench), "-o", str(out), "--json", str(data_path)]) == 0
+    data = json.loads(data_path.read_text())
+    assert data["bench"] == [{"name": "env.steps", "ratio": 0.9}, {"name": "replay.sample", "ratio": 2.0}]
+    image = imread(out)
+    assert image.shape[:2] == (int(0.45 * 2 * 100 + 160), 900)
+    assert panel_spread(image, 1, 1)[0][0] > 1e-3
+
+
+def test_bad_plot_input(sweep, tmp_path, capsys):
+    fails(["plot", str(sweep), "-o", str(tmp_path / "x.gif")], capsys, tmp_path, "--output", ".png")
+    fails(["plot", "-o", str(tmp_path / "x.png")], capsys, tmp_path, "neither")
+    fails(["plot", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "x.png")], capsys, tmp_path, "nothing-here")
+    fails(["plot", str(sweep), "-o", str(tmp_path / "no" / "x.png")], capsys, tmp_path, "does not exist")
+    fails(["plot", "--bench", str(sweep / "runs" / "CartPole-v1__1" / "config.json"), "-o", str(tmp_path / "b.png")],
+          capsys, tmp_path, "--bench")
+    assert not list(tmp_path.glob("*.png"))
