@@ -97,6 +97,17 @@ def test_cuda_without_gpu(capsys, workdir):
     fails(CARTPOLE + ["--cuda"], capsys, workdir, "--cuda", "no CUDA device")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_eval_cuda_without_gpu(capsys, workdir):
+    _write_checkpoint(workdir / "run")
+    fails(["eval", "run", "--cuda"], capsys, workdir, "--cuda", "no CUDA device", "--no-cuda")
+
+
+def test_eval_num_envs_zero(capsys, workdir):
+    _write_checkpoint(workdir / "run")  # a loadable checkpoint: the flag alone is refused
+    fails(["eval", "run", "--num-envs", "0"], capsys, workdir, "--num-envs", "positive int", "got 0")
+
+
 def test_missing_checkpoint(capsys, workdir):
     fails(CARTPOLE + ["--resume", "nowhere"], capsys, workdir, "nowhere")
     fails(["eval", "nowhere/checkpoint.pt"], capsys, workdir, "nowhere")

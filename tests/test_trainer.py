@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from fastdqn.checkpoint import load_checkpoint
 from fastdqn.config import TrainConfig, linear_schedule
@@ -170,8 +171,6 @@ def test_atari_run_is_killed_resumed_and_evaluated(tmp_path):
 
 
 def torch_equal_state(a: dict, b: dict) -> bool:
-    import torch
-
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -212,3 +211,54 @@ def test_resume_without_saved_buffer_refills_before_learning(tmp_path):
     # The empty buffer refills for learning_starts steps (1200 -> 1600), then 1 update per 2 steps.
     assert after["learner"]["num_updates"] == before["learner"]["num_updates"] + (2000 - 1600) // 2
     assert json.loads((run / "config.json").read_text())["total_timesteps"] == 2000
+
+
+def test_anneal_lr_ends_at_the_fraction_left_before_the_last_update():
+    num_envs, total, starts, freq, lr0 = 3, 600, 100, 4, 1e-3
+    config = TrainConfig(env_id="CartPole-v1", total_timesteps=total, num_envs=num_envs, buffer_size=1000,
+                         batch_size=16, learning_starts=starts, train_frequency=freq, learning_rate=lr0,
+                         anneal_lr=True, target_network_frequency=8, compile=False, eval_episodes=0)
+    info = env_info("CartPole-v1")
+    learner = Learner(MLP(4, 2), lr=lr0, compile=False, target_update_interval=config.target_update_interval)
+    buffer = ReplayBuffer(1000, info.obs_shape, num_envs, obs_dtype=info.obs_dtype, seed=0)
+    Trainer(make_envs("CartPole-v1", num_envs, seed=0), buffer, learner, config).train()
+    # The README's rule: lr = lr0 * (1 - step / total), with step the count of env steps before
+    # the vector step whose updates use it. Updates: one per 4 env steps past learning_starts,
+    # remainders carried; find the last vector step that made one.
+    carried, last_update_from = 0, None
+    for step in range(num_envs, total + 1, num_envs):
+        if step > starts:
+            carried += num_envs
+            if carried >= freq:
+                carried %= freq
+                last_update_from = step - num_envs
+    assert last_update_from is not None and last_update_from > total - 2 * freq
+    assert float(learner.optimizer.param_groups[0]["lr"]) == pytest.approx(lr0 * (1 - last_update_from / total),
+                                                                          rel=1e-12)
+
+
+def test_periodic_evaluation_does_not_shift_the_training_run(tmp_path):
+    from fastdqn.cli import main
+
+    common = ["--env-id", "CartPole-v1", "--num-envs", 4, "--total-timesteps", 1200, "--learning-starts", 400,
+              "--batch-size", 32, "--train-frequency", 2, "--eval-episodes", 2, "--save-buffer",
+              "--seed", 3, "--no-progress", "--no-cuda", "--torch-threads", 1]
+    plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
+    assert main([str(a) for a in ["train", *common, "--eval-every", 0, "--run-dir", plain]]) == 0
+    assert main([str(a) for a in ["train", *common, "--eval-every", 300, "--run-dir", evaluated]]) == 0
+    # The second run really evaluated along the way (at 300, 600, 900 and the end).
+    assert [r["global_step"] for r in records(evaluated) if "eval_return_mean" in r] == [300, 600, 900, 1200]
+    a, b = load_checkpoint(plain), load_checkpoint(evaluated)
+    for net in ("online", "target"):
+        assert a["learner"][net].keys() == b["learner"][net].keys()
+        for k in a["learner"][net]:
+            assert torch.equal(a["learner"][net][k], b["learner"][net][k]), (net, k)
+    assert a["learner"]["rng"] == b["learner"]["rng"] and a["learner"]["num_updates"] == b["learner"]["num_updates"]
+    assert torch.equal(a["trainer"]["torch_rng"], b["trainer"]["torch_rng"])
+    # Same buffer contents and sampler state: the next batches drawn are equal, field by field.
+    buffers = [ReplayBuffer.load(run / checkpoint["buffer_file"]) for run, checkpoint in ((plain, a), (evaluated, b))]
+    assert len(buffers[0]) == len(buffers[1]) > 0
+    for _ in range(5):
+        x, y = (buf.sample(64) for buf in buffers)
+        for field in ("obs", "next_obs", "action", "reward", "terminated"):
+            np.testing.assert_array_equal(getattr(x, field), getattr(y, field))
