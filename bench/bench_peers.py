@@ -348,7 +348,7 @@ def filled(sizes, stream, tmp_path_factory):
 
 @pytest.mark.parametrize("key", list(PEERS))
 @pytest.mark.benchmark(group="replay.peers.add")
-def test_add(benchmark, key, sizes, stream, tmp_path):
+def test_add(benchmark, key, sizes, stream, truth, tmp_path):
     holder = {}
 
     def setup():  # a buffer that has been through the stream once: steady state, pages touched
@@ -365,6 +365,10 @@ def test_add(benchmark, key, sizes, stream, tmp_path):
     adapter = holder["a"]
     benchmark.extra_info["bytes_per_transition"] = adapter.nbytes / sizes["capacity"]
     record_rate(benchmark, len(stream) * NUM_ENVS, "transitions_per_s")
+    batch = adapter.sample(32)
+    assert batch[0].shape == (32, *OBS_SHAPE) and batch[0].dtype == np.uint8
+    if key in ("fastdqn", "numpy"):  # after the timed adds, what was added is what is sampled
+        assert truth.check(*batch)[0] == 1.0
 
 
 @pytest.mark.parametrize("batch_size", [32, 256])

@@ -124,6 +124,16 @@ def side_by_side(ours, theirs, setups=(dict, dict), rounds=300) -> float:
     return round(float(np.median(times[1]) / np.median(times[0])), 2)
 
 
+def assert_added_rows(stream, obs, next_obs, action, reward) -> None:
+    """Sampled rows are transitions the stream added: ``next_obs`` is ``obs`` shifted by one
+    frame plus a frame of the stream's pool, the reward is the stream's 1 and the action one of
+    its 4."""
+    pool = {frame.tobytes() for frame in stream.pool}
+    assert np.array_equal(next_obs[:, :-1], obs[:, 1:])
+    assert all(frame.tobytes() in pool for frame in next_obs[:, -1])
+    assert np.all(reward == 1.0) and set(np.asarray(action).tolist()) <= {0, 1, 2, 3}
+
+
 def record(benchmark, transitions: int, nbytes: int, **extra) -> None:
     benchmark.extra_info.update(extra)
     if benchmark.stats is None:  # --benchmark-disable
@@ -152,21 +162,29 @@ def test_add_fastdqn(benchmark, replay, baseline, capacity, full_size):
            bytes_per_transition_stored=round(buf.nbytes / len(buf), 1))
     if full_size:
         assert buf.nbytes / buf.capacity <= 7_100
+    assert len(buf) >= capacity - NUM_ENVS * 2 * STACK  # full, less about a slot per episode start
+    batch = buf.sample(BATCH)
+    assert_added_rows(stream, batch.obs, batch.next_obs, batch.action, batch.reward)
 
 
 @pytest.mark.benchmark(group="replay.add")
 def test_add_numpy_full_stack(benchmark, baseline, capacity):
     stream = FrameStream(seed=1)
     benchmark.pedantic(baseline.add, setup=lambda: ((), stream.step()), rounds=2_000)
+    newest = (baseline.pos - NUM_ENVS) % capacity  # the last add wrote NUM_ENVS rows from here
+    assert np.array_equal(baseline.next_obs[newest:newest + NUM_ENVS, :-1], baseline.obs[newest:newest + NUM_ENVS, 1:])
+    assert np.all(baseline.reward[newest:newest + NUM_ENVS] == 1.0)
     record(benchmark, NUM_ENVS, STEP_BYTES, capacity=capacity,
            bytes_per_transition_capacity=round(baseline.nbytes / capacity, 1))
 
 
 @pytest.mark.benchmark(group="replay.sample")
 def test_sample_fastdqn(benchmark, replay, baseline, capacity, full_size, memcpy_gb_per_s):
-    buf, _ = replay
+    buf, stream = replay
     out = buf.make_batch(BATCH)
     benchmark(buf.sample, BATCH, out=out)
+    assert out.obs.shape == (BATCH, STACK, *FRAME)
+    assert_added_rows(stream, out.obs, out.next_obs, out.action, out.reward)
 
     def ours():
         buf.sample(BATCH, out=out)
@@ -184,9 +202,14 @@ def test_sample_fastdqn(benchmark, replay, baseline, capacity, full_size, memcpy
 
 @pytest.mark.benchmark(group="replay.sample")
 def test_sample_fastdqn_window(benchmark, replay, baseline, capacity, full_size, memcpy_gb_per_s):
-    buf, _ = replay
+    buf, stream = replay
     out = buf.make_batch(BATCH, window=True)
     benchmark(buf.sample, BATCH, out=out)
+    assert out.frames.shape == (BATCH, STACK + 1, *FRAME)
+    assert_added_rows(stream, out.obs, out.next_obs, out.action, out.reward)
+    # The window rows are the stacked rows of the same transitions.
+    again = buf.gather(out.index)
+    assert np.array_equal(again.obs, out.obs) and np.array_equal(again.next_obs, out.next_obs)
 
     def ours():
         buf.sample(BATCH, out=out)
@@ -206,7 +229,9 @@ def test_sample_fastdqn_window(benchmark, replay, baseline, capacity, full_size,
 
 @pytest.mark.benchmark(group="replay.sample")
 def test_sample_numpy_full_stack(benchmark, baseline, capacity, memcpy_gb_per_s):
-    benchmark(baseline.sample, BATCH)
+    obs, next_obs, action, reward, terminated = benchmark(baseline.sample, BATCH)
+    assert obs.shape == next_obs.shape == (BATCH, STACK, *FRAME) and obs.dtype == np.uint8
+    assert action.shape == reward.shape == terminated.shape == (BATCH,)
     record(benchmark, BATCH, BATCH_BYTES, capacity=capacity, batch_size=BATCH,
            memcpy_gb_per_s=round(memcpy_gb_per_s, 2))
 
@@ -216,6 +241,12 @@ def test_sample_numpy_full_stack_take_out(benchmark, baseline, capacity, memcpy_
     out = (np.empty((BATCH, STACK) + FRAME, np.uint8), np.empty((BATCH, STACK) + FRAME, np.uint8),
            np.empty(BATCH, np.int64), np.empty(BATCH, np.float32), np.empty(BATCH, bool))
     benchmark(baseline.sample_into, out)
+    # np.take into out= draws the same rows as the allocating sample given the same RNG state.
+    state = baseline.rng.bit_generator.state
+    baseline.sample_into(out)
+    baseline.rng.bit_generator.state = state
+    for got, want in zip(out, baseline.sample(BATCH)):
+        assert np.array_equal(got, want)
     record(benchmark, BATCH, BATCH_BYTES, capacity=capacity, batch_size=BATCH,
            bytes_read_per_batch=BATCH_BYTES, bytes_written_per_batch=BATCH_BYTES,
            memcpy_gb_per_s=round(memcpy_gb_per_s, 2))

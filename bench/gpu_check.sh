@@ -13,6 +13,7 @@
 #   bench.json/.txt   `fastdqn bench --device cuda` (every section)
 #   train-*/ *.txt    Breakout-v5 trained for a fixed wall time with 32 envs; stopped with
 #                     SIGINT, which writes a checkpoint, so its metrics.jsonl is complete
+#                     (on the CPU: 3,000 steps with 8 envs, ended by the step count)
 # Without a GPU the CUDA parts are skipped (said so in summary.txt) and the rest runs on
 # the CPU with small sizes, so that CI checks the script's plumbing. --smoke shortens
 # every part to seconds (for CI).
@@ -74,15 +75,18 @@ has_cuda=$("$py" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev
 if [ "$has_cuda" = 1 ]; then
     device=cuda; cuda_flag=--cuda
     bench_size=(); [ "$smoke" = 1 ] && bench_size=(--quick --sections learner)
+    # A fixed wall time (SIGINT at the limit saves a checkpoint): the step rate is the figure.
     train_seconds=75; [ "$smoke" = 1 ] && train_seconds=20
-    num_envs=32; buffer=200000; starts=20000; log_every=20000; compile=--compile
+    steps=100000000; num_envs=32; buffer=200000; starts=20000; log_every=20000; compile=--compile
 else
     note "CUDA: no device visible to torch; the CUDA parts (CUDA tests, CUDA bench, CUDA training) are SKIPPED and the rest runs on the CPU"
     device=cpu; cuda_flag=--no-cuda
     bench_size=(--quick --sections replay,learner --no-compile --repeats 1)
     [ "$smoke" = 1 ] && bench_size=(--quick --sections learner --no-compile --repeats 1)
-    train_seconds=60; [ "$smoke" = 1 ] && train_seconds=20
-    num_envs=8; buffer=20000; starts=1000; log_every=1000; compile=--no-compile
+    # A fixed number of steps, so a slow start on a busy machine cannot cut the run short;
+    # the time limit is only a safety net.
+    train_seconds=300; steps=3000; [ "$smoke" = 1 ] && steps=1500
+    num_envs=8; buffer=20000; starts=1000; log_every=500; compile=--no-compile
 fi
 
 # ---- the CUDA tests --------------------------------------------------------------------
@@ -108,7 +112,7 @@ for replay in "${replay_devices[@]}"; do
     extra=(); [ "$replay" != default ] && extra=(--replay-device "$replay")
     run_part "$name" "$train_seconds" "$out/$name.txt" \
         "$py" -m fastdqn train --env-id Breakout-v5 $cuda_flag --num-envs "$num_envs" \
-        --buffer-size "$buffer" --learning-starts "$starts" --total-timesteps 100000000 \
+        --buffer-size "$buffer" --learning-starts "$starts" --total-timesteps "$steps" \
         --log-every "$log_every" "$compile" --eval-episodes 0 --checkpoint-every 0 --no-progress \
         --run-dir "$out/$name" "${extra[@]}"
     "$py" - "$out/$name/metrics.jsonl" "$name" <<'PY' | tee -a "$summary"

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -52,31 +51,44 @@ def test_failed_write_keeps_previous_and_leaves_no_temp_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
 
 
-def test_kill_during_writes_leaves_a_loadable_checkpoint(tmp_path):
-    """SIGKILL a process that rewrites a large checkpoint in a loop; the file must load."""
-    code = (
-        "import sys, torch; from fastdqn.checkpoint import save_checkpoint\n"
-        "from checkpoint_doc import document\n"
-        "step = 0\n"
-        "while True:\n"
-        "    step += 1\n"
-        "    save_checkpoint(sys.argv[1], document(step, {'w': torch.full((2_000_000,), float(step))}))\n"
-    )
+# Saves checkpoint 1, then starts checkpoint 2 with torch.save replaced by one that writes half of
+# the real bytes to the temporary file and SIGKILLs the process: a kill -9 that lands mid-write.
+KILLED_MID_WRITE = """
+import io, os, signal, sys, torch
+import fastdqn.checkpoint
+from checkpoint_doc import document
+
+run_dir = sys.argv[1]
+fastdqn.checkpoint.save_checkpoint(run_dir, document(1, {"w": torch.full((100_000,), 1.0)}))
+real_save = torch.save
+
+def half_then_die(obj, path):
+    data = io.BytesIO()
+    real_save(obj, data)
+    with open(path, "wb") as f:
+        f.write(data.getvalue()[: len(data.getvalue()) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = half_then_die
+fastdqn.checkpoint.save_checkpoint(run_dir, document(2, {"w": torch.full((100_000,), 2.0)}))
+"""
+
+
+def test_kill_during_a_write_leaves_the_previous_checkpoint(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env)
-    try:
-        deadline = time.time() + 60
-        while not (tmp_path / CHECKPOINT_NAME).exists() and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    # The kill left a torn temporary file beside the intact previous checkpoint.
+    torn = list(tmp_path.glob(f".{CHECKPOINT_NAME}.*.tmp"))
+    assert len(torn) == 1 and torn[0].stat().st_size > 0
+    with pytest.raises(CheckpointError):
+        load_checkpoint(torn[0])
     loaded = load_checkpoint(tmp_path)
-    step = loaded["trainer"]["global_step"]
-    assert step >= 1 and torch.all(loaded["learner"]["w"] == step)
-    save_checkpoint(tmp_path, state(step + 1))  # the next save clears a torn temporary file
+    assert loaded["trainer"]["global_step"] == 1 and torch.all(loaded["learner"]["w"] == 1.0)
+    save_checkpoint(tmp_path, state(3))  # the next save clears the torn temporary file
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
+    assert load_checkpoint(tmp_path)["trainer"]["global_step"] == 3
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "not_ours"])

@@ -7,10 +7,12 @@ before any file is created.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,6 +83,17 @@ def test_bad_train_input(argv, expected, capsys, workdir):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_cuda_without_gpu(capsys, workdir):
     fails(CARTPOLE + ["--cuda"], capsys, workdir, "--cuda", "no CUDA device")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_eval_cuda_without_gpu(capsys, workdir):
+    _write_checkpoint(workdir / "run")
+    fails(["eval", "run", "--cuda"], capsys, workdir, "--cuda", "no CUDA device", "--no-cuda")
+
+
+def test_eval_num_envs_zero(capsys, workdir):
+    _write_checkpoint(workdir / "run")  # a loadable checkpoint: the flag alone is refused
+    fails(["eval", "run", "--num-envs", "0"], capsys, workdir, "--num-envs", "positive int", "got 0")
 
 
 def test_missing_checkpoint(capsys, workdir):
@@ -155,9 +168,19 @@ def test_replay_estimate_matches_the_buffer():
         info = env_info(env_id)
         config = TrainConfig(env_id=env_id, buffer_size=capacity, num_envs=num_envs, batch_size=32,
                              learning_starts=32)
-        buffer = ReplayBuffer(capacity, info.obs_shape, num_envs, obs_dtype=info.obs_dtype,
-                              frame_stack=info.frame_stack)
-        assert _replay_bytes(config, info) == buffer.nbytes
+        k = info.frame_stack
+        # The README's layout: each env's ring holds its newest ceil(capacity / num_envs) + k
+        # sampleable frames plus k + 1 guard slots; a slot stores one frame (a k-stack's
+        # observation holds k frames) and its transition's metadata: action int32 (4 bytes),
+        # clipped reward float32 (4), terminated bool (1) and an info byte (1). Each env adds
+        # its write count (int64), a pending flag (bool), a flagged position (int64) and its
+        # number of valid rows (int64).
+        slots = math.ceil(capacity / num_envs) + k + (k + 1)
+        frame_bytes = math.prod(info.obs_shape) // k * np.dtype(info.obs_dtype).itemsize
+        expected = num_envs * (slots * (frame_bytes + 4 + 4 + 1 + 1) + 8 + 1 + 8 + 8)
+        assert _replay_bytes(config, info) == expected
+        buffer = ReplayBuffer(capacity, info.obs_shape, num_envs, obs_dtype=info.obs_dtype, frame_stack=k)
+        assert buffer.nbytes == expected
 
 
 # ---- every command: one line and status 2, before anything is made --------------------------

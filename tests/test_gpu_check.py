@@ -30,7 +30,7 @@ def test_gpu_check_without_a_gpu_skips_cuda_and_runs_the_rest(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "train-cpu-replay-default" / "metrics.jsonl")
                .read_text().splitlines()]
     steps = [r["global_step"] for r in records if "sps" in r]
-    assert steps and steps[-1] > 0
-    # The run was stopped by SIGINT at its time limit and saved a checkpoint, as promised.
+    assert steps and steps[-1] >= 1500  # the smoke run's step count
+    # The run ended by its step count and saved its final checkpoint.
     assert (tmp_path / "train-cpu-replay-default" / "checkpoint.pt").is_file()
     assert f"{steps[-1]:,} env steps" in summary

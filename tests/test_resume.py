@@ -148,3 +148,25 @@ def test_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0] and "--resume" in err[0]
     assert calls == [400, 800] and load_checkpoint(run)["trainer"]["global_step"] == 400
+
+
+@pytest.mark.parametrize("flag, value, saved", [("--buffer-size", 600, 500), ("--num-envs", 3, 4)])
+def test_resume_with_a_saved_buffer_refuses_a_new_buffer_size_or_num_envs(tmp_path, capsys, flag, value, saved):
+    run = tmp_path / "run"
+    assert train(*QUICK, "--buffer-size", 500, "--total-timesteps", 400, "--eval-episodes", 0, "--save-buffer",
+                 "--run-dir", run) == 0
+    files = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    assert train("--resume", run, flag, value, "--total-timesteps", 800, "--no-progress") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"fastdqn: error: {flag}: "), err
+    assert f"trained with {saved}, got {value}" in err[0]
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files  # the run is untouched
+
+
+def test_resume_without_a_saved_buffer_takes_a_new_buffer_size(tmp_path):
+    run = tmp_path / "run"
+    assert train(*QUICK, "--buffer-size", 500, "--total-timesteps", 400, "--eval-episodes", 0,
+                 "--run-dir", run) == 0
+    assert train("--resume", run, "--buffer-size", 600, "--total-timesteps", 800, "--no-progress") == 0
+    assert load_checkpoint(run)["config"]["buffer_size"] == 600
