@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from fastdqn import MLP, Learner, NatureCNN
+from frame_batches import frame_batch
 
 pytestmark = pytest.mark.cuda
 
@@ -104,11 +105,7 @@ def test_cuda_graph_nature_cnn_equals_cpu_eager(no_tf32):
     gpu = Learner(net, compile=True, device="cuda", **config)
     rng = np.random.default_rng(5)
     for _ in range(4):
-        batch = SimpleNamespace(
-            obs=rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
-            next_obs=rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
-            action=rng.integers(0, 4, 32), reward=rng.standard_normal(32).astype(np.float32),
-            terminated=rng.random(32) < 0.1)
+        batch = frame_batch(rng, 32, terminated=rng.random(32) < 0.1)
         lc, lg = cpu.update(batch), gpu.update(batch)
         assert float(lg["td_loss"]) == pytest.approx(float(lc["td_loss"]), rel=1e-3, abs=1e-5)
     for p, q in zip(gpu.online.parameters(), cpu.online.parameters()):

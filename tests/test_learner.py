@@ -12,6 +12,7 @@ import torch
 
 from fastdqn import MLP, CheckpointError, ConfigError, Learner, NatureCNN
 from fastdqn.errors import BatchError
+from frame_batches import frame_batch
 
 OBS_DIM, NUM_ACTIONS, B = 4, 3, 8
 
@@ -223,11 +224,7 @@ def test_compiled_nature_cnn_equals_eager():
     comp = Learner(net, compile=True, **config)
     rng = np.random.default_rng(0)
     for _ in range(3):
-        batch = SimpleNamespace(
-            obs=rng.integers(0, 256, (4, 4, 84, 84), dtype=np.uint8),
-            next_obs=rng.integers(0, 256, (4, 4, 84, 84), dtype=np.uint8),
-            action=rng.integers(0, 4, 4), reward=rng.standard_normal(4).astype(np.float32),
-            terminated=np.array([False, True, False, False]))
+        batch = frame_batch(rng, 4, terminated=np.array([False, True, False, False]))
         le, lc = eager.update(batch), comp.update(batch)
         assert float(lc["td_loss"]) == pytest.approx(float(le["td_loss"]), rel=1e-4, abs=1e-6)
     for net in ("online", "target"):
