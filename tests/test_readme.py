@@ -82,10 +82,10 @@ def test_every_flag_the_readme_names_exists_exactly():
     # The "Many runs" section names the flags of fastdqn sweep and fastdqn plot too.
     options = _train_options() | _train_options("sweep") | _train_options("plot")
     named = set(re.findall(r"`(--[a-z][a-z0-9-]*)", README))
-    # Flags of the other commands, named in their own sections.
+    # Flags of the other commands (and of pytest and bench/gpu_check.sh), named in their own sections.
     others = {"--episodes", "--json", "--epsilon", "--address", "--env-ids", "--seeds", "--sweep-dir",
               "--cpus-per-run", "--gpus-per-run", "--bench", "--device", "--quick", "--sections",
-              "--repeats", "--benchmark-disable"}
+              "--repeats", "--benchmark-disable", "--smoke"}
     missing = sorted(flag for flag in named - others if flag not in options)
     assert not missing, f"README names flags `fastdqn train` does not have: {missing}"
 
