@@ -22,7 +22,8 @@ import time
 import warnings
 from pathlib import Path
 
-from fastdqn.config import ATARI, PRESETS, VECTOR, TrainConfig, check_seed, derive_seed, make_config
+from fastdqn.config import (ATARI, DOUBLE_DQN, NAMED_PRESETS, PRESETS, VECTOR, TrainConfig, check_seed,
+                            derive_seed, make_config)
 from fastdqn.errors import CheckpointError, ConfigError, FastDQNError, TrainingError
 from fastdqn.signals import Interrupted, StopSignals
 
@@ -36,7 +37,7 @@ EXIT_INTERRUPTED = 3
 # On resume these must match the checkpoint: they decide the network and its inputs.
 _FIXED_ON_RESUME = ("env_id", "hidden", "dueling")
 # With a saved replay buffer these must match it too.
-_FIXED_WITH_BUFFER = ("buffer_size", "num_envs")
+_FIXED_WITH_BUFFER = ("buffer_size", "num_envs", "n_step", "prioritized", "per_alpha", "per_eps")
 # Copies of each network parameter that training holds: online and target weights, gradients, Adam's two moments.
 _COPIES_PER_PARAMETER = 5
 
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         _add_field(train, f)
     train.add_argument("--resume", metavar="PATH", default=None,
                        help="continue a run from its checkpoint file or run folder")
+    train.add_argument("--preset", choices=sorted(NAMED_PRESETS), default=None,
+                       help=f"named hyperparameters on top of the task's defaults, overridden by any flag: "
+                            f"{DOUBLE_DQN} (the defaults) or rainbow-lite (--n-step 3 --prioritized --dueling "
+                            f"--per-alpha 0.5 --per-beta-start 0.4 --per-beta-end 1, and on Atari "
+                            f"--learning-rate 6.25e-5 --adam-eps 1.5e-4, as Rainbow; README, \"Presets\")")
 
     ev = sub.add_parser("eval", help="play full games with a trained checkpoint")
     ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="checkpoint file or run folder")
@@ -198,6 +204,9 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
     state = lock = run_dir = None
     try:
         if args.resume:
+            if args.preset is not None:
+                raise ConfigError(f"--preset: a resumed run keeps its checkpoint's hyperparameters, got "
+                                  f"--preset {args.preset}; drop --preset (single flags still apply)")
             run_dir = resolve_checkpoint(args.resume).parent
             if overrides["run_dir"] and Path(overrides["run_dir"]).resolve() != run_dir.resolve():
                 raise ConfigError(f"--run-dir: a resumed run continues in its own folder {str(run_dir)!r}, "
@@ -206,7 +215,7 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
         else:
             info = env_info(overrides["env_id"] if overrides["env_id"] is not None else TrainConfig.env_id)
             config = make_config(info.kind, overrides, cuda_available=cuda_available,
-                                 max_episode_steps=info.max_episode_steps)
+                                 max_episode_steps=info.max_episode_steps, preset=args.preset or DOUBLE_DQN)
             run_dir = Path(config.run_dir or f"runs/{config.env_id}__{config.seed}__{int(time.time())}")
             check_run_dir(run_dir)
         config = dataclasses.replace(config, run_dir=str(run_dir))
@@ -258,7 +267,6 @@ def _run(config: TrainConfig, info, state, saved_buffer, run_dir: Path, replay_b
     from fastdqn.atomic import atomic_write
     from fastdqn.envs import make_envs
     from fastdqn.logger import RunLogger
-    from fastdqn.replay import ReplayBuffer
     from fastdqn.trainer import Trainer
 
     torch.manual_seed(config.seed)
@@ -270,12 +278,15 @@ def _run(config: TrainConfig, info, state, saved_buffer, run_dir: Path, replay_b
     learner = _make_learner(config, info)
     if state is not None:
         _load_learner_state(learner, state)
+    buffer_type = _buffer_type(config)
     if saved_buffer is not None:
-        buffer = ReplayBuffer.load(saved_buffer)
+        buffer = buffer_type.load(saved_buffer)
         _check_saved_buffer(buffer, config, info, saved_buffer)
     else:
-        buffer = ReplayBuffer(config.buffer_size, info.obs_shape, config.num_envs, obs_dtype=info.obs_dtype,
-                              frame_stack=info.frame_stack, gamma=config.gamma, seed=seed)
+        per = dict(alpha=config.per_alpha, eps=config.per_eps) if config.prioritized else {}
+        buffer = buffer_type(config.buffer_size, info.obs_shape, config.num_envs, obs_dtype=info.obs_dtype,
+                             frame_stack=info.frame_stack, n_step=config.n_step, gamma=config.gamma,
+                             seed=seed, **per)
     envs = make_envs(config.env_id, config.num_envs, seed=seed,
                      async_envs=config.async_envs, batch_size=config.env_batch,
                      episodic_life=True, sticky_actions=config.sticky_actions,
@@ -337,17 +348,26 @@ def _resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainC
     return TrainConfig(**values)
 
 
+def _buffer_type(config: TrainConfig) -> type:
+    """``PrioritizedReplayBuffer`` with ``--prioritized``, else ``ReplayBuffer``."""
+    from fastdqn.prioritized import PrioritizedReplayBuffer
+    from fastdqn.replay import ReplayBuffer
+
+    return PrioritizedReplayBuffer if config.prioritized else ReplayBuffer
+
+
 def _check_saved_buffer(buffer, config: TrainConfig, info, path: Path) -> None:
     """The replay file must be the buffer this run would build."""
     expected = (config.buffer_size, config.num_envs, info.obs_shape, info.obs_dtype, info.frame_stack,
-                1, config.gamma)
+                config.n_step, config.gamma, (config.per_alpha, config.per_eps) if config.prioritized else None)
     got = (buffer.capacity, buffer.num_envs, buffer.obs_shape, buffer.obs_dtype, buffer.frame_stack,
-           buffer.n_step, buffer.gamma)
+           buffer.n_step, buffer.gamma,
+           (buffer.alpha, buffer.eps) if hasattr(buffer, "update_priorities") else None)
     if got != expected:
         raise CheckpointError(
             f"checkpoint: its replay buffer file {str(path)!r} holds (capacity, num_envs, obs_shape, "
-            f"obs_dtype, frame_stack, n_step, gamma) {got}, the run needs {expected}; the file is "
-            "damaged or was replaced: use an older copy of the run folder"
+            f"obs_dtype, frame_stack, n_step, gamma, (per_alpha, per_eps)) {got}, the run needs {expected}; "
+            "the file is damaged or was replaced: use an older copy of the run folder"
         )
 
 
@@ -365,7 +385,7 @@ def _make_learner(config: TrainConfig, info, *, compile: bool | None = None):
     return Learner(
         q_network_for(info, config.hidden, config.dueling), lr=config.learning_rate, gamma=config.gamma,
         target_update_interval=config.target_update_interval, loss=config.loss,
-        max_grad_norm=config.max_grad_norm or None, double_dqn=config.double_dqn,
+        max_grad_norm=config.max_grad_norm or None, double_dqn=config.double_dqn, adam_eps=config.adam_eps,
         compile=config.compile if compile is None else compile, device=config.device,
         batch_size=config.batch_size, seed=config.seed,
     )
@@ -393,11 +413,9 @@ def _evaluator(learner, config: TrainConfig):
 
 
 def _replay_bytes(config: TrainConfig, info) -> int:
-    """Memory the ReplayBuffer for this run will allocate."""
-    from fastdqn.replay import ReplayBuffer
-
-    return ReplayBuffer.required_bytes(config.buffer_size, info.obs_shape, config.num_envs,
-                                       obs_dtype=info.obs_dtype, frame_stack=info.frame_stack)
+    """Memory the replay buffer for this run will allocate."""
+    return _buffer_type(config).required_bytes(config.buffer_size, info.obs_shape, config.num_envs,
+                                               obs_dtype=info.obs_dtype, frame_stack=info.frame_stack)
 
 
 def _network_bytes(config: TrainConfig, info) -> int:
@@ -449,7 +467,10 @@ def _print_summary(config, info, learner, replay_bytes, free, resume_step, buffe
         f"{info.num_actions} actions)",
         f"  device {config.device} | num_envs {config.num_envs} ({mode}) | {network} {params:,} params "
         f"| compile {'on' if config.compile else 'off'}",
-        f"  replay {config.buffer_size:,} transitions: {replay_bytes / 1e9:.2f} GB of {free / 1e9:.1f} GB free RAM",
+        f"  replay {config.buffer_size:,} transitions: {replay_bytes / 1e9:.2f} GB of {free / 1e9:.1f} GB free RAM"
+        + (f" | {config.n_step}-step" if config.n_step > 1 else "")
+        + (f" | prioritized (alpha {config.per_alpha:g}, beta {config.per_beta_start:g} -> "
+           f"{config.per_beta_end:g})" if config.prioritized else ""),
         f"  {config.total_timesteps:,} steps into {config.run_dir}",
     ]
     if resume_step is not None:
