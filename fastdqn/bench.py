@@ -4,7 +4,8 @@ One process, one run: raw EnvPool steps/s (the ceiling), replay add/sample (stac
 window batches, beside this machine's memcpy and a NumPy full-stack buffer), the host's cost
 of feeding one update (sample, stage, hand-off), learner updates/s (eager and compiled),
 the trainer's loop with learning off (random and greedy acting) and the full trainer
-(beside the same loop written naively). Every figure is the median over repeats, with
+(beside the same loop written naively) and the full trainer with n-step targets,
+prioritized replay and a dueling network (beside plain Double DQN). Every figure is the median over repeats, with
 the spread (half the range) shown. Heavy imports happen inside the sections.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdqn.baselines import NaiveDQNLoop, NumpyStackBuffer
+from fastdqn.bench_rainbow import section_rainbow
 from fastdqn.config import check_seed
 from fastdqn.errors import ConfigError
 from fastdqn.measure import (
@@ -36,7 +38,7 @@ from fastdqn.measure import (
     write_json,
 )
 
-SECTIONS = ("env", "replay", "feed", "learner", "collect", "train")
+SECTIONS = ("env", "replay", "feed", "learner", "collect", "train", "rainbow")
 
 
 @dataclass(frozen=True)
@@ -542,7 +544,7 @@ def section_train(ctx: Context) -> list[Figure]:
 
 SECTION_FUNCS = {"env": section_env, "replay": section_replay, "feed": section_feed,
                  "learner": section_learner,
-                 "collect": section_collect, "train": section_train}
+                 "collect": section_collect, "train": section_train, "rainbow": section_rainbow}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
