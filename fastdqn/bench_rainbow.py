@@ -1,7 +1,7 @@
 """``fastdqn bench --sections rainbow``: the full trainer with n-step targets and prioritized
 replay, and with a dueling network on top, beside plain Double DQN, in one run.
 
-Both trainers start past ``learning_starts`` on buffers filled the same way, and their
+The three trainers start past ``learning_starts`` on buffers filled the same way, and their
 repeats are taken in turn (``measure_interleaved``), so their ratio holds up on a busy
 machine. The prioritized run's phase shares say where its extra time goes: ``sample``
 (drawing from the sum tree, filling n-step windows), ``priorities`` (writing the TD errors
@@ -44,7 +44,7 @@ def section_rainbow(ctx) -> list[Figure]:
     compiled = not (a.no_compile or a.quick)
     fill = -(-s.learning_starts // a.num_envs) * a.num_envs  # env steps of random acting first
     per = dict(n_step=N_STEP, prioritized=True, per_alpha=0.5)
-    options = {"plain": {}, "per": per, "rainbow": dict(per, dueling=True)}
+    options = {"plain": {}, "nstep_per": per, "all": dict(per, dueling=True)}
     runs = {}
     for name, extra in options.items():
         buffer = _buffer(ctx, bool(extra))
@@ -73,6 +73,6 @@ def section_rainbow(ctx) -> list[Figure]:
     return [
         Figure.of("rainbow.plain", "env steps/s", stats["plain"],
                   note=f"Double DQN, uniform replay, {mode}; {shares('plain')}"),
-        against_plain("per", f"--n-step {N_STEP} --prioritized (the replay's cost)"),
-        against_plain("rainbow", f"--n-step {N_STEP} --prioritized --dueling (and the dueling head's)"),
+        against_plain("nstep_per", f"--n-step {N_STEP} --prioritized (the replay's cost)"),
+        against_plain("all", f"--n-step {N_STEP} --prioritized --dueling (and the dueling head's)"),
     ]

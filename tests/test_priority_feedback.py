@@ -5,6 +5,7 @@ an update's errors at the wrong update, shows up as wrong values."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from fastdqn.priority_feedback import PriorityFeedback
@@ -100,3 +101,17 @@ def test_errors_of_another_batch_size_are_written_at_once():
     state = {"index": torch.arange(3), "td_error": torch.tensor([0.1, 0.2, 0.3])}
     feedback(buffer, LazyStream()).load_state_dict(state)
     assert len(buffer.calls) == 1 and buffer.calls[0][0].tolist() == [0, 1, 2]
+
+
+@pytest.mark.cuda
+def test_cuda_feedback_writes_the_device_errors_one_push_late():
+    buffer = Buffer()
+    fb = PriorityFeedback.for_device(buffer, B, "cuda")
+    for i in range(3):
+        index, td = update(i)
+        fb.push(index, td.cuda())
+        assert len(buffer.calls) == i
+    fb.flush()
+    for i, (index, priorities) in enumerate(buffer.calls):
+        np.testing.assert_array_equal(index, update(i)[0])
+        np.testing.assert_array_equal(priorities, update(i)[1].numpy())
