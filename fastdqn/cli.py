@@ -102,11 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_field(train, f)
     train.add_argument("--resume", metavar="PATH", default=None,
                        help="continue a run from its checkpoint file or run folder")
-    train.add_argument("--preset", choices=sorted(NAMED_PRESETS), default=None,
-                       help=f"named hyperparameters on top of the task's defaults, overridden by any flag: "
-                            f"{DOUBLE_DQN} (the defaults) or rainbow-lite (--n-step 3 --prioritized --dueling "
-                            f"--per-alpha 0.5 --per-beta-start 0.4 --per-beta-end 1, and on Atari "
-                            f"--learning-rate 6.25e-5 --adam-eps 1.5e-4, as Rainbow; README, \"Presets\")")
+    train.add_argument("--preset", choices=sorted(NAMED_PRESETS), default=None, help=_preset_help())
 
     ev = sub.add_parser("eval", help="play full games with a trained checkpoint")
     ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="checkpoint file or run folder")
@@ -167,6 +163,27 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field) -> None:
     if "choices" in f.metadata:
         kwargs["choices"] = f.metadata["choices"]
     parser.add_argument(flag, **kwargs)
+
+
+def _preset_help() -> str:
+    """What each named preset sets, from ``NAMED_PRESETS`` itself."""
+    def flags(values: dict) -> str:
+        return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v:g}" if isinstance(v, float) else f" {v}")
+                        for k, v in values.items())
+
+    parts = []
+    for name, by_kind in NAMED_PRESETS.items():
+        atari, vector = by_kind[ATARI], by_kind[VECTOR]
+        if not atari and not vector:
+            parts.append(f"{name}: the defaults")
+            continue
+        common = {k: v for k, v in vector.items() if atari.get(k) == v}
+        only = [(kind, {k: v for k, v in values.items() if k not in common})
+                for kind, values in (("Atari", atari), ("vector envs", vector))]
+        parts.append(f"{name}: {flags(common)}"
+                     + "".join(f", on {kind} also {flags(extra)}" for kind, extra in only if extra))
+    return ("named hyperparameters on top of the task's defaults, overridden by any flag given; "
+            + "; ".join(parts) + " (README, \"Presets\")")
 
 
 def _default_text(f: dataclasses.Field) -> str:

@@ -8,6 +8,9 @@ and action (kept in per-env arrays) to the new observation.
 Batches reach the learner through a ``Feeder`` (``fastdqn/feeder.py``), which samples the
 next one in a background thread while the learner updates; the loop lets that copy finish
 (``settle``) before it adds to the buffer, so a seed gives the same run with or without it.
+With a ``PrioritizedReplayBuffer`` each draw takes beta from ``TrainConfig.per_beta`` and
+each update's TD errors go back into the buffer one update late (``PriorityFeedback``, which
+says how stale that leaves the priorities).
 
 Rules (docs/envpool.md describes the EnvPool behaviour behind them): a row with
 ``elapsed_step == 0`` is a reset, not a transition, and is masked out of the buffer; ``terminated`` (a lost life with
