@@ -114,6 +114,8 @@ def test_rainbow_lite_presets_table_is_the_resolved_preset():
         assert _numbers(rows["targets"][column]) == [c.n_step] and c.double_dqn
         assert _numbers(rows["replay"][column]) == [c.per_alpha, c.per_beta_start, c.per_beta_end]
         assert c.prioritized and c.dueling and "dueling" in rows["network"][column]
+        loss, eps = rows["loss, per-eps"][column].split(", ")
+        assert (loss, float(eps)) == (c.loss, c.per_eps)
     atari = make_config(ATARI, {}, cuda_available=False, max_episode_steps=1000, preset=RAINBOW_LITE)
     assert _numbers(rows["Adam lr, eps"][1]) == [atari.learning_rate, atari.adam_eps]
     plain = _resolved(ATARI)
