@@ -255,8 +255,8 @@ NAMED_PRESETS: dict = {
         # Atari's 10M steps, not for a 100k-step MLP run. With the vector preset's mse loss and
         # eps 1e-6 the greedy policy at 100k steps scored 346, 500, 500 on seeds 1-3 (measured):
         # importance weights are normalised by the buffer's smallest priority, and near-zero TD
-        # errors make that tiny, so as beta nears 1 most weights, and the effective learning
-        # rate, shrink by 30x or more. eps 0.01 bounds that ratio; the Huber loss keeps the
+        # errors can make that tiny, so as beta nears 1 most weights, and the effective learning
+        # rate, can shrink many times over. eps 0.01 bounds that ratio; the Huber loss keeps the
         # large errors that prioritized replay favours from dominating the gradient. Together:
         # 500 on seeds 1-5 (bench/RESULTS.md).
         VECTOR: dict(_RAINBOW_PARTS, loss="huber", per_eps=0.01),

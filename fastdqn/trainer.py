@@ -302,8 +302,9 @@ class Trainer:
             with timer("learn"):
                 self._metrics = self.learner.update(batch)
             if self._feedback is not None:
-                with timer("priorities"):
+                with timer("wait"):
                     self.feeder.settle()  # the buffer takes one call at a time
+                with timer("priorities"):
                     self._feedback.push(batch.index, self._metrics["td_error"])
 
     def _track_episodes(self, ids: np.ndarray, reward: np.ndarray, epsilon: float) -> None:
