@@ -71,12 +71,14 @@ def host_bytes(capacity: int, obs_shape, num_envs: int, *, obs_dtype=np.uint8, f
         + num_envs * slots * ID_BYTES
 
 
-def check_device_memory(needed: int, free: int, headroom: int, *, device: str = "cuda") -> None:
-    """Refuse (``DeviceMemoryError``) when ``needed`` bytes of frames plus ``headroom`` do not
-    fit in the ``free`` bytes of ``device``; the numbers are passed in so this runs anywhere."""
+def check_device_memory(needed: int, free: int, headroom: int, *, device: str = "cuda",
+                        argument: str = "device") -> None:
+    """Refuse (``DeviceMemoryError``, naming ``argument``) when ``needed`` bytes of frames plus
+    ``headroom`` do not fit in the ``free`` bytes of ``device``; the numbers are passed in so
+    this runs anywhere."""
     if needed + headroom > free:
         raise DeviceMemoryError(
-            f"device: the replay frames need {needed / 1e9:.2f} GB on {device} plus {headroom / 1e9:.2f} GB "
+            f"{argument}: the replay frames need {needed / 1e9:.2f} GB on {device} plus {headroom / 1e9:.2f} GB "
             f"of headroom for the networks and the CUDA graph, but only {free / 1e9:.2f} GB is free; keep "
             f"the frames on the host (device='cpu' / ReplayBuffer, or --replay-device cpu) or lower the "
             f"capacity (--buffer-size)")

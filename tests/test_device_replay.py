@@ -260,3 +260,28 @@ def test_breakout_stream_gives_the_numpy_buffers_batches(num_envs, batch_size):
             compare(ref, dev, 32)
     env.close()
     assert min(seen.values()) > 0, seen
+
+
+def test_training_run_is_the_numpy_buffers_run():
+    """The trainer with the frames in a torch tensor makes exactly the NumPy buffer's run."""
+    from fastdqn.config import TrainConfig
+    from fastdqn.envs import env_info, make_envs
+    from fastdqn.trainer import Trainer
+
+    info = env_info("CartPole-v1")
+
+    def run(buffer):
+        config = TrainConfig(env_id="CartPole-v1", total_timesteps=800, num_envs=4, buffer_size=2000,
+                             batch_size=16, learning_starts=100, train_frequency=2, compile=False,
+                             target_network_frequency=8, eval_episodes=0, seed=3)
+        torch.manual_seed(0)
+        learner = Learner(MLP(4, 2), compile=False, target_update_interval=4, seed=3)
+        Trainer(make_envs("CartPole-v1", 4, seed=3), buffer, learner, config).train()
+        return learner
+
+    args = (2000, info.obs_shape, 4)
+    host = run(ReplayBuffer(*args, obs_dtype=info.obs_dtype, seed=3))
+    dev = run(DeviceReplayBuffer(*args, obs_dtype=info.obs_dtype, seed=3, device="cpu"))
+    assert host.num_updates == dev.num_updates > 300
+    for (name, a), b in zip(host.online.state_dict().items(), dev.online.state_dict().values()):
+        assert torch.equal(a, b), name
