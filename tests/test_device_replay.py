@@ -201,30 +201,33 @@ def test_bad_arguments_are_refused():
         DeviceReplayBuffer(10, (4,), 1, device="cpu").make_batch(2, window=True)
 
 
+def train_through_feeder(buf, device: str, steps: int, **learner_kw) -> Learner:
+    """An MLP learner updated from ``buf`` through a Feeder while a seeded stream is added."""
+    torch.manual_seed(0)
+    learner = Learner(MLP(4, 2), compile=False, device=device, target_update_interval=3, seed=1, **learner_kw)
+    data = np.random.default_rng(3)
+    obs = data.standard_normal((buf.num_envs, 4)).astype(np.float32)
+    with Feeder(buf, 16, device=device) as feeder:
+        for _ in range(steps):
+            nxt = data.standard_normal((buf.num_envs, 4)).astype(np.float32)
+            feeder.settle()
+            buf.add(obs, nxt, data.integers(0, 2, buf.num_envs), data.random(buf.num_envs).astype(np.float32),
+                    data.random(buf.num_envs) < 0.1, np.zeros(buf.num_envs, bool))
+            obs = nxt
+            if len(buf) >= 16:
+                learner.update(feeder.next())
+    return learner
+
+
 def test_feeder_hands_the_learner_device_batches_without_a_host_copy():
     """The same MLP trained from both buffers through a Feeder ends with the same weights."""
     ref, dev = pair(200, (4,), 2, obs_dtype=np.float32)
-    weights = []
-    for buf in (ref, dev):
-        torch.manual_seed(0)
-        learner = Learner(MLP(4, 2), compile=False, target_update_interval=3, seed=1)
-        stream = np.random.default_rng(3)
-        obs = stream.standard_normal((2, 4)).astype(np.float32)
-        with Feeder(buf, 16, device="cpu", prefetch=True) as feeder:
-            if buf is dev:
-                assert not feeder.prefetch
-                assert all(isinstance(b.obs, torch.Tensor) for b in feeder.host_batches)
-            for t in range(80):
-                nxt = stream.standard_normal((2, 4)).astype(np.float32)
-                feeder.settle()
-                buf.add(obs, nxt, stream.integers(0, 2, 2), stream.random(2).astype(np.float32),
-                        stream.random(2) < 0.1, np.zeros(2, bool))
-                obs = nxt
-                if len(buf) >= 16:
-                    batch = feeder.next()
-                    learner.update(batch)
-        weights.append([p.detach().clone() for p in learner.online.parameters()])
-    for a, b in zip(*weights):
+    with Feeder(dev, 16, device="cpu", prefetch=True) as feeder:
+        assert not feeder.prefetch
+        assert all(isinstance(b.obs, torch.Tensor) for b in feeder.host_batches)
+    host, device = train_through_feeder(ref, "cpu", 80), train_through_feeder(dev, "cpu", 80)
+    assert host.num_updates == device.num_updates > 50
+    for a, b in zip(host.online.parameters(), device.online.parameters()):
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="device of the buffer's frames"):
         Feeder(dev, 4, device="meta")

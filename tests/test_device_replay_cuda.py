@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn import MLP, Learner, ReplayBuffer
+from fastdqn import ReplayBuffer
 from fastdqn.device_replay import DeviceReplayBuffer
 from fastdqn.errors import DeviceMemoryError
-from fastdqn.feeder import Feeder
-from test_device_replay import assert_identical, stream
+from test_device_replay import assert_identical, stream, train_through_feeder
 from test_replay import FakeEnvs
 
 pytestmark = pytest.mark.cuda
@@ -99,23 +98,8 @@ def test_preflight_refuses_frames_larger_than_free_memory():
 def test_learner_fed_from_gpu_frames_matches_the_cpu_reference():
     """A CUDA learner fed by a Feeder over GPU frames ends where a CPU learner fed by the
     NumPy buffer ends (same batches; float tolerance for the different devices' kernels)."""
-    learners = []
-    for device, buf in zip(("cpu", "cuda"), cuda_pair(400, (4,), 2, obs_dtype=np.float32)):
-        torch.manual_seed(0)
-        learner = Learner(MLP(4, 2), compile=False, device=device, target_update_interval=3, seed=1,
-                          lr=1e-2)
-        data = np.random.default_rng(3)
-        obs = data.standard_normal((2, 4)).astype(np.float32)
-        with Feeder(buf, 16, device=device) as feeder:
-            for _ in range(150):
-                nxt = data.standard_normal((2, 4)).astype(np.float32)
-                feeder.settle()
-                buf.add(obs, nxt, data.integers(0, 2, 2), data.random(2).astype(np.float32),
-                        data.random(2) < 0.1, np.zeros(2, bool))
-                obs = nxt
-                if len(buf) >= 16:
-                    learner.update(feeder.next())
-        learners.append(learner)
+    ref, dev = cuda_pair(400, (4,), 2, obs_dtype=np.float32)
+    learners = [train_through_feeder(ref, "cpu", 150, lr=1e-2), train_through_feeder(dev, "cuda", 150, lr=1e-2)]
     cpu, gpu = learners
     assert cpu.num_updates == gpu.num_updates > 100
     for p, q in zip(gpu.online.parameters(), cpu.online.parameters()):
