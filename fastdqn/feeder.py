@@ -9,6 +9,9 @@ learner a batch that is already where the update reads it:
   ``non_blocking`` host-to-device copy of that block, followed by a CUDA event. A host
   block is sampled into again only after its event has completed, so the sampler never
   overwrites memory a copy still reads. There is no host-to-host copy.
+- A buffer whose frames are already on the device (``fastdqn.device_replay``): that
+  buffer's own device batches, sampled in the calling thread (no prefetch: the work is
+  queued on the device); the learner must be on the same device.
 
 With ``window=True`` (the default where the buffer allows it: stacked frames and
 ``n_step=1``) a batch stores each transition's ``k + 1`` frames once (see
