@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn import ReplayBuffer
+from fastdqn import MLP, Learner, ReplayBuffer
 from fastdqn.device_replay import DeviceReplayBuffer
 from fastdqn.errors import DeviceMemoryError
-from test_device_replay import assert_identical, stream, train_through_feeder
+from fastdqn.feeder import Feeder
+from test_device_replay import assert_identical, stream
 from test_replay import FakeEnvs
 
 pytestmark = pytest.mark.cuda
@@ -96,12 +97,30 @@ def test_preflight_refuses_frames_larger_than_free_memory():
 
 
 def test_learner_fed_from_gpu_frames_matches_the_cpu_reference():
-    """A CUDA learner fed by a Feeder over GPU frames ends where a CPU learner fed by the
-    NumPy buffer ends (same batches; float tolerance for the different devices' kernels)."""
+    """A CUDA learner fed by a Feeder over GPU frames takes the steps a CPU learner takes on
+    the same transitions gathered from the NumPy buffer (float tolerance: different kernels)."""
     ref, dev = cuda_pair(400, (4,), 2, obs_dtype=np.float32)
-    learners = [train_through_feeder(ref, "cpu", 150, lr=1e-2), train_through_feeder(dev, "cuda", 150, lr=1e-2)]
+    data = np.random.default_rng(3)
+    obs = data.standard_normal((2, 4)).astype(np.float32)
+    for _ in range(60):
+        nxt = data.standard_normal((2, 4)).astype(np.float32)
+        kwargs = dict(obs=obs, next_obs=nxt, action=data.integers(0, 2, 2),
+                      reward=data.random(2).astype(np.float32), terminated=data.random(2) < 0.1,
+                      truncated=np.zeros(2, bool))
+        ref.add(**kwargs)
+        dev.add(**kwargs)
+        obs = nxt
+    learners = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        learners.append(Learner(MLP(4, 2), compile=False, device=device, target_update_interval=3, lr=1e-2))
     cpu, gpu = learners
-    assert cpu.num_updates == gpu.num_updates > 100
+    with Feeder(dev, 16, device="cuda") as feeder:
+        for _ in range(8):
+            batch = feeder.next()
+            assert_on_gpu(batch)
+            want = float(cpu.update(ref.gather(batch.index))["td_loss"])
+            assert float(gpu.update(batch)["td_loss"]) == pytest.approx(want, rel=1e-4, abs=1e-5)
     for p, q in zip(gpu.online.parameters(), cpu.online.parameters()):
         torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=1e-4, atol=1e-5)
 
