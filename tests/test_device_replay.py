@@ -288,3 +288,20 @@ def test_training_run_is_the_numpy_buffers_run():
     assert host.num_updates == dev.num_updates > 300
     for (name, a), b in zip(host.online.state_dict().items(), dev.online.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_kernels_without_jit():
+    """The planning kernels and a few streams once more with the kernels as plain Python."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve()
+    tests = [f"{here}::{name}" for name in ("test_stage_writes_matches_plain_python",
+                                            "test_newest_slots_matches_plain_python",
+                                            "test_streams_give_the_numpy_buffers_batches")]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                           "--benchmark-disable", *tests], env={**os.environ, "NUMBA_DISABLE_JIT": "1"},
+                          cwd=here.parents[1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
