@@ -10,7 +10,7 @@ frame traffic (``kernels/device.py``):
   on CUDA) block, copied once with ``non_blocking`` and written by one ``index_copy_``.
 - ``sample``/``gather``: the copy kernels run on a table of row ids instead of frames, so
   they write the device row of every frame a batch reads, plus its actions, rewards,
-  flags and discounts, into a small host block (about 2 KB for 32 stacked transitions);
+  flags and discounts, into a small host block (about 2 KB for a window batch of 32);
   one ``non_blocking`` copy sends it and one ``index_select`` per observation array
   gathers the frames into a preallocated device batch.
 
