@@ -238,6 +238,8 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
         config = dataclasses.replace(config, run_dir=str(run_dir))
         if config.cuda and not cuda_available:
             raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
+        replay_device = _replay_device(config, info)
+        config = dataclasses.replace(config, replay_device=replay_device)
         replay_bytes, free = _check_memory(config, info)
         lock = RunDirLock(run_dir)
         # Under the lock, so that no other process can start a run here or write a newer checkpoint.
@@ -245,7 +247,7 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
             check_no_run(run_dir)
         else:
             state, config, info = _load_resume(args.resume, overrides, cuda_available)
-            config = dataclasses.replace(config, run_dir=str(run_dir))
+            config = dataclasses.replace(config, run_dir=str(run_dir), replay_device=replay_device)
         saved_buffer = buffer_path(state) if state is not None else None
         # Validation is over: from here on envs, buffers and files are created.
         signals.note = " before training started; no checkpoint was written" + (
@@ -295,15 +297,15 @@ def _run(config: TrainConfig, info, state, saved_buffer, run_dir: Path, replay_b
     learner = _make_learner(config, info)
     if state is not None:
         _load_learner_state(learner, state)
-    buffer_type = _buffer_type(config)
+    replay, frames_on = _replay_type(config)
     if saved_buffer is not None:
-        buffer = buffer_type.load(saved_buffer)
+        buffer = replay.load(saved_buffer, **frames_on)
         _check_saved_buffer(buffer, config, info, saved_buffer)
     else:
         per = dict(alpha=config.per_alpha, eps=config.per_eps) if config.prioritized else {}
-        buffer = buffer_type(config.buffer_size, info.obs_shape, config.num_envs, obs_dtype=info.obs_dtype,
-                             frame_stack=info.frame_stack, n_step=config.n_step, gamma=config.gamma,
-                             seed=seed, **per)
+        buffer = replay(config.buffer_size, info.obs_shape, config.num_envs, obs_dtype=info.obs_dtype,
+                        frame_stack=info.frame_stack, n_step=config.n_step, gamma=config.gamma, seed=seed,
+                        **frames_on, **per)
     envs = make_envs(config.env_id, config.num_envs, seed=seed,
                      async_envs=config.async_envs, batch_size=config.env_batch,
                      episodic_life=True, sticky_actions=config.sticky_actions,
@@ -357,20 +359,13 @@ def _resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainC
     values = saved.to_dict()
     values["hidden"] = saved.hidden
     values["cuda"] = cuda_available
+    values["replay_device"] = "auto"  # chosen again for this machine, like cuda
     values.update({k: v for k, v in overrides.items() if v is not None and k != "run_dir"})
     total = values["total_timesteps"]
     if overrides.get("exploration_fraction") is None and isinstance(total, int) and total > 0 \
             and total != saved.total_timesteps:
         values["exploration_fraction"] = min(1.0, saved.exploration_steps / total)
     return TrainConfig(**values)
-
-
-def _buffer_type(config: TrainConfig) -> type:
-    """``PrioritizedReplayBuffer`` with ``--prioritized``, else ``ReplayBuffer``."""
-    from fastdqn.prioritized import PrioritizedReplayBuffer
-    from fastdqn.replay import ReplayBuffer
-
-    return PrioritizedReplayBuffer if config.prioritized else ReplayBuffer
 
 
 def _check_saved_buffer(buffer, config: TrainConfig, info, path: Path) -> None:
@@ -430,9 +425,58 @@ def _evaluator(learner, config: TrainConfig):
 
 
 def _replay_bytes(config: TrainConfig, info) -> int:
-    """Memory the replay buffer for this run will allocate."""
-    return _buffer_type(config).required_bytes(config.buffer_size, info.obs_shape, config.num_envs,
-                                               obs_dtype=info.obs_dtype, frame_stack=info.frame_stack)
+    """Host memory the replay buffer for this run will allocate."""
+    from fastdqn.replay import ReplayBuffer
+
+    args = (config.buffer_size, info.obs_shape, config.num_envs)
+    kwargs = dict(obs_dtype=info.obs_dtype, frame_stack=info.frame_stack)
+    if config.replay_device == "cuda":
+        from fastdqn.device_replay import host_bytes
+
+        return host_bytes(*args, **kwargs)
+    if config.prioritized:
+        from fastdqn.prioritized import PrioritizedReplayBuffer
+
+        return PrioritizedReplayBuffer.required_bytes(*args, **kwargs)
+    return ReplayBuffer.required_bytes(*args, **kwargs)
+
+
+def _replay_device(config: TrainConfig, info) -> str:
+    """Where this run keeps the replay frames: ``--replay-device``, with ``auto`` resolved to
+    cuda when training on CUDA and the frames fit beside the networks, else cpu."""
+    if not config.cuda or config.replay_device == "cpu" or config.prioritized:
+        return "cpu"  # (the prioritized buffer keeps its frames on the host)
+    import torch
+
+    from fastdqn.device_replay import DEFAULT_HEADROOM, check_device_memory, device_bytes
+    from fastdqn.errors import DeviceMemoryError
+
+    needed = device_bytes(config.buffer_size, info.obs_shape, config.num_envs, obs_dtype=info.obs_dtype,
+                          frame_stack=info.frame_stack)
+    headroom = DEFAULT_HEADROOM + _network_bytes(config, info)
+    try:
+        check_device_memory(needed, int(torch.cuda.mem_get_info()[0]), headroom, argument="--replay-device cuda")
+    except DeviceMemoryError:
+        if config.replay_device == "cuda":
+            raise
+        return "cpu"
+    return "cuda"
+
+
+def _replay_type(config: TrainConfig) -> tuple[type, dict]:
+    """The replay buffer class for ``config.replay_device`` (and ``--prioritized``) and the
+    keywords that place its frames."""
+    if config.prioritized:
+        from fastdqn.prioritized import PrioritizedReplayBuffer
+
+        return PrioritizedReplayBuffer, {}
+    if config.replay_device == "cuda":
+        from fastdqn.device_replay import DeviceReplayBuffer
+
+        return DeviceReplayBuffer, {"device": config.device}
+    from fastdqn.replay import ReplayBuffer
+
+    return ReplayBuffer, {}
 
 
 def _network_bytes(config: TrainConfig, info) -> int:
@@ -487,7 +531,8 @@ def _print_summary(config, info, learner, replay_bytes, free, resume_step, buffe
         f"  replay {config.buffer_size:,} transitions: {replay_bytes / 1e9:.2f} GB of {free / 1e9:.1f} GB free RAM"
         + (f" | {config.n_step}-step" if config.n_step > 1 else "")
         + (f" | prioritized (alpha {config.per_alpha:g}, beta {config.per_beta_start:g} -> "
-           f"{config.per_beta_end:g})" if config.prioritized else ""),
+           f"{config.per_beta_end:g})" if config.prioritized else "")
+        + (" | frames on the GPU" if config.replay_device == "cuda" else " | frames in host RAM"),
         f"  {config.total_timesteps:,} steps into {config.run_dir}",
     ]
     if resume_step is not None:

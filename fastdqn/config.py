@@ -50,6 +50,11 @@ class TrainConfig:
     learning_starts: int = _f(80_000, "env steps of experience before learning starts")
     train_frequency: int = _f(4, "env steps per gradient update (any num-envs: updates per env step stay 1/this)")
     cuda: bool = _f(False, "train on the GPU (default: if one is available)")
+    replay_device: str = _f(
+        "auto", "where the replay frames live: cuda (GPU memory), cpu (host RAM) or auto (the GPU when "
+        "training on CUDA and they fit with room for the networks, else the host)",
+        choices=("auto", "cpu", "cuda"),
+    )
     compile: bool = _f(True, "torch.compile the update step")
     prefetch: bool = _f(True, "sample the next batch in a background thread while the learner updates")
     torch_threads: int = _f(0, "CPU threads for torch (0: torch's default)")
@@ -132,6 +137,14 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(name)}: expected a number > 0, got {value!r}")
         if self.loss not in ("mse", "huber"):
             raise ConfigError(f"--loss: expected 'mse' or 'huber', got {self.loss!r}")
+        if self.replay_device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--replay-device: expected auto, cpu or cuda, got {self.replay_device!r}")
+        if self.replay_device == "cuda" and not self.cuda:
+            raise ConfigError("--replay-device cuda: the learner runs on the CPU; pass --cuda, or "
+                              "--replay-device cpu")
+        if self.replay_device == "cuda" and self.prioritized:
+            raise ConfigError("--replay-device cuda: the prioritized buffer keeps its frames in host RAM; "
+                              "drop --prioritized, or pass --replay-device cpu (or auto)")
         if not isinstance(self.hidden, tuple) or not self.hidden or any(
                 isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
             raise ConfigError(f"--hidden: expected positive layer widths like 120,84, got {self.hidden!r}")

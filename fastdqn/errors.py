@@ -24,6 +24,10 @@ class ReplayStateError(FastDQNError, RuntimeError):
     """The replay buffer cannot do what was asked in its current state (e.g. empty)."""
 
 
+class DeviceMemoryError(FastDQNError, MemoryError):
+    """The accelerator has too little free memory for what was asked (checked before allocating)."""
+
+
 class CheckpointError(FastDQNError, RuntimeError):
     """A checkpoint or saved buffer is missing, truncated, corrupt or incompatible."""
 

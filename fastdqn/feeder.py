@@ -9,6 +9,9 @@ learner a batch that is already where the update reads it:
   ``non_blocking`` host-to-device copy of that block, followed by a CUDA event. A host
   block is sampled into again only after its event has completed, so the sampler never
   overwrites memory a copy still reads. There is no host-to-host copy.
+- A buffer whose frames are already on the device (``fastdqn.device_replay``): that
+  buffer's own device batches, sampled in the calling thread (no prefetch: the work is
+  queued on the device); the learner must be on the same device.
 
 With ``window=True`` (the default where the buffer allows it: stacked frames and
 ``n_step=1``) a batch stores each transition's ``k + 1`` frames once (see
@@ -69,7 +72,7 @@ class CudaTransfer:
     def __init__(self, make_batch: Callable[[Callable], ReplayBatch], slots: int, *,
                  pinned: Callable[[int], object], device_block: Callable[[int], object],
                  as_numpy: Callable, device_view: Callable, copy: Callable, event: Callable):
-        layout = BlockLayout()
+        self.layout = layout = BlockLayout()
         make_batch(layout.take)
         self._blocks = [pinned(layout.nbytes) for _ in range(slots)]
         self.host = [make_batch(layout.carve(as_numpy(b), numpy_view)) for b in self._blocks]
@@ -87,11 +90,20 @@ class CudaTransfer:
 
     def send(self, slot: int) -> ReplayBatch:
         """Copy ``slot`` to the device batch and return that batch (``index`` stays on the host)."""
-        self._copy(self._device, self._blocks[slot])
+        self.copy_to(slot)
+        return self.device._replace(index=self.host[slot].index)
+
+    def copy_to(self, slot: int, block=None, nbytes: int | None = None) -> None:
+        """Copy the first ``nbytes`` (default: all) of ``slot`` into ``block`` (default: the
+        device block; else device memory of the same layout, see ``layout``) and record the
+        slot's event."""
+        dst, src = (self._device if block is None else block), self._blocks[slot]
+        if nbytes is not None:
+            dst, src = dst[:nbytes], src[:nbytes]
+        self._copy(dst, src)
         event = self._event()
         event.record()
         self._events[slot] = event
-        return self.device._replace(index=self.host[slot].index)
 
 
 def numpy_view(block: np.ndarray, offset: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
@@ -100,22 +112,49 @@ def numpy_view(block: np.ndarray, offset: int, shape: tuple, dtype: np.dtype) ->
     return block[offset:offset + n].view(dtype).reshape(shape)
 
 
-def cuda_transfer(make_batch: Callable, device, slots: int) -> CudaTransfer:
-    """A ``CudaTransfer`` with real pinned memory, device memory and CUDA events."""
+def torch_view(block, offset: int, shape: tuple, dtype: np.dtype):
+    """``shape`` elements of ``dtype`` at byte ``offset`` of a uint8 torch block."""
     import torch
 
-    def device_view(block, offset, shape, dtype):
-        n = math.prod(shape) * dtype.itemsize
-        return block[offset:offset + n].view(torch.from_numpy(np.empty(0, dtype)).dtype).view(shape)
+    n = math.prod(shape) * dtype.itemsize
+    return block[offset:offset + n].view(torch.from_numpy(np.empty(0, dtype)).dtype).view(shape)
 
+
+class _Done:
+    """The event of a copy that finished when it returned (a CPU "device")."""
+
+    def record(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+def cuda_transfer(make_batch: Callable, device, slots: int) -> CudaTransfer:
+    """A ``CudaTransfer`` with real pinned memory, device memory and CUDA events; for a CPU
+    ``device`` (a device-resident replay buffer built on the CPU) plain memory and copies
+    that finish at once."""
+    import torch
+
+    cuda = torch.device(device).type == "cuda"
     return CudaTransfer(
         make_batch, slots,
-        pinned=lambda n: torch.empty(n, dtype=torch.uint8, pin_memory=True),
+        pinned=lambda n: torch.empty(n, dtype=torch.uint8, pin_memory=cuda),
         device_block=lambda n: torch.empty(n, dtype=torch.uint8, device=device),
-        as_numpy=lambda t: t.numpy(), device_view=device_view,
+        as_numpy=lambda t: t.numpy(), device_view=torch_view,
         copy=lambda dst, src: dst.copy_(src, non_blocking=True),
-        event=torch.cuda.Event,
+        event=torch.cuda.Event if cuda else _Done,
     )
+
+
+def _check_resident(resident, device) -> None:
+    """The learner must run where a device-resident buffer's frames are."""
+    import torch
+
+    learner = torch.device(device)
+    if learner.type != resident.type or (learner.index is not None and learner.index != resident.index):
+        raise ConfigError(f"device: expected the device of the buffer's frames ({resident}), got "
+                          f"{device!r}; build the buffer on the learner's device or use ReplayBuffer")
 
 
 class Feeder:
@@ -149,11 +188,20 @@ class Feeder:
             return allocate_batch(batch_size, buffer.obs_shape, buffer.obs_dtype, window=window,
                                   empty=empty, batch_type=buffer.batch_type)
 
-        buffer.make_batch(batch_size, window=window)  # checks window against the buffer
-        if transfer is None and str(device).startswith("cuda"):
-            transfer = cuda_transfer(make, device, slots=3)
+        resident = getattr(buffer, "device", None)
+        if resident is not None:
+            # Frames already on the device (fastdqn.device_replay): the buffer fills device
+            # batches itself, queued on the device in this thread, so nothing is prefetched.
+            _check_resident(resident, device)
+            self.prefetch = prefetch = False
+            self._host = [buffer.make_batch(batch_size, window=window) for _ in range(2)]
+            transfer = None
+        else:
+            buffer.make_batch(batch_size, window=window)  # checks window against the buffer
+            if transfer is None and str(device).startswith("cuda"):
+                transfer = cuda_transfer(make, device, slots=3)
+            self._host = transfer.host if transfer is not None else [make(), make()]
         self._transfer = transfer
-        self._host = transfer.host if transfer is not None else [make(), make()]
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="fastdqn-feeder") if prefetch else None
         self._next_slot = 0
         self._pending: tuple[int, Future | None] | None = None

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -181,8 +182,7 @@ class ReplayBuffer:
         self._warm_up()
 
     def _allocate(self) -> None:
-        E, L, F = self._num_envs, self._L, self._frame_bytes
-        layout = _layout(E, L, F)
+        layout = self._host_layout()
         needed = _layout_bytes(layout)
         available = available_memory()
         figures = (f"ReplayBuffer(capacity={self._capacity}, obs_shape={self._obs_shape}, "
@@ -199,6 +199,10 @@ class ReplayBuffer:
         except MemoryError:
             raise MemoryError(f"{figures} and allocating it failed; lower capacity") from None
         self._nbytes = needed
+
+    def _host_layout(self) -> dict:
+        """Name -> (shape, dtype) of the arrays held in host memory (``_state``)."""
+        return _layout(self._num_envs, self._L, self._frame_bytes)
 
     @staticmethod
     def required_bytes(capacity: int, obs_shape, num_envs: int, *, obs_dtype=np.uint8,
@@ -395,10 +399,10 @@ class ReplayBuffer:
         cached = self._checked.get(id(out))
         if cached is not None and cached[0] is out and cached[1] == B:
             return cached[2], cached[3]
-        batch = check_batch(out, B, self._obs_shape, self._obs_dtype, self._batch_type)
+        obs_shape, obs_dtype, F = self._batch_spec()
+        batch = check_batch(out, B, obs_shape, obs_dtype, self._batch_type)
         frames = batch.frames
         self._check_window(frames is not None)
-        F = self._frame_bytes
         if frames is not None:
             views = (frames.reshape(B, self._k + 1, F), _NO_NEXT)
         else:
@@ -408,6 +412,15 @@ class ReplayBuffer:
             self._checked.clear()
         self._checked[id(out)] = (out, B, batch, views)  # keeps out alive: its id stays its own
         return batch, views
+
+    def _batch_spec(self) -> tuple[tuple, np.dtype, int]:
+        """Observation shape and dtype of the host batches the copy kernels fill, and the
+        bytes of one of their frames."""
+        return self._obs_shape, self._obs_dtype, self._frame_bytes
+
+    def _frame_source(self) -> np.ndarray:
+        """The ``(E, L, F)`` array the copy kernels read frames from."""
+        return self._state["frames"]
 
     def _scratch(self, B: int) -> None:
         """Per-batch-size scratch of the sampler, allocated when the batch size changes."""
@@ -424,12 +437,13 @@ class ReplayBuffer:
         ``_check_out``; ``count``: the snapshot they were drawn against)."""
         stack, next_ = views
         st = self._state
+        frames = self._frame_source()
         if self._n > 1:
-            kn.copy_rows_n(st["frames"], st["action"], st["reward"], st["terminated"], st["info"],
+            kn.copy_rows_n(frames, st["action"], st["reward"], st["terminated"], st["info"],
                            count, index, rows, self._n, self._gamma, stack, next_, out.action,
                            out.reward, out.terminated, out.discount, self._oldest)
             return
-        kr.copy_rows(st["frames"], st["action"], st["reward"], st["terminated"], st["info"], count,
+        kr.copy_rows(frames, st["action"], st["reward"], st["terminated"], st["info"], count,
                      index, rows, self._k, stack, next_, out.action, out.reward,
                      out.terminated, self._oldest)
 
@@ -524,13 +538,13 @@ class ReplayBuffer:
     def save(self, path) -> None:
         """Write the buffer to ``path`` atomically (temp file in the same folder, then rename)."""
         path = os.fspath(path)
-        arrays = [(name, self._state[name]) for name in _STATE_ARRAYS] + self._extra_arrays()
+        arrays = self._saved_arrays()
         header = {
             "version": _VERSION, "capacity": self._capacity, "obs_shape": list(self._obs_shape),
             "num_envs": self._num_envs, "obs_dtype": self._obs_dtype.str, "frame_stack": self._k,
             "slots_per_env": self._L, "len": self._len, "rng": self._rng.bit_generator.state,
             "arrays": [[name, arr.dtype.str, list(arr.shape)] for name, arr in arrays],
-            "kind": type(self).__name__, "options": self._options(),
+            "kind": self._file_kind(), "options": self._options(),
         }
         blob = json.dumps(header).encode()
 
@@ -538,13 +552,17 @@ class ReplayBuffer:
             with open(tmp, "wb", buffering=0) as f:
                 _write_all(f, _MAGIC + len(blob).to_bytes(8, "little") + blob)
                 for _, arr in arrays:
-                    _write_all(f, memoryview(arr).cast("B"))
+                    for part in _parts(arr):
+                        _write_all(f, memoryview(part).cast("B"))
 
         atomic_write(path, write)
 
     @classmethod
-    def load(cls, path) -> "ReplayBuffer":
+    def load(cls, path, **build) -> "ReplayBuffer":
         """Read a buffer written by ``save``; sampling continues as it would have.
+
+        ``build``: constructor keywords that are not part of the file (a subclass's
+        ``load`` names them, e.g. ``DeviceReplayBuffer.load(path, device=...)``).
 
         The header is plain JSON. Its every field is checked, and the file's size compared
         with the size the header implies, before anything is allocated: a small file cannot
@@ -572,8 +590,8 @@ class ReplayBuffer:
                 raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
             args = _header_args(header, path)
             kind = header.get("kind", ReplayBuffer.__name__)
-            if kind != cls.__name__:
-                raise CheckpointError(f"path: {path!r} holds a {kind!r}, not a {cls.__name__}; "
+            if kind != cls._file_kind():
+                raise CheckpointError(f"path: {path!r} holds a {kind!r}, not a {cls._file_kind()}; "
                                       f"load it with that class's load")
             # A file from before n-step returns has no options: it was written with the defaults.
             options = header.get("options", {})
@@ -593,11 +611,12 @@ class ReplayBuffer:
                                       f"{expected} bytes (capacity {args['capacity']}), the file has {size}")
             try:
                 buf = cls(args["capacity"], args["obs_shape"], args["num_envs"], obs_dtype=args["obs_dtype"],
-                          frame_stack=args["frame_stack"], **options)
+                          frame_stack=args["frame_stack"], **options, **build)
             except ReplayError as exc:
                 raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
-            for _, arr in [(nm, buf._state[nm]) for nm in _STATE_ARRAYS] + buf._extra_arrays():
-                _read_into(f, memoryview(arr).cast("B"), path)
+            for _, arr in buf._saved_arrays():
+                for part in (arr,) if isinstance(arr, np.ndarray) else arr.receive():
+                    _read_into(f, memoryview(part).cast("B"), path)
         buf._rng.bit_generator.state = header["rng"]
         buf._len = buf._loaded_len(path)
         if buf._len != header["len"]:
@@ -608,6 +627,16 @@ class ReplayBuffer:
     # -- what subclasses add to a saved file -----------------------------------------------
 
     _OPTIONS = ("n_step", "gamma")
+
+    @classmethod
+    def _file_kind(cls) -> str:
+        """The ``kind`` a saved file names: the class that loads it."""
+        return cls.__name__
+
+    def _saved_arrays(self) -> list:
+        """(name, array) in file order: NumPy arrays, or device arrays with ``parts()`` (host
+        chunks to write) and ``receive()`` (host chunks to read into, sent on as filled)."""
+        return [(name, self._state[name]) for name in _STATE_ARRAYS] + self._extra_arrays()
 
     def _options(self) -> dict:
         """Constructor keywords beyond the storage geometry (``_OPTIONS``), saved in the header."""
@@ -671,6 +700,11 @@ def _header_args(header, path: str) -> dict:
         bad("obs_dtype", "a plain numeric NumPy dtype like '<f4' or '|u1'", dtype)
     return {"capacity": header["capacity"], "obs_shape": tuple(shape), "num_envs": header["num_envs"],
             "obs_dtype": np.dtype(dtype), "frame_stack": header["frame_stack"]}
+
+def _parts(arr) -> Iterable[np.ndarray]:
+    """``arr``'s bytes in file order: a NumPy array whole, a device array in host chunks."""
+    return (arr,) if isinstance(arr, np.ndarray) else arr.parts()
+
 
 def _write_all(f, data) -> None:
     view = memoryview(data).cast("B")

@@ -75,14 +75,15 @@ def _write_slot(frames, info, flagged, e, a, L, frame, depth):
     s = a % L
     if info[e, s] & HAS_TRANSITION:
         flagged[e] -= 1
-    _copy_frame(frames[e, s], frame)
+    _copy_frame(frames[e, a % frames.shape[1]], frame)
     info[e, s] = np.uint8(depth)
 
 
 @njit(nogil=True, cache=True)
 def _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
               obs, next_obs, action, reward, terminated, env_ids, valid, seen, err, keep):
-    E, L, _ = frames.shape
+    E, L = info.shape
+    R = frames.shape[1]
     n, k, _ = obs.shape
     err[0] = OK
     err[1] = -1
@@ -129,7 +130,7 @@ def _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged,
             cont = True
             for j in range(k):
                 back = min(k - 1 - j, dp)
-                if not _frames_equal(frames[e, (c - 1 - back) % L], obs[i, j]):
+                if not _frames_equal(frames[e, (c - 1 - back) % R], obs[i, j]):
                     cont = False
                     break
         if cont:
@@ -179,6 +180,11 @@ def add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, 
     ``reward`` float32, ``terminated``/``valid`` bool, ``env_ids`` int64 (all ``(n,)``);
     ``seen`` is an all-False ``(E,) bool`` scratch array (left all-False), ``err`` an
     ``(2,) int64`` array receiving (status, row); ``keep`` the sampleable slots per env.
+
+    ``frames`` may hold fewer slots per env (``R``) than the rings (``L = info.shape[1]``):
+    absolute slot ``a`` then keeps its frame at ``frames[e, a % R]``. With ``R >= k + 1`` it
+    still holds every frame the continuity check reads (the newest ``k``) and every frame
+    one add writes (at most ``k + 1``), which is all a device-resident buffer keeps on the host.
     """
     return _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
                      obs, next_obs, action, reward, terminated, env_ids, valid, seen, err, keep)

@@ -89,6 +89,12 @@ def test_rainbow_lite_preset_on_top_of_each_kind_and_flags_win():
         make_config(VECTOR, {}, cuda_available=False, max_episode_steps=500, preset="rainbow")
 
 
+def test_prioritized_frames_stay_on_the_host():
+    with pytest.raises(ConfigError, match="--replay-device cuda: the prioritized buffer keeps its frames in host RAM"):
+        TrainConfig(cuda=True, replay_device="cuda", prioritized=True)
+    assert TrainConfig(cuda=True, replay_device="auto", prioritized=True).prioritized
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("n_step", 0, "--n-step: expected a positive int, got 0"),
     ("n_step", 2.0, "--n-step: expected a positive int, got 2.0"),

@@ -1,0 +1,84 @@
+"""``fastdqn bench --sections device``: the device-resident replay buffer beside the NumPy one.
+
+Both buffers are filled from the same recorded stream and measured in turn (a, b, a, b,
+...) in one process: add (transitions/s), sample into a reused batch (batches/s, the
+device's work waited for at the end of each repeat) and the host's time per sample
+(the device's queue drained, untimed, after each call, so the figure is what the
+training loop's thread pays). With ``--device cuda`` the frames are on the GPU; with
+``--device cpu`` in a torch CPU tensor.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastdqn.measure import Case, Figure, Stat, measure_interleaved, summarize
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def section_device(ctx) -> list[Figure]:
+    import torch
+
+    from fastdqn.bench import filled_buffer
+    from fastdqn.device_replay import DeviceReplayBuffer
+
+    s, a, info = ctx.sizes, ctx.args, ctx.info
+    n, B = a.num_envs, a.batch_size
+    host, stream = filled_buffer(ctx)
+    dev = DeviceReplayBuffer(s.replay_capacity, info.obs_shape, n, obs_dtype=info.obs_dtype,
+                             frame_stack=info.frame_stack, seed=a.seed, device=a.device)
+    for t in range(dev.slots_per_env + len(stream)):  # past one full wrap, like the host buffer
+        dev.add(**stream[t % len(stream)])
+    sync = _sync(dev.device)
+
+    def adder(buf):
+        def run():
+            for t in range(s.replay_adds):
+                buf.add(**stream[t % len(stream)])
+            sync()
+        return Case(run, s.replay_adds * n)
+
+    adds = measure_interleaved({"device": adder(dev), "numpy": adder(host)}, s.repeats)
+    window = info.frame_stack > 1
+    outs = {"numpy": (host, host.make_batch(B, window=window)),
+            "device": (dev, dev.make_batch(B, window=window))}
+
+    def sampler(buf, out):
+        def run():
+            for _ in range(s.sample_batches):
+                buf.sample(B, out=out)
+            sync()
+        return Case(run, s.sample_batches)
+
+    samples = measure_interleaved({k: sampler(*v) for k, v in outs.items()}, s.repeats)
+
+    def host_seconds():
+        spent = 0.0
+        for _ in range(s.sample_batches):
+            start = time.perf_counter()
+            dev.sample(B, out=outs["device"][1])
+            spent += time.perf_counter() - start
+            sync()
+        return spent / s.sample_batches * 1e6
+
+    host_us = summarize([host_seconds() for _ in range(s.repeats)])
+    where = f"frames on {dev.device}, {torch.get_num_threads()} torch threads"
+    layout = "window" if window else "stacked"
+    return [
+        Figure.of("device.add", "transitions/s", adds["device"], ceiling=adds["numpy"].median,
+                  ceiling_name="replay.add (numpy)", note=f"{n} envs per add; {where}"),
+        Figure.of("device.add.numpy", "transitions/s", adds["numpy"]),
+        Figure.of("device.sample", "batches/s", samples["device"], ceiling=samples["numpy"].median,
+                  ceiling_name="replay.sample (numpy)",
+                  note=f"{layout} batch {B}, capacity {s.replay_capacity:,}; {where}"),
+        Figure.of("device.sample.numpy", "batches/s", samples["numpy"]),
+        Figure.of("device.sample.host", "µs/sample", Stat(host_us.median, host_us.spread, host_us.samples),
+                  note="host time per sample, device queue drained after each (untimed)"),
+    ]
