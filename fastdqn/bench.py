@@ -4,8 +4,10 @@ One process, one run: raw EnvPool steps/s (the ceiling), replay add/sample (stac
 window batches, beside this machine's memcpy and a NumPy full-stack buffer), the host's cost
 of feeding one update (sample, stage, hand-off), learner updates/s (eager and compiled),
 the trainer's loop with learning off (random and greedy acting) and the full trainer
-(beside the same loop written naively), and the device-resident replay buffer beside the
-NumPy one (``--sections device``). Every figure is the median over repeats, with
+(beside the same loop written naively), the device-resident replay buffer beside the
+NumPy one (``--sections device``), and the full trainer with n-step targets, prioritized
+replay and a dueling network beside plain Double DQN (``--sections rainbow``). Every figure
+is the median over repeats, with
 the spread (half the range) shown. Heavy imports happen inside the sections.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdqn.baselines import NaiveDQNLoop, NumpyStackBuffer
+from fastdqn.bench_rainbow import section_rainbow
 from fastdqn.config import check_seed
 from fastdqn.errors import ConfigError
 from fastdqn.measure import (
@@ -37,7 +40,7 @@ from fastdqn.measure import (
     write_json,
 )
 
-SECTIONS = ("env", "replay", "feed", "learner", "collect", "train", "device")
+SECTIONS = ("env", "replay", "feed", "learner", "collect", "train", "device", "rainbow")
 
 
 @dataclass(frozen=True)
@@ -550,7 +553,8 @@ def section_device(ctx: Context) -> list[Figure]:
 
 SECTION_FUNCS = {"env": section_env, "replay": section_replay, "feed": section_feed,
                  "learner": section_learner,
-                 "collect": section_collect, "train": section_train, "device": section_device}
+                 "collect": section_collect, "train": section_train, "device": section_device,
+                 "rainbow": section_rainbow}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

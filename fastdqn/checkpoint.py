@@ -59,6 +59,9 @@ _V1_NUMPY_GLOBALS = {
 _V1_DTYPE_CLASS = type(np.dtype(np.uint32))
 _KEYS = {"format", "version", "config", "learner", "trainer", "obs_shape", "buffer_file"}
 _TRAINER_KEYS = {"global_step", "pending", "learn_after", "episodes", "last_eval", "torch_rng", "cuda_rng"}
+# The drawn batch and the TD errors not yet written back; files written before them lack
+# them, and are read as if they held None.
+_TRAINER_REPLAY_KEYS = {"next_batch", "pending_priorities"}
 _COUNTERS = ("global_step", "pending", "learn_after", "episodes")
 _FIX = "the file is damaged or was edited: use an older copy or start a new run"
 
@@ -205,8 +208,12 @@ def _check_document(state: dict, where: str) -> None:
     if not isinstance(state["learner"], dict):
         _bad(where, "learner", "a dict", _describe(state["learner"]))
     trainer = state["trainer"]
-    if not isinstance(trainer, dict) or set(trainer) != _TRAINER_KEYS:
-        _bad(where, "trainer", f"a dict with keys {sorted(_TRAINER_KEYS)}", _describe(trainer))
+    if not isinstance(trainer, dict) or not _TRAINER_KEYS <= set(trainer) <= _TRAINER_KEYS | _TRAINER_REPLAY_KEYS:
+        _bad(where, "trainer", f"a dict with keys {sorted(_TRAINER_KEYS)} (and optionally "
+                               f"{sorted(_TRAINER_REPLAY_KEYS)})", _describe(trainer))
+    for name in _TRAINER_REPLAY_KEYS:
+        trainer.setdefault(name, None)
+    _check_replay_state(trainer, where)
     for name in _COUNTERS:
         if not _count(trainer[name]):
             _bad(where, f"trainer.{name}", "an int >= 0", repr(trainer[name]))
@@ -223,6 +230,40 @@ def _check_document(state: dict, where: str) -> None:
     if name is not None and name != expected:
         _bad(where, "buffer_file", f"None or {expected!r} (a file in the run folder named after "
                                    "trainer.global_step)", repr(name))
+
+
+def _check_replay_state(trainer: dict, where: str) -> None:
+    """``next_batch``: None or {index, weight}; ``pending_priorities``: None or {index, td_error}.
+    Whether the ids are in the saved buffer is checked when the trainer hands them to it."""
+    for name, second, low in (("next_batch", "weight", "> 0"), ("pending_priorities", "td_error", ">= 0")):
+        value = trainer[name]
+        if value is None:
+            continue
+        if not isinstance(value, dict) or set(value) != {"index", second}:
+            _bad(where, f"trainer.{name}", f"None or a dict with keys index, {second}", _describe(value))
+        index = value["index"]
+        if not (isinstance(index, torch.Tensor) and index.dtype == torch.int64 and index.dim() == 1
+                and index.numel() > 0 and bool((index >= 0).all())):
+            _bad(where, f"trainer.{name}.index", "a non-empty 1-D int64 tensor of transition ids >= 0",
+                 _describe_tensor(index))
+        numbers = value[second]
+        if numbers is None and name == "next_batch":
+            continue  # a batch of uniform replay has no weights
+        good = (isinstance(numbers, torch.Tensor) and numbers.dtype == torch.float32
+                and numbers.shape == index.shape and bool(torch.isfinite(numbers).all()))
+        if good:
+            good = bool((numbers > 0).all()) if low == "> 0" else bool((numbers >= 0).all())
+        if not good:
+            _bad(where, f"trainer.{name}.{second}", f"a float32 tensor of shape {tuple(index.shape)} "
+                 f"of finite values {low}" + (" (or None)" if name == "next_batch" else ""),
+                 _describe_tensor(numbers))
+
+
+def _describe_tensor(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}" + (
+            f" with min {value.min().item()!r}" if value.numel() and not value.dtype.is_complex else "")
+    return _describe(value)
 
 
 def _check_last_eval(value, where: str) -> None:

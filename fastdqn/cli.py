@@ -22,7 +22,8 @@ import time
 import warnings
 from pathlib import Path
 
-from fastdqn.config import ATARI, PRESETS, VECTOR, TrainConfig, check_seed, derive_seed, make_config
+from fastdqn.config import (ATARI, DOUBLE_DQN, NAMED_PRESETS, PRESETS, VECTOR, TrainConfig, check_seed,
+                            derive_seed, make_config)
 from fastdqn.errors import CheckpointError, ConfigError, FastDQNError, TrainingError
 from fastdqn.signals import Interrupted, StopSignals
 
@@ -36,7 +37,7 @@ EXIT_INTERRUPTED = 3
 # On resume these must match the checkpoint: they decide the network and its inputs.
 _FIXED_ON_RESUME = ("env_id", "hidden", "dueling")
 # With a saved replay buffer these must match it too.
-_FIXED_WITH_BUFFER = ("buffer_size", "num_envs")
+_FIXED_WITH_BUFFER = ("buffer_size", "num_envs", "n_step", "prioritized", "per_alpha", "per_eps")
 # Copies of each network parameter that training holds: online and target weights, gradients, Adam's two moments.
 _COPIES_PER_PARAMETER = 5
 
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_field(train, f)
     train.add_argument("--resume", metavar="PATH", default=None,
                        help="continue a run from its checkpoint file or run folder")
+    train.add_argument("--preset", choices=sorted(NAMED_PRESETS), default=None, help=_preset_help())
 
     ev = sub.add_parser("eval", help="play full games with a trained checkpoint")
     ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="checkpoint file or run folder")
@@ -163,6 +165,27 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field) -> None:
     parser.add_argument(flag, **kwargs)
 
 
+def _preset_help() -> str:
+    """What each named preset sets, from ``NAMED_PRESETS`` itself."""
+    def flags(values: dict) -> str:
+        return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v:g}" if isinstance(v, float) else f" {v}")
+                        for k, v in values.items())
+
+    parts = []
+    for name, by_kind in NAMED_PRESETS.items():
+        atari, vector = by_kind[ATARI], by_kind[VECTOR]
+        if not atari and not vector:
+            parts.append(f"{name}: the defaults")
+            continue
+        common = {k: v for k, v in vector.items() if atari.get(k) == v}
+        only = [(kind, {k: v for k, v in values.items() if k not in common})
+                for kind, values in (("Atari", atari), ("vector envs", vector))]
+        parts.append(f"{name}: {flags(common)}"
+                     + "".join(f", on {kind} also {flags(extra)}" for kind, extra in only if extra))
+    return ("named hyperparameters on top of the task's defaults, overridden by any flag given; "
+            + "; ".join(parts) + " (README, \"Presets\")")
+
+
 def _default_text(f: dataclasses.Field) -> str:
     """'(default: X)', or per kind of env when the presets differ."""
     if f.name in ("cuda", "run_dir", "env_batch_size", "max_episode_steps"):
@@ -198,6 +221,9 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
     state = lock = run_dir = None
     try:
         if args.resume:
+            if args.preset is not None:
+                raise ConfigError(f"--preset: a resumed run keeps its checkpoint's hyperparameters, got "
+                                  f"--preset {args.preset}; drop --preset (single flags still apply)")
             run_dir = resolve_checkpoint(args.resume).parent
             if overrides["run_dir"] and Path(overrides["run_dir"]).resolve() != run_dir.resolve():
                 raise ConfigError(f"--run-dir: a resumed run continues in its own folder {str(run_dir)!r}, "
@@ -206,7 +232,7 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
         else:
             info = env_info(overrides["env_id"] if overrides["env_id"] is not None else TrainConfig.env_id)
             config = make_config(info.kind, overrides, cuda_available=cuda_available,
-                                 max_episode_steps=info.max_episode_steps)
+                                 max_episode_steps=info.max_episode_steps, preset=args.preset or DOUBLE_DQN)
             run_dir = Path(config.run_dir or f"runs/{config.env_id}__{config.seed}__{int(time.time())}")
             check_run_dir(run_dir)
         config = dataclasses.replace(config, run_dir=str(run_dir))
@@ -276,8 +302,10 @@ def _run(config: TrainConfig, info, state, saved_buffer, run_dir: Path, replay_b
         buffer = replay.load(saved_buffer, **frames_on)
         _check_saved_buffer(buffer, config, info, saved_buffer)
     else:
+        per = dict(alpha=config.per_alpha, eps=config.per_eps) if config.prioritized else {}
         buffer = replay(config.buffer_size, info.obs_shape, config.num_envs, obs_dtype=info.obs_dtype,
-                        frame_stack=info.frame_stack, gamma=config.gamma, seed=seed, **frames_on)
+                        frame_stack=info.frame_stack, n_step=config.n_step, gamma=config.gamma, seed=seed,
+                        **frames_on, **per)
     envs = make_envs(config.env_id, config.num_envs, seed=seed,
                      async_envs=config.async_envs, batch_size=config.env_batch,
                      episodic_life=True, sticky_actions=config.sticky_actions,
@@ -343,14 +371,15 @@ def _resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainC
 def _check_saved_buffer(buffer, config: TrainConfig, info, path: Path) -> None:
     """The replay file must be the buffer this run would build."""
     expected = (config.buffer_size, config.num_envs, info.obs_shape, info.obs_dtype, info.frame_stack,
-                1, config.gamma)
+                config.n_step, config.gamma, (config.per_alpha, config.per_eps) if config.prioritized else None)
     got = (buffer.capacity, buffer.num_envs, buffer.obs_shape, buffer.obs_dtype, buffer.frame_stack,
-           buffer.n_step, buffer.gamma)
+           buffer.n_step, buffer.gamma,
+           (buffer.alpha, buffer.eps) if hasattr(buffer, "update_priorities") else None)
     if got != expected:
         raise CheckpointError(
             f"checkpoint: its replay buffer file {str(path)!r} holds (capacity, num_envs, obs_shape, "
-            f"obs_dtype, frame_stack, n_step, gamma) {got}, the run needs {expected}; the file is "
-            "damaged or was replaced: use an older copy of the run folder"
+            f"obs_dtype, frame_stack, n_step, gamma, (per_alpha, per_eps)) {got}, the run needs {expected}; "
+            "the file is damaged or was replaced: use an older copy of the run folder"
         )
 
 
@@ -368,7 +397,7 @@ def _make_learner(config: TrainConfig, info, *, compile: bool | None = None):
     return Learner(
         q_network_for(info, config.hidden, config.dueling), lr=config.learning_rate, gamma=config.gamma,
         target_update_interval=config.target_update_interval, loss=config.loss,
-        max_grad_norm=config.max_grad_norm or None, double_dqn=config.double_dqn,
+        max_grad_norm=config.max_grad_norm or None, double_dqn=config.double_dqn, adam_eps=config.adam_eps,
         compile=config.compile if compile is None else compile, device=config.device,
         batch_size=config.batch_size, seed=config.seed,
     )
@@ -405,14 +434,18 @@ def _replay_bytes(config: TrainConfig, info) -> int:
         from fastdqn.device_replay import host_bytes
 
         return host_bytes(*args, **kwargs)
+    if config.prioritized:
+        from fastdqn.prioritized import PrioritizedReplayBuffer
+
+        return PrioritizedReplayBuffer.required_bytes(*args, **kwargs)
     return ReplayBuffer.required_bytes(*args, **kwargs)
 
 
 def _replay_device(config: TrainConfig, info) -> str:
     """Where this run keeps the replay frames: ``--replay-device``, with ``auto`` resolved to
     cuda when training on CUDA and the frames fit beside the networks, else cpu."""
-    if not config.cuda or config.replay_device == "cpu":
-        return "cpu"
+    if not config.cuda or config.replay_device == "cpu" or config.prioritized:
+        return "cpu"  # (the prioritized buffer keeps its frames on the host)
     import torch
 
     from fastdqn.device_replay import DEFAULT_HEADROOM, check_device_memory, device_bytes
@@ -431,7 +464,12 @@ def _replay_device(config: TrainConfig, info) -> str:
 
 
 def _replay_type(config: TrainConfig) -> tuple[type, dict]:
-    """The replay buffer class for ``config.replay_device`` and the keywords that place its frames."""
+    """The replay buffer class for ``config.replay_device`` (and ``--prioritized``) and the
+    keywords that place its frames."""
+    if config.prioritized:
+        from fastdqn.prioritized import PrioritizedReplayBuffer
+
+        return PrioritizedReplayBuffer, {}
     if config.replay_device == "cuda":
         from fastdqn.device_replay import DeviceReplayBuffer
 
@@ -491,6 +529,9 @@ def _print_summary(config, info, learner, replay_bytes, free, resume_step, buffe
         f"  device {config.device} | num_envs {config.num_envs} ({mode}) | {network} {params:,} params "
         f"| compile {'on' if config.compile else 'off'}",
         f"  replay {config.buffer_size:,} transitions: {replay_bytes / 1e9:.2f} GB of {free / 1e9:.1f} GB free RAM"
+        + (f" | {config.n_step}-step" if config.n_step > 1 else "")
+        + (f" | prioritized (alpha {config.per_alpha:g}, beta {config.per_beta_start:g} -> "
+           f"{config.per_beta_end:g})" if config.prioritized else "")
         + (" | frames on the GPU" if config.replay_device == "cuda" else " | frames in host RAM"),
         f"  {config.total_timesteps:,} steps into {config.run_dir}",
     ]

@@ -165,12 +165,22 @@ class Feeder:
     context manager, or call ``close()``: an exception raised in the background thread is
     raised again by the next call of any of the three. Until ``settle()`` the buffer is
     sampling in that thread: call its ``sample``/``gather`` only after it.
+
+    ``beta``: for a ``PrioritizedReplayBuffer``, a callable giving the importance-weight
+    exponent, called once per draw (so a schedule moves with the run); None draws with the
+    buffer's default. ``pending_draw``/``restore_draw`` carry the drawn batch over a checkpoint.
     """
 
     def __init__(self, buffer, batch_size: int, *, device="cpu", window: bool | None = None,
-                 prefetch: bool = True, transfer: CudaTransfer | None = None) -> None:
+                 prefetch: bool = True, transfer: CudaTransfer | None = None,
+                 beta: Callable[[], float] | None = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+        if beta is not None and not hasattr(buffer, "update_priorities"):
+            raise ConfigError(f"beta: only a prioritized buffer draws with beta, got {type(buffer).__name__}; "
+                              "pass beta=None or a PrioritizedReplayBuffer")
+        # Called once per draw: the importance-weight exponent of that batch (prioritized replay).
+        self._beta = beta
         window = buffer.window_batches if window is None else bool(window)
         self.buffer, self.batch_size, self.window, self.prefetch = buffer, batch_size, window, prefetch
 
@@ -222,12 +232,39 @@ class Feeder:
         self._next_slot = (slot + 1) % len(self._host)
         if self._transfer is not None:
             self._transfer.ready(slot)
-        out = self.buffer.draw(self.batch_size, self._host[slot])
+        if self._beta is None:
+            out = self.buffer.draw(self.batch_size, self._host[slot])
+        else:
+            out = self.buffer.draw(self.batch_size, self._host[slot], beta=self._beta())
         if background:
             self._pending = (slot, self._executor.submit(self.buffer.fill, out))
         else:
             self.buffer.fill(out)
             self._pending = (slot, None)
+
+    def pending_draw(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Copies of the ids (and importance weights) of the batch drawn but not yet handed
+        out, or None: what a checkpoint needs to hand out the same batch after a resume."""
+        self.settle()
+        if self._pending is None:
+            return None
+        batch = self._host[self._pending[0]]
+        return batch.index.copy(), (batch.weight.copy() if hasattr(batch, "weight") else None)
+
+    def restore_draw(self, index: np.ndarray, weight: np.ndarray | None = None) -> None:
+        """Make the transitions ``index`` (with importance ``weight``, as ``pending_draw``
+        returned them) the next batch handed out, instead of drawing one: a resumed run then
+        continues with the batch the interrupted one had drawn. Call it before ``next()``."""
+        if self._pending is not None:
+            raise ConfigError("restore_draw: a batch is already drawn; call it before the first next()")
+        slot = self._next_slot
+        self._next_slot = (slot + 1) % len(self._host)
+        if self._transfer is not None:
+            self._transfer.ready(slot)
+        out = self.buffer.gather(index, self._host[slot])
+        if weight is not None:
+            np.copyto(out.weight, weight)
+        self._pending = (slot, None)
 
     def settle(self) -> None:
         """Wait for the batch being sampled in the background, raising what the thread raised."""

@@ -8,6 +8,9 @@ and action (kept in per-env arrays) to the new observation.
 Batches reach the learner through a ``Feeder`` (``fastdqn/feeder.py``), which samples the
 next one in a background thread while the learner updates; the loop lets that copy finish
 (``settle``) before it adds to the buffer, so a seed gives the same run with or without it.
+With a ``PrioritizedReplayBuffer`` each draw takes beta from ``TrainConfig.per_beta`` and
+each update's TD errors go back into the buffer one update late (``PriorityFeedback``, which
+says how stale that leaves the priorities).
 
 Rules (docs/envpool.md describes the EnvPool behaviour behind them): a row with
 ``elapsed_step == 0`` is a reset, not a transition, and is masked out of the buffer; ``terminated`` (a lost life with
@@ -26,11 +29,12 @@ import torch
 
 from fastdqn.checkpoint import save_checkpoint
 from fastdqn.config import TrainConfig, linear_schedule
-from fastdqn.errors import ConfigError, TrainingError
+from fastdqn.errors import ConfigError, ReplayError, TrainingError
 from fastdqn.feeder import Feeder
 from fastdqn.phases import PhaseTimer, next_multiple
+from fastdqn.priority_feedback import PriorityFeedback
 
-PHASES = ("env", "act", "store", "sample", "learn", "wait")
+PHASES = ("env", "act", "store", "sample", "learn", "wait", "priorities")
 
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -73,6 +77,11 @@ class Trainer:
         self._resumed_buffer = True
         self._metrics = None
         self._last_log_step = -1
+        # Prioritized replay: TD errors go back into the buffer (one update late, see
+        # fastdqn/priority_feedback.py) and each draw uses the scheduled beta.
+        self._feedback = PriorityFeedback.for_device(buffer, config.batch_size, getattr(learner, "device", "cpu")) \
+            if hasattr(buffer, "update_priorities") else None
+        self._next_draw = None  # the drawn batch's (ids, weights) while no feeder holds it
 
         n, batch = config.num_envs, config.env_batch
         obs_shape, obs_dtype = buffer.obs_shape, np.dtype(buffer.obs_dtype)
@@ -101,7 +110,18 @@ class Trainer:
             "last_eval": self.last_eval,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            **self._replay_state(),
         }
+
+    def _replay_state(self) -> dict:
+        """The batch drawn but not yet used and the TD errors not yet written back: with the
+        saved buffer they make a resumed run draw and update exactly as an uninterrupted one."""
+        drawn = self.feeder.pending_draw() if self.feeder is not None else self._next_draw
+        next_batch = None if drawn is None else {
+            "index": torch.from_numpy(drawn[0].copy()),
+            "weight": None if drawn[1] is None else torch.from_numpy(drawn[1].copy())}
+        return {"next_batch": next_batch,
+                "pending_priorities": self._feedback.state_dict() if self._feedback is not None else None}
 
     def load_state_dict(self, state: dict, *, buffer_restored: bool) -> None:
         """Continue from a checkpoint. Without the saved buffer, learning pauses until
@@ -115,6 +135,11 @@ class Trainer:
         if not buffer_restored:
             self._learn_after = max(self._learn_after, self.global_step + self.config.learning_starts)
             self._pending = 0
+        drawn, pending = state.get("next_batch"), state.get("pending_priorities")
+        if buffer_restored and drawn is not None and drawn["index"].shape == (self.config.batch_size,):
+            self._next_draw = (drawn["index"].numpy(), None if drawn["weight"] is None else drawn["weight"].numpy())
+        if buffer_restored and self._feedback is not None:
+            self._feedback.load_state_dict(pending)
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -141,6 +166,10 @@ class Trainer:
         c = self.config
         return linear_schedule(c.start_e, c.end_e, c.exploration_steps, self.global_step)
 
+    def beta(self) -> float:
+        """Prioritized replay's importance-weight exponent now (``TrainConfig.per_beta``)."""
+        return self.config.per_beta(self.global_step)
+
     def train(self) -> int:
         """Train to ``total_timesteps``; returns 0, or 130/143 after SIGINT/SIGTERM.
 
@@ -157,7 +186,15 @@ class Trainer:
         c, envs, buffer, learner, timer = self.config, self.envs, self.buffer, self.learner, self.timer
         if self._own_feeder:
             self.feeder = Feeder(buffer, c.batch_size, device=getattr(learner, "device", "cpu"),
-                                 prefetch=c.prefetch)
+                                 prefetch=c.prefetch, beta=self.beta if self._feedback is not None else None)
+        if self._next_draw is not None:
+            try:
+                self.feeder.restore_draw(*self._next_draw)
+            except ReplayError:
+                # A transition of it was overwritten after the draw (a vector step without an
+                # update came between the draw and the checkpoint): the feeder draws anew.
+                pass
+            self._next_draw = None
         start_step, start_time = self.global_step, time.perf_counter()
         next_ckpt = next_multiple(self.global_step, c.checkpoint_every)
         next_eval = next_multiple(self.global_step, c.eval_every)
@@ -206,10 +243,14 @@ class Trainer:
                         self.checkpoint()
                     self.logger.progress(self.global_step)
         finally:
-            # Stops the sampler thread and raises what it raised; the drawn batch is dropped.
+            # Stops the sampler thread and raises what it raised; the drawn batch is kept for
+            # the final checkpoint.
             if self._own_feeder:
-                self.feeder.close()
-                self.feeder = None
+                try:
+                    self._next_draw = self.feeder.pending_draw()
+                finally:
+                    self.feeder.close()
+                    self.feeder = None
             else:
                 self.feeder.settle()
         if self.stop_signal is None and self.logger is not None:
@@ -260,6 +301,11 @@ class Trainer:
                 batch = self.feeder.next()
             with timer("learn"):
                 self._metrics = self.learner.update(batch)
+            if self._feedback is not None:
+                with timer("wait"):
+                    self.feeder.settle()  # the buffer takes one call at a time
+                with timer("priorities"):
+                    self._feedback.push(batch.index, self._metrics["td_error"])
 
     def _track_episodes(self, ids: np.ndarray, reward: np.ndarray, epsilon: float) -> None:
         """Full-game score and length per env; a reset row closes that env's game."""

@@ -172,13 +172,16 @@ def test_run_every_section_tiny(tmp_path, capsys):
     for name in ("env.sync", "memcpy", "replay.add", "replay.sample", "learner.eager", "collect.random",
                  "act.forward", "collect.greedy", "train", "train.naive", "train.share.learn",
                  "train.share.sample", "train.share.wait", "feed.stacked", "feed.stacked.prefetch",
-                 "device.add", "device.sample", "device.sample.host"):
+                 "rainbow.plain", "rainbow.nstep_per", "rainbow.all", "device.add", "device.sample",
+                 "device.sample.host"):
         assert name in names
     figures = {f["name"]: f for f in doc["figures"]}
     assert figures["collect.random"]["ceiling_name"] == "env (same run)"
     assert figures["collect.random"]["ratio"] == pytest.approx(
         figures["collect.random"]["value"] / figures["collect.random"]["ceiling"])
     assert figures["train"]["ceiling"] == figures["train.naive"]["value"]
+    for name in ("rainbow.nstep_per", "rainbow.all"):
+        assert figures[name]["ceiling"] == figures["rainbow.plain"]["value"]
     assert figures["device.add"]["ceiling"] == figures["device.add.numpy"]["value"]
     assert all(f["value"] > 0 for f in doc["figures"] if not f["name"].startswith("train.share"))
     assert doc["settings"]["sizes"]["repeats"] == 1

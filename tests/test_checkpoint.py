@@ -269,6 +269,57 @@ TAMPERED = {
 }
 
 
+@pytest.fixture(scope="module")
+def prioritized_run(tmp_path_factory):
+    """The same run with --n-step 3 --prioritized: its checkpoint holds a drawn batch with
+    weights and TD errors waiting to be written back."""
+    run = tmp_path_factory.mktemp("prioritized") / "run"
+    assert main(["train", *CARTPOLE_RUN, "--n-step", "3", "--prioritized", "--run-dir", str(run)]) == 0
+    return run
+
+
+TAMPERED_REPLAY_STATE = {
+    "next_batch_keys": (_tamper(("trainer", "next_batch"), {"index": torch.zeros(32, dtype=torch.int64)}),
+                        "trainer.next_batch"),
+    "next_batch_index_dtype": (_tamper(("trainer", "next_batch", "index"), lambda t: t.int()),
+                               "trainer.next_batch.index"),
+    "next_batch_negative_id": (_tamper(("trainer", "next_batch", "index"), lambda t: t - t.max() - 1),
+                               "trainer.next_batch.index"),
+    "next_batch_weight_nan": (_tamper(("trainer", "next_batch", "weight"), lambda t: t * float("nan")),
+                              "trainer.next_batch.weight"),
+    "next_batch_weight_shape": (_tamper(("trainer", "next_batch", "weight"), lambda t: t[:5]),
+                                "trainer.next_batch.weight"),
+    "pending_td_negative": (_tamper(("trainer", "pending_priorities", "td_error"), lambda t: -1 - t),
+                            "trainer.pending_priorities.td_error"),
+    "pending_td_inf": (_tamper(("trainer", "pending_priorities", "td_error"), lambda t: t / 0),
+                       "trainer.pending_priorities.td_error"),
+    "pending_not_a_dict": (_tamper(("trainer", "pending_priorities"), [1, 2]), "trainer.pending_priorities"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED_REPLAY_STATE))
+def test_a_tampered_drawn_batch_or_pending_priority_is_refused(prioritized_run, tmp_path, capsys, monkeypatch,
+                                                               case):
+    monkeypatch.chdir(tmp_path)
+    tamper, expected = TAMPERED_REPLAY_STATE[case]
+    run = copy_run(prioritized_run, tmp_path)
+    doc = read_document(run)
+    assert doc["trainer"]["next_batch"]["weight"] is not None and doc["trainer"]["pending_priorities"] is not None
+    tamper(doc)
+    write_document(run, doc)
+    refused(["train", "--resume", str(run)], capsys, run, expected)
+
+
+def test_a_checkpoint_without_the_replay_state_fields_still_resumes(prioritized_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = copy_run(prioritized_run, tmp_path)
+    doc = read_document(run)
+    del doc["trainer"]["next_batch"], doc["trainer"]["pending_priorities"]
+    write_document(run, doc)
+    assert main(["train", "--resume", str(run), "--total-timesteps", "600", "--no-progress"]) == 0
+    assert load_checkpoint(run)["trainer"]["global_step"] == 600
+
+
 @pytest.mark.parametrize("case", sorted(TAMPERED))
 def test_a_tampered_field_is_one_line_and_exit_2(trained_run, tmp_path, capsys, monkeypatch, case):
     monkeypatch.chdir(tmp_path)

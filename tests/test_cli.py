@@ -73,6 +73,13 @@ CARTPOLE = ["train", "--env-id", "CartPole-v1", "--no-progress"]
     (["--gamma", "1.5"], ["--gamma"]),
     (["--target-network-frequency", "1001", "--train-frequency", "4"], ["--target-network-frequency 1001"]),
     (["--buffer-size", str(10**12)], ["--buffer-size", "GB", "free"]),
+    (["--n-step", "0"], ["--n-step", "positive int", "got 0"]),
+    (["--per-alpha", "-0.5"], ["--per-alpha", ">= 0", "-0.5"]),
+    (["--per-beta-start", "1.5"], ["--per-beta-start", "[0, 1]", "1.5"]),
+    (["--per-beta-end", "nan"], ["--per-beta-end", "[0, 1]", "nan"]),
+    (["--per-eps", "0"], ["--per-eps", "> 0", "got 0.0"]),
+    (["--adam-eps=-1e-8"], ["--adam-eps", "> 0"]),
+    (["--preset", "rainbow"], ["--preset", "'rainbow'", "rainbow-lite"]),
 ])
 def test_bad_train_input(argv, expected, capsys, workdir):
     env = [] if "--env-id" in argv else ["--env-id", "CartPole-v1"]
@@ -124,6 +131,8 @@ def test_resume_with_contradicting_config_is_refused(tmp_path, capsys, workdir):
     fails(["train", "--resume", str(run), "--env-id", "Acrobot-v1"], capsys, workdir,
           "--env-id", "CartPole-v1", "Acrobot-v1")
     fails(["train", "--resume", str(run), "--hidden", "32,32"], capsys, workdir, "--hidden")
+    fails(["train", "--resume", str(run), "--preset", "rainbow-lite"], capsys, workdir,
+          "--preset", "drop --preset")
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
 
 

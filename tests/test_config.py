@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from fastdqn.config import ATARI, VECTOR, TrainConfig, linear_schedule, make_config
+from fastdqn.config import ATARI, RAINBOW_LITE, VECTOR, TrainConfig, linear_schedule, make_config
 from fastdqn.errors import ConfigError
 
 
@@ -72,3 +72,40 @@ def test_linear_schedule_matches_cleanrl():
     for t, expected in [(0, 1.0), (500, 0.505), (1000, 0.01), (5000, 0.01)]:
         assert linear_schedule(1.0, 0.01, 1000, t) == pytest.approx(expected)
     assert linear_schedule(1.0, 1.0, 1000, 10) == 1.0
+
+
+def test_rainbow_lite_preset_on_top_of_each_kind_and_flags_win():
+    atari = make_config(ATARI, {}, cuda_available=False, max_episode_steps=27_000, preset=RAINBOW_LITE)
+    assert (atari.n_step, atari.prioritized, atari.dueling) == (3, True, True)
+    assert (atari.per_alpha, atari.per_beta_start, atari.per_beta_end) == (0.5, 0.4, 1.0)
+    assert (atari.learning_rate, atari.adam_eps) == (6.25e-5, 1.5e-4)
+    assert (atari.buffer_size, atari.target_network_frequency) == (1_000_000, 1000)  # CleanRL's stay
+    vector = make_config(VECTOR, {"n_step": 5}, cuda_available=False, max_episode_steps=500, preset=RAINBOW_LITE)
+    plain = make_config(VECTOR, {}, cuda_available=False, max_episode_steps=500)
+    assert (vector.n_step, vector.prioritized, vector.dueling) == (5, True, True)
+    assert (vector.learning_rate, vector.adam_eps) == (plain.learning_rate, plain.adam_eps)
+    assert (plain.n_step, plain.prioritized, plain.dueling, plain.adam_eps) == (1, False, False, 1e-8)
+    with pytest.raises(ConfigError, match="--preset: expected one of"):
+        make_config(VECTOR, {}, cuda_available=False, max_episode_steps=500, preset="rainbow")
+
+
+def test_prioritized_frames_stay_on_the_host():
+    with pytest.raises(ConfigError, match="--replay-device cuda: the prioritized buffer keeps its frames in host RAM"):
+        TrainConfig(cuda=True, replay_device="cuda", prioritized=True)
+    assert TrainConfig(cuda=True, replay_device="auto", prioritized=True).prioritized
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_step", 0, "--n-step: expected a positive int, got 0"),
+    ("n_step", 2.0, "--n-step: expected a positive int, got 2.0"),
+    ("per_alpha", float("inf"), "--per-alpha: expected a number >= 0, got inf"),
+    ("per_beta_start", -0.1, "--per-beta-start: expected a number in [0, 1], got -0.1"),
+    ("per_beta_end", True, "--per-beta-end: expected a number in [0, 1], got True"),
+    ("per_eps", 0.0, "--per-eps: expected a number > 0, got 0.0"),
+    ("adam_eps", "1e-8", "--adam-eps: expected a number > 0, got '1e-8'"),
+    ("prioritized", 1, "--prioritized: expected True or False, got 1"),
+])
+def test_replay_option_errors_name_the_flag(field, value, message):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**{field: value})
+    assert str(err.value) == message

@@ -13,6 +13,7 @@ from fastdqn import ReplayBatch, ReplayBuffer
 from fastdqn.batch import allocate_batch
 from fastdqn.config import TrainConfig
 from fastdqn.envs import env_info, make_envs
+from fastdqn.errors import ConfigError
 from fastdqn.feeder import BlockLayout, CudaTransfer, Feeder, numpy_view
 from fastdqn.learner import Learner
 from fastdqn.networks import MLP
@@ -237,3 +238,51 @@ def test_cuda_graph_learner_fed_by_the_feeder_equals_cpu_eager():
             batch = feeder.next()
             want = float(cpu.update(buf.gather(batch.index))["td_loss"])
             assert float(gpu.update(batch)["td_loss"]) == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+def test_prioritized_draws_take_beta_from_the_callable_once_per_draw():
+    from fastdqn.prioritized import PrioritizedReplayBuffer
+
+    stream, _ = stamped_stream(2, 60, seed=5)
+    buf = PrioritizedReplayBuffer(2 * 40, (K, *FRAME), 2, frame_stack=K, seed=3)
+    for kwargs in stream:
+        buf.add(**kwargs)
+    buf.update_priorities(buf.sample(16).index, np.linspace(0.1, 5.0, 16))  # unequal priorities
+    betas = iter([0.0, 0.5, 1.0, 0.25])
+    asked = []
+
+    def beta():
+        asked.append(next(betas))
+        return asked[-1]
+
+    with Feeder(buf, 8, prefetch=True, beta=beta) as feeder:
+        for i in range(3):
+            batch = feeder.next()
+            feeder.settle()
+            assert len(asked) == i + 2  # one draw ahead: this batch used the beta asked one draw ago
+            # gather's weights are those at beta = 1; at beta b they are that to the power b
+            want = buf.gather(batch.index).weight.astype(np.float64) ** asked[i]
+            np.testing.assert_allclose(batch.weight, want, rtol=1e-5)
+    with pytest.raises(ConfigError, match="beta: only a prioritized buffer"):
+        Feeder(ReplayBuffer(80, (K, *FRAME), 2, frame_stack=K), 8, beta=lambda: 0.5)
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_a_restored_draw_is_handed_out_before_the_next_draw(prefetch, tmp_path):
+    stream, _ = stamped_stream(2, 60, seed=8)
+    buf = ReplayBuffer(2 * 40, (K, *FRAME), 2, frame_stack=K, seed=4)
+    for kwargs in stream:
+        buf.add(**kwargs)
+    with Feeder(buf, 6, prefetch=prefetch) as feeder:
+        feeder.next()
+        index, weight = feeder.pending_draw()
+        assert weight is None  # uniform replay has no weights
+        buf.save(tmp_path / "replay.bin")  # as a checkpoint does: the sampler after the pending draw
+        expected = [np.array(feeder.next().index) for _ in range(3)]
+    with Feeder(ReplayBuffer.load(tmp_path / "replay.bin"), 6, prefetch=prefetch) as resumed:
+        resumed.restore_draw(index)
+        got = [np.array(resumed.next().index) for _ in range(3)]
+        with pytest.raises(ConfigError, match="restore_draw: a batch is already drawn"):
+            resumed.restore_draw(index)
+    for want, have in zip(expected, got):
+        np.testing.assert_array_equal(have, want)

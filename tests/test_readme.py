@@ -97,3 +97,27 @@ def test_cleanrl_flag_list_is_accepted_by_train():
     flags = {f for item in listed for f in item.split("/")}
     assert {"--env-id", "--seed", "--total-timesteps", "--cuda", "--no-cuda"} <= flags
     assert flags <= _train_options(), sorted(flags - _train_options())
+
+
+def test_rainbow_lite_presets_table_is_the_resolved_preset():
+    from fastdqn.config import RAINBOW_LITE
+
+    start = README.index("| | `double-dqn` (the default)")
+    rows = {}
+    for line in README[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        rows[cells[0]] = cells[1:]
+    for column, kind in ((1, ATARI), (2, VECTOR)):
+        c = make_config(kind, {}, cuda_available=False, max_episode_steps=1000, preset=RAINBOW_LITE)
+        assert _numbers(rows["targets"][column]) == [c.n_step] and c.double_dqn
+        assert _numbers(rows["replay"][column]) == [c.per_alpha, c.per_beta_start, c.per_beta_end]
+        assert c.prioritized and c.dueling and "dueling" in rows["network"][column]
+        loss, eps = rows["loss, per-eps"][column].split(", ")
+        assert (loss, float(eps)) == (c.loss, c.per_eps)
+    atari = make_config(ATARI, {}, cuda_available=False, max_episode_steps=1000, preset=RAINBOW_LITE)
+    assert _numbers(rows["Adam lr, eps"][1]) == [atari.learning_rate, atari.adam_eps]
+    plain = _resolved(ATARI)
+    assert _numbers(rows["Adam lr, eps"][0]) == [plain.learning_rate, plain.adam_eps]
+    assert (plain.n_step, plain.prioritized, plain.dueling) == (1, False, False)

@@ -77,6 +77,23 @@ def test_cartpole_learns_within_100k_steps(tmp_path):
     assert evals[-1]["eval_return_mean"] >= 475, evals
 
 
+@pytest.mark.slow
+def test_cartpole_learns_within_100k_steps_with_n_step_prioritized_dueling(tmp_path):
+    """--preset rainbow-lite (3-step targets, prioritized replay, dueling MLP on top of the vector
+    preset) solves CartPole-v1 too: greedy mean >= 475 over 10 games after 100k steps."""
+    run = tmp_path / "cartpole"
+    result = subprocess.run(fastdqn("train", "--env-id", "CartPole-v1", "--preset", "rainbow-lite",
+                                    "--seed", CARTPOLE_SEED, "--run-dir", run, "--no-progress"),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert (config["n_step"], config["prioritized"], config["dueling"]) == (3, True, True)
+    assert config["total_timesteps"] <= 100_000 and config["eval_epsilon"] == 0.0
+    evals = [r for r in records(run) if "eval_return_mean" in r]
+    assert evals[-1]["global_step"] == config["total_timesteps"]
+    assert evals[-1]["eval_return_mean"] >= 475, evals
+
+
 PONG = ["train", "--env-id", "Pong-v5", "--num-envs", 4, "--buffer-size", 2000, "--batch-size", 32,
         "--learning-starts", 800, "--train-frequency", 8, "--target-network-frequency", 400,
         "--exploration-fraction", 1.0, "--no-compile", "--torch-threads", 1, "--eval-episodes", 0,

@@ -1,0 +1,78 @@
+"""``fastdqn bench --sections rainbow``: the full trainer with n-step targets and prioritized
+replay, and with a dueling network on top, beside plain Double DQN, in one run.
+
+The three trainers start past ``learning_starts`` on buffers filled the same way, and their
+repeats are taken in turn (``measure_interleaved``), so their ratio holds up on a busy
+machine. The prioritized run's phase shares say where its extra time goes: ``sample``
+(drawing from the sum tree, filling n-step windows), ``priorities`` (writing the TD errors
+back) and ``learn``. The first comparison is the replay's cost alone; the second adds the
+dueling head's, which is learner work (its two streams double the MLP's last hidden layer).
+"""
+
+from __future__ import annotations
+
+from fastdqn.measure import Figure, measure_interleaved, paired_ratio
+
+N_STEP = 3
+EPSILON = 0.05
+
+
+def _buffer(ctx, prioritized: bool):
+    from fastdqn.prioritized import PrioritizedReplayBuffer
+    from fastdqn.replay import ReplayBuffer
+
+    info, a = ctx.info, ctx.args
+    kind, extra = (PrioritizedReplayBuffer, dict(alpha=0.5, n_step=N_STEP)) if prioritized else (ReplayBuffer, {})
+    return kind(ctx.sizes.replay_capacity, info.obs_shape, a.num_envs, obs_dtype=info.obs_dtype,
+                frame_stack=info.frame_stack, seed=a.seed, **extra)
+
+
+def _learner(ctx, dueling: bool, compile: bool):
+    from fastdqn.learner import Learner
+    from fastdqn.networks import q_network_for
+
+    return Learner(q_network_for(ctx.info, dueling=dueling), compile=compile, device=ctx.args.device,
+                   batch_size=ctx.args.batch_size, double_dqn=True, seed=ctx.args.seed)
+
+
+def section_rainbow(ctx) -> list[Figure]:
+    """Env steps/s of the trainer with --n-step 3 --prioritized --dueling against plain Double DQN."""
+    from fastdqn.bench import TrainerRuns, train_config
+    from fastdqn.trainer import Trainer
+
+    a, s = ctx.args, ctx.sizes
+    compiled = not (a.no_compile or a.quick)
+    fill = -(-s.learning_starts // a.num_envs) * a.num_envs  # env steps of random acting first
+    per = dict(n_step=N_STEP, prioritized=True, per_alpha=0.5)
+    options = {"plain": {}, "nstep_per": per, "all": dict(per, dueling=True)}
+    runs = {}
+    for name, extra in options.items():
+        buffer = _buffer(ctx, bool(extra))
+        learner = _learner(ctx, extra.get("dueling", False), compiled)
+        envs = ctx.make_envs()
+        trainer = Trainer(envs, buffer, learner, train_config(ctx, total_timesteps=fill, start_e=1.0, end_e=1.0,
+                                                              learning_starts=fill, **extra))
+        trainer.train()
+        envs.close()
+        runs[name] = TrainerRuns(ctx, buffer, learner, s.train_steps, trainer.state_dict(),
+                                 start_e=EPSILON, end_e=EPSILON, learning_starts=fill, **extra)
+    stats = measure_interleaved({name: r.case() for name, r in runs.items()}, s.repeats)
+    for r in runs.values():
+        r.close()
+    mode = "compiled" if compiled else "eager"
+
+    def shares(name: str) -> str:
+        return ", ".join(f"{k} {runs[name].share(k).median:.0%}" for k in ("sample", "learn", "priorities", "wait"))
+
+    def against_plain(name: str, what: str) -> Figure:
+        ratio = paired_ratio(stats[name], stats["plain"])
+        return Figure.of(f"rainbow.{name}", "env steps/s", stats[name], ceiling=stats["plain"].median,
+                         ceiling_name="plain (same run)",
+                         note=f"{what}, {mode}; {shares(name)}; paired ratio {ratio.median:.2f} ±{ratio.spread:.2f}")
+
+    return [
+        Figure.of("rainbow.plain", "env steps/s", stats["plain"],
+                  note=f"Double DQN, uniform replay, {mode}; {shares('plain')}"),
+        against_plain("nstep_per", f"--n-step {N_STEP} --prioritized (the replay's cost)"),
+        against_plain("all", f"--n-step {N_STEP} --prioritized --dueling (and the dueling head's)"),
+    ]

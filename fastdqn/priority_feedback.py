@@ -1,0 +1,107 @@
+"""``PriorityFeedback``: each update's TD errors written back as priorities, one update late.
+
+The trainer calls ``push(batch.index, td_error)`` right after launching update ``i``. It
+
+1. waits for the host copy of update ``i - 1``'s TD errors (its event) and writes them
+   with ``buffer.update_priorities(index, |td_error|)``; the buffer owns ``eps`` and
+   ``alpha`` and turns them into ``(|td_error| + eps) ** alpha``;
+2. starts a ``non_blocking`` copy of update ``i``'s ``td_error`` into a pinned host tensor
+   and records an event after it.
+
+On CUDA step 1 waits for update ``i - 1`` while update ``i`` is already queued behind it,
+so the stream never runs dry for it and nothing syncs on the update being launched. On the
+CPU the copy is immediate and the event does nothing; the order, and so the run, is the same.
+
+How stale the priorities are: the ``Feeder`` draws batch ``j`` when it hands out batch
+``j - 1``, before update ``j - 1`` runs (with prefetch on or off), and by then ``push``
+has written the errors of updates up to ``j - 3``. So every draw lacks exactly the errors
+of the two updates before it: ``j - 2`` (waiting in pinned memory) and ``j - 1`` (not yet
+run). A transition sampled for update ``i`` keeps its old priority for the draws of
+batches ``i + 1`` and ``i + 2`` and has its new one from batch ``i + 3`` on. Its id may
+be overwritten meanwhile; ``update_priorities`` skips such ids.
+
+``state_dict()`` holds the pending errors (plain tensors, for checkpoints) so that a
+resumed run writes them at the same update as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+class _HostEvent:
+    """The CPU's event: a copy on the host is done when it returns."""
+
+    def record(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+class PriorityFeedback:
+    """Writes the TD errors of update ``i`` into ``buffer`` when update ``i + 1`` is launched.
+
+    ``host``, ``copy`` and ``event`` are parameters so that the ordering can be checked
+    without a GPU (tests pass stand-ins); ``for_device`` builds the real ones.
+    """
+
+    def __init__(self, buffer, batch_size: int, *, host: torch.Tensor,
+                 copy: Callable[[torch.Tensor, torch.Tensor], object], event: Callable[[], object]) -> None:
+        self.buffer = buffer
+        self._host = host  # (B,) float32: the pending update's |td_error|
+        self._index = np.zeros(batch_size, np.int64)  # its transition ids
+        self._copy, self._event = copy, event
+        self._pending = None  # the event after the pending copy, or None when nothing is pending
+
+    @classmethod
+    def for_device(cls, buffer, batch_size: int, device) -> "PriorityFeedback":
+        """Pinned memory and CUDA events for a CUDA learner, plain host memory otherwise."""
+        if str(device).startswith("cuda"):
+            host = torch.empty(batch_size, dtype=torch.float32, pin_memory=True)
+            return cls(buffer, batch_size, host=host, event=torch.cuda.Event,
+                       copy=lambda dst, src: dst.copy_(src, non_blocking=True))
+        return cls(buffer, batch_size, host=torch.empty(batch_size, dtype=torch.float32),
+                   copy=lambda dst, src: dst.copy_(src), event=_HostEvent)
+
+    def push(self, index: np.ndarray, td_error: torch.Tensor) -> None:
+        """Write the pending update's priorities, then hold ``td_error`` (``(B,)``, ``|target - Q|``)
+        of the transition ids ``index`` until the next ``push``. Call it with no draw or
+        fill of ``buffer`` running (after ``Feeder.settle()``)."""
+        self.flush()
+        np.copyto(self._index, index)
+        self._copy(self._host, td_error.detach())
+        event = self._event()
+        event.record()
+        self._pending = event
+
+    def flush(self) -> None:
+        """Write the pending priorities now (waiting for their copy), if any."""
+        if self._pending is None:
+            return
+        self._pending.synchronize()
+        self._pending = None
+        self.buffer.update_priorities(self._index, self._host.numpy())
+
+    def state_dict(self) -> dict | None:
+        """The pending ids and TD errors as tensors (waits for their copy), or None."""
+        if self._pending is None:
+            return None
+        self._pending.synchronize()
+        return {"index": torch.from_numpy(self._index.copy()), "td_error": self._host.clone()}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Make ``state`` (from ``state_dict``) the pending priorities; None: nothing pending.
+        Errors of another batch size (a run resumed with a new ``--batch-size``) are written at once."""
+        self._pending = None
+        if state is None:
+            return
+        if state["index"].shape != self._index.shape:
+            self.buffer.update_priorities(state["index"].numpy(), state["td_error"].numpy())
+            return
+        np.copyto(self._index, state["index"].numpy())
+        self._host.copy_(state["td_error"])
+        self._pending = _HostEvent()
