@@ -10,7 +10,8 @@
 # OUT_DIR/summary.txt (one line per part: ok, FAILED (exit status) or skipped):
 #   system.txt        the card, driver, torch, CUDA, numba and envpool versions
 #   pytest-cuda.txt   the CUDA tests (`pytest -m cuda`)
-#   bench.json/.txt   `fastdqn bench --device cuda` (every section)
+#   bench-*.json/.txt `fastdqn bench --device cuda`: learner, feed and device sections
+#                     (90 s), then the n-step + prioritized + dueling section (35 s)
 #   train-*/ *.txt    Breakout-v5 trained for a fixed wall time with 32 envs; stopped with
 #                     SIGINT, which writes a checkpoint, so its metrics.jsonl is complete
 #                     (on the CPU: 3,000 steps with 8 envs, ended by the step count)
@@ -74,15 +75,19 @@ has_cuda=$("$py" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev
 
 if [ "$has_cuda" = 1 ]; then
     device=cuda; cuda_flag=--cuda
-    bench_size=(); [ "$smoke" = 1 ] && bench_size=(--quick --sections learner)
+    # Two bench parts, each with its own limit and JSON, so one that runs long cannot cost
+    # the other's figures: the GPU figures (updates/s, the feed, sampling from GPU frames),
+    # then the cost of n-step + prioritized replay + dueling in the loop.
+    bench_parts=("core:90:--sections learner,feed,device" "rainbow:35:--quick --sections rainbow")
+    [ "$smoke" = 1 ] && bench_parts=("core:60:--quick --sections learner")
     # A fixed wall time (SIGINT at the limit saves a checkpoint): the step rate is the figure.
-    train_seconds=75; [ "$smoke" = 1 ] && train_seconds=20
+    train_seconds=60; [ "$smoke" = 1 ] && train_seconds=20
     steps=100000000; num_envs=32; buffer=200000; starts=20000; log_every=20000; compile=--compile
 else
     note "CUDA: no device visible to torch; the CUDA parts (CUDA tests, CUDA bench, CUDA training) are SKIPPED and the rest runs on the CPU"
     device=cpu; cuda_flag=--no-cuda
-    bench_size=(--quick --sections replay,learner --no-compile --repeats 1)
-    [ "$smoke" = 1 ] && bench_size=(--quick --sections learner --no-compile --repeats 1)
+    bench_parts=("core:150:--quick --sections replay,learner --no-compile --repeats 1")
+    [ "$smoke" = 1 ] && bench_parts=("core:150:--quick --sections learner --no-compile --repeats 1")
     # A fixed number of steps, so a slow start on a busy machine cannot cut the run short;
     # the time limit is only a safety net.
     train_seconds=300; steps=3000; [ "$smoke" = 1 ] && steps=1500
@@ -91,14 +96,18 @@ fi
 
 # ---- the CUDA tests --------------------------------------------------------------------
 if [ "$has_cuda" = 1 ]; then
-    run_part pytest-cuda 150 "$out/pytest-cuda.txt" "$py" -m pytest -q -m cuda tests --benchmark-disable
+    run_part pytest-cuda 100 "$out/pytest-cuda.txt" "$py" -m pytest -q -m cuda tests --benchmark-disable
 else
     note "pytest-cuda: skipped (no CUDA device)"
 fi
 
 # ---- fastdqn bench ---------------------------------------------------------------------
-run_part "bench-$device" 150 "$out/bench.txt" \
-    "$py" -m fastdqn bench --device "$device" --json "$out/bench.json" "${bench_size[@]}"
+for part in "${bench_parts[@]}"; do
+    IFS=: read -r part_name part_limit part_args <<<"$part"
+    read -r -a part_args <<<"$part_args"
+    run_part "bench-$device-$part_name" "$part_limit" "$out/bench-$part_name.txt" \
+        "$py" -m fastdqn bench --device "$device" --json "$out/bench-$part_name.json" "${part_args[@]}"
+done
 
 # ---- Breakout-v5 training for a fixed wall time ------------------------------------------
 # Replay frames on the host; a --replay-device flag, where this version has one, adds a run

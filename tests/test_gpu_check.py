@@ -25,7 +25,7 @@ def test_gpu_check_without_a_gpu_skips_cuda_and_runs_the_rest(tmp_path):
     assert "CUDA parts (CUDA tests, CUDA bench, CUDA training) are SKIPPED" in summary
     assert "pytest-cuda: skipped" in summary and "FAILED" not in summary
     assert "gpu: none" in (tmp_path / "system.txt").read_text()
-    bench = json.loads((tmp_path / "bench.json").read_text())
+    bench = json.loads((tmp_path / "bench-core.json").read_text())
     assert any(f["name"].startswith("learner") for f in bench["figures"])
     records = [json.loads(line) for line in (tmp_path / "train-cpu-replay-default" / "metrics.jsonl")
                .read_text().splitlines()]
