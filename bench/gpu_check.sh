@@ -11,7 +11,7 @@
 #   system.txt        the card, driver, torch, CUDA, numba and envpool versions
 #   pytest-cuda.txt   the CUDA tests (`pytest -m cuda`)
 #   bench-*.json/.txt `fastdqn bench --device cuda`: learner, feed and device sections
-#                     (90 s), then the n-step + prioritized + dueling section (35 s)
+#                     (80 s), then the n-step + prioritized + dueling section (30 s)
 #   train-*/ *.txt    Breakout-v5 trained for a fixed wall time with 32 envs; stopped with
 #                     SIGINT, which writes a checkpoint, so its metrics.jsonl is complete
 #                     (on the CPU: 3,000 steps with 8 envs, ended by the step count)
@@ -78,10 +78,10 @@ if [ "$has_cuda" = 1 ]; then
     # Two bench parts, each with its own limit and JSON, so one that runs long cannot cost
     # the other's figures: the GPU figures (updates/s, the feed, sampling from GPU frames),
     # then the cost of n-step + prioritized replay + dueling in the loop.
-    bench_parts=("core:90:--sections learner,feed,device" "rainbow:35:--quick --sections rainbow")
+    bench_parts=("core:80:--sections learner,feed,device" "rainbow:30:--quick --sections rainbow")
     [ "$smoke" = 1 ] && bench_parts=("core:60:--quick --sections learner")
     # A fixed wall time (SIGINT at the limit saves a checkpoint): the step rate is the figure.
-    train_seconds=60; [ "$smoke" = 1 ] && train_seconds=20
+    train_seconds=50; [ "$smoke" = 1 ] && train_seconds=20
     steps=100000000; num_envs=32; buffer=200000; starts=20000; log_every=20000; compile=--compile
 else
     note "CUDA: no device visible to torch; the CUDA parts (CUDA tests, CUDA bench, CUDA training) are SKIPPED and the rest runs on the CPU"
@@ -96,7 +96,7 @@ fi
 
 # ---- the CUDA tests --------------------------------------------------------------------
 if [ "$has_cuda" = 1 ]; then
-    run_part pytest-cuda 100 "$out/pytest-cuda.txt" "$py" -m pytest -q -m cuda tests --benchmark-disable
+    run_part pytest-cuda 130 "$out/pytest-cuda.txt" "$py" -m pytest -q -m cuda tests --benchmark-disable
 else
     note "pytest-cuda: skipped (no CUDA device)"
 fi
