@@ -27,8 +27,11 @@ advances the host counts before the device writes land. A ``Feeder`` samples suc
 buffer in the calling thread; on CUDA the work is queued on the current stream anyway.
 
 ``save`` writes the NumPy buffer's file (its ``kind`` is ``ReplayBuffer``), so either
-class loads what either saved. Prioritized replay has no device variant yet: use
-``PrioritizedReplayBuffer`` (frames on the host).
+class loads what either saved. Prioritized replay with the frames on a device is
+``fastdqn.device_prioritized.DevicePrioritizedReplayBuffer``: this class with
+``PrioritizedReplayBuffer`` behind it in the MRO, so ``__init__`` and ``draw`` pass on the
+keywords they do not know (``alpha``, ``eps``, ``beta``) and batches take the buffer's
+``batch_type`` (its ``weight`` a device view of the plan block like the other scalar fields).
 
 Importing this module imports torch; ``fastdqn.replay`` does not.
 """
@@ -142,7 +145,8 @@ class DeviceReplayBuffer(ReplayBuffer):
     ``device``: ``"cuda"``, ``"cuda:N"`` or ``"cpu"`` (frames in a torch CPU tensor: what
     the tests check bit for bit against ``ReplayBuffer``). Before allocating on CUDA the
     free device memory is checked against the frames plus ``headroom`` bytes
-    (``DEFAULT_HEADROOM``); ``DeviceMemoryError`` says what to change.
+    (``DEFAULT_HEADROOM``); ``DeviceMemoryError`` says what to change. ``options``: keywords
+    of a host buffer class behind this one in a subclass's MRO (``alpha``, ``eps``).
     """
 
     def __init__(self, capacity: int, obs_shape, num_envs: int, *, device, obs_dtype=np.uint8,
