@@ -11,29 +11,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastdqn.batch import PrioritizedBatch
 from fastdqn.device_prioritized import DevicePrioritizedReplayBuffer
 from fastdqn.feeder import Feeder
 from fastdqn.prioritized import PrioritizedReplayBuffer
-from test_device_replay import stream
-from test_replay import FakeEnvs, draw_step, obs_shape
+from test_device_replay import assert_identical, drawn_stream, loaded_both_ways, stream
 
 NO_JIT = numba.config.DISABLE_JIT
-
-
-def host(batch) -> PrioritizedBatch:
-    """A batch's fields as NumPy arrays (device tensors copied to the host)."""
-    assert isinstance(batch, PrioritizedBatch)
-    return PrioritizedBatch(*(x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in batch))
-
-
-def assert_identical(a, b) -> None:
-    """Same fields (weight included), dtypes, shapes and bytes."""
-    a, b = host(a), host(b)
-    for name in PrioritizedBatch._fields:
-        x, y = getattr(a, name), getattr(b, name)
-        assert x.dtype == y.dtype and x.shape == y.shape, name
-        assert x.tobytes() == y.tobytes(), name
 
 
 def pair(capacity, shape, num_envs, **kw):
@@ -67,22 +50,10 @@ def compare(ref, dev, B: int, beta: float, priorities: np.ndarray) -> None:
 @given(data=st.data(), k=st.integers(1, 4), n=st.integers(1, 4),
        dtype=st.sampled_from([np.uint8, np.float32]))
 def test_streams_give_the_host_buffers_batches(data, k, n, dtype):
-    if k > 1:
-        dtype = np.uint8
-    num_envs = data.draw(st.integers(1, 3), label="num_envs")
-    capacity = data.draw(st.integers(num_envs * k, num_envs * (k + 8)), label="capacity")
-    async_mode = data.draw(st.booleans(), label="async")
-    ref, dev = pair(capacity, obs_shape(k, dtype), num_envs, obs_dtype=dtype, frame_stack=k, n_step=n,
-                    gamma=0.9, alpha=0.7)
-    envs = FakeEnvs(num_envs, k, dtype)
-    rng = np.random.default_rng(0)
-    B = data.draw(st.integers(1, 6), label="batch")
-    for _ in range(data.draw(st.integers(1, 30), label="steps")):
-        ids, obs, nxt, term, trunc, valid = draw_step(data, envs, num_envs, k, async_mode)
-        valid = valid & np.array([data.draw(st.integers(0, 11), label="drop") != 0 for _ in ids])
-        kwargs = dict(obs=obs, next_obs=nxt, action=rng.integers(0, 6, len(ids)),
-                      reward=rng.normal(size=len(ids)).astype(np.float32), terminated=term,
-                      truncated=trunc, env_ids=np.array(ids) if async_mode else None, valid=valid)
+    geometry, dtype, B, adds = drawn_stream(data, k, dtype)
+    ref, dev = pair(*geometry, obs_dtype=dtype, frame_stack=k, n_step=n, gamma=0.9, alpha=0.7)
+    rng = np.random.default_rng(1)
+    for kwargs in adds:
         ref.add(**kwargs)
         dev.add(**kwargs)
         compare(ref, dev, B, beta=float(rng.random()), priorities=rng.exponential(size=B))
@@ -102,13 +73,8 @@ def stream_pair(n_step=1, steps=60):
 @pytest.mark.parametrize("n_step", [1, 3])
 def test_one_file_format_whatever_the_device(tmp_path, n_step):
     ref, dev = stream_pair(n_step=n_step)
-    ref.save(tmp_path / "host.bin")
-    dev.save(tmp_path / "dev.bin")
-    assert (tmp_path / "host.bin").read_bytes() == (tmp_path / "dev.bin").read_bytes()
     # Each file loads onto either side; draws, priorities and later adds continue exactly.
-    as_host = PrioritizedReplayBuffer.load(tmp_path / "dev.bin")
-    as_dev = DevicePrioritizedReplayBuffer.load(tmp_path / "host.bin", device="cpu")
-    assert isinstance(as_dev, DevicePrioritizedReplayBuffer) and as_dev.device == torch.device("cpu")
+    as_host, as_dev = loaded_both_ways(ref, dev, tmp_path)
     assert (as_dev.alpha, as_dev.eps, as_dev.max_priority) == (ref.alpha, ref.eps, ref.max_priority)
     rng = np.random.default_rng(4)
     for t, kwargs in enumerate(stream(90)):

@@ -56,20 +56,17 @@ def test_stacked_stream_gives_the_host_buffers_batches(tmp_path, n_step):
 
 
 def test_prioritized_training_with_gpu_frames_through_the_command_line(tmp_path):
-    """--replay-device cuda with --prioritized trains, saves its buffer and resumes with it."""
+    """--replay-device cuda with --prioritized trains end to end (one short run: the
+    save/load paths are checked above, and gpu_check.sh gives all CUDA tests one budget)."""
     run = tmp_path / "run"
-    common = [sys.executable, "-m", "fastdqn", "train", "--env-id", "CartPole-v1", "--cuda", "--no-compile",
-              "--prioritized", "--n-step", "3", "--replay-device", "cuda", "--learning-starts", "500",
-              "--log-every", "500", "--eval-episodes", "0", "--no-progress", "--save-buffer"]
-    first = subprocess.run(common + ["--total-timesteps", "1500", "--run-dir", str(run)],
-                           capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    assert "frames on the GPU" in first.stdout
+    done = subprocess.run([sys.executable, "-m", "fastdqn", "train", "--env-id", "CartPole-v1", "--cuda",
+                           "--no-compile", "--prioritized", "--n-step", "3", "--replay-device", "cuda",
+                           "--learning-starts", "500", "--log-every", "250", "--eval-episodes", "0",
+                           "--no-progress", "--total-timesteps", "1000", "--run-dir", str(run)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "frames on the GPU" in done.stdout
     assert json.loads((run / "config.json").read_text())["replay_device"] == "cuda"
-    resumed = subprocess.run(common + ["--total-timesteps", "2500", "--resume", str(run)],
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    assert "with the saved replay buffer" in resumed.stdout and "frames on the GPU" in resumed.stdout
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["td_loss"] for r in records if "td_loss" in r]
-    assert len(losses) >= 3 and all(np.isfinite(losses))
+    assert len(losses) >= 2 and all(np.isfinite(losses))
