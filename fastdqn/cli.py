@@ -430,22 +430,24 @@ def _replay_bytes(config: TrainConfig, info) -> int:
 
     args = (config.buffer_size, info.obs_shape, config.num_envs)
     kwargs = dict(obs_dtype=info.obs_dtype, frame_stack=info.frame_stack)
+    plain = ReplayBuffer.required_bytes(*args, **kwargs)
+    total = plain
     if config.replay_device == "cuda":
         from fastdqn.device_replay import host_bytes
 
-        return host_bytes(*args, **kwargs)
-    if config.prioritized:
+        total = host_bytes(*args, **kwargs)
+    if config.prioritized:  # plus the priority trees, on the host wherever the frames are
         from fastdqn.prioritized import PrioritizedReplayBuffer
 
-        return PrioritizedReplayBuffer.required_bytes(*args, **kwargs)
-    return ReplayBuffer.required_bytes(*args, **kwargs)
+        total += PrioritizedReplayBuffer.required_bytes(*args, **kwargs) - plain
+    return total
 
 
 def _replay_device(config: TrainConfig, info) -> str:
     """Where this run keeps the replay frames: ``--replay-device``, with ``auto`` resolved to
     cuda when training on CUDA and the frames fit beside the networks, else cpu."""
-    if not config.cuda or config.replay_device == "cpu" or config.prioritized:
-        return "cpu"  # (the prioritized buffer keeps its frames on the host)
+    if not config.cuda or config.replay_device == "cpu":
+        return "cpu"
     import torch
 
     from fastdqn.device_replay import DEFAULT_HEADROOM, check_device_memory, device_bytes
@@ -466,14 +468,18 @@ def _replay_device(config: TrainConfig, info) -> str:
 def _replay_type(config: TrainConfig) -> tuple[type, dict]:
     """The replay buffer class for ``config.replay_device`` (and ``--prioritized``) and the
     keywords that place its frames."""
+    if config.replay_device == "cuda":
+        if config.prioritized:
+            from fastdqn.device_prioritized import DevicePrioritizedReplayBuffer
+
+            return DevicePrioritizedReplayBuffer, {"device": config.device}
+        from fastdqn.device_replay import DeviceReplayBuffer
+
+        return DeviceReplayBuffer, {"device": config.device}
     if config.prioritized:
         from fastdqn.prioritized import PrioritizedReplayBuffer
 
         return PrioritizedReplayBuffer, {}
-    if config.replay_device == "cuda":
-        from fastdqn.device_replay import DeviceReplayBuffer
-
-        return DeviceReplayBuffer, {"device": config.device}
     from fastdqn.replay import ReplayBuffer
 
     return ReplayBuffer, {}

@@ -142,9 +142,6 @@ class TrainConfig:
         if self.replay_device == "cuda" and not self.cuda:
             raise ConfigError("--replay-device cuda: the learner runs on the CPU; pass --cuda, or "
                               "--replay-device cpu")
-        if self.replay_device == "cuda" and self.prioritized:
-            raise ConfigError("--replay-device cuda: the prioritized buffer keeps its frames in host RAM; "
-                              "drop --prioritized, or pass --replay-device cpu (or auto)")
         if not isinstance(self.hidden, tuple) or not self.hidden or any(
                 isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
             raise ConfigError(f"--hidden: expected positive layer widths like 120,84, got {self.hidden!r}")

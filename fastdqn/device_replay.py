@@ -27,8 +27,11 @@ advances the host counts before the device writes land. A ``Feeder`` samples suc
 buffer in the calling thread; on CUDA the work is queued on the current stream anyway.
 
 ``save`` writes the NumPy buffer's file (its ``kind`` is ``ReplayBuffer``), so either
-class loads what either saved. Prioritized replay has no device variant yet: use
-``PrioritizedReplayBuffer`` (frames on the host).
+class loads what either saved. Prioritized replay with the frames on a device is
+``fastdqn.device_prioritized.DevicePrioritizedReplayBuffer``: this class with
+``PrioritizedReplayBuffer`` behind it in the MRO, so ``__init__`` and ``draw`` pass on the
+keywords they do not know (``alpha``, ``eps``, ``beta``) and batches take the buffer's
+``batch_type`` (its ``weight`` a device view of the plan block like the other scalar fields).
 
 Importing this module imports torch; ``fastdqn.replay`` does not.
 """
@@ -142,12 +145,13 @@ class DeviceReplayBuffer(ReplayBuffer):
     ``device``: ``"cuda"``, ``"cuda:N"`` or ``"cpu"`` (frames in a torch CPU tensor: what
     the tests check bit for bit against ``ReplayBuffer``). Before allocating on CUDA the
     free device memory is checked against the frames plus ``headroom`` bytes
-    (``DEFAULT_HEADROOM``); ``DeviceMemoryError`` says what to change.
+    (``DEFAULT_HEADROOM``); ``DeviceMemoryError`` says what to change. ``options``: keywords
+    of a host buffer class behind this one in a subclass's MRO (``alpha``, ``eps``).
     """
 
     def __init__(self, capacity: int, obs_shape, num_envs: int, *, device, obs_dtype=np.uint8,
                  frame_stack: int = 1, n_step: int = 1, gamma: float = 0.99, seed=None,
-                 headroom: int = DEFAULT_HEADROOM):
+                 headroom: int = DEFAULT_HEADROOM, **options):
         self._device = _torch_device(device)
         self._headroom = _positive_int("headroom", headroom, 0)
         try:
@@ -156,7 +160,7 @@ class DeviceReplayBuffer(ReplayBuffer):
             raise ReplayError(f"obs_dtype: expected a dtype torch can hold, got {obs_dtype!r}; "
                               f"use ReplayBuffer for it") from None
         super().__init__(capacity, obs_shape, num_envs, obs_dtype=obs_dtype, frame_stack=frame_stack,
-                         n_step=n_step, gamma=gamma, seed=seed)
+                         n_step=n_step, gamma=gamma, seed=seed, **options)
         E, F, R = self._num_envs, self._frame_bytes, self._k + 1
         self._before = np.zeros(E, np.int64)
         self._stage = cuda_transfer(lambda empty: (empty((E * R,), np.int64), empty((E * R, F), np.uint8)),
@@ -203,8 +207,8 @@ class DeviceReplayBuffer(ReplayBuffer):
         return self._frames.numel()
 
     def __repr__(self) -> str:
-        return super().__repr__().replace("ReplayBuffer(", "DeviceReplayBuffer(", 1)[:-1] + \
-            f", device={str(self._device)!r})"
+        host = super().__repr__()
+        return f"{type(self).__name__}{host[host.index('('):-1]}, device={str(self._device)!r})"
 
     # -- adding -------------------------------------------------------------------------
 
@@ -233,7 +237,8 @@ class DeviceReplayBuffer(ReplayBuffer):
         key = (B, window)
         if key not in self._plans:
             def make(empty=np.empty) -> ReplayBatch:
-                return allocate_batch(B, (self._k, ID_BYTES), np.uint8, window=window, empty=empty)
+                return allocate_batch(B, (self._k, ID_BYTES), np.uint8, window=window, empty=empty,
+                                      batch_type=self._batch_type)
 
             self._plans[key] = (cuda_transfer(make, self._device, _PLAN_SLOTS), make, [0])
         return self._plans[key]
@@ -261,9 +266,9 @@ class DeviceReplayBuffer(ReplayBuffer):
             parts = [torch.empty((B * k, F), dtype=torch.uint8, device=dev) for _ in range(2)]
             obs, next_obs = (p.view(self._torch_dtype).view(B, *self._obs_shape) for p in parts)
             selects = [(id_view(0, B * k), parts[0]), (id_view(1, B * k), parts[1])]
-        batch = ReplayBatch(obs=obs, next_obs=next_obs, action=plan.action, reward=plan.reward,
-                            terminated=plan.terminated, discount=plan.discount,
-                            index=np.empty(B, np.int64))
+        # Every scalar field is a device view of the plan block; index stays on the host.
+        scalars = {f.name: getattr(plan, f.name) for f in self._batch_type.FIELDS if not f.per_obs}
+        batch = self._batch_type(obs=obs, next_obs=next_obs, **{**scalars, "index": np.empty(B, np.int64)})
         return _Out(batch, window, plan_block, selects)
 
     def _out_for(self, out, B: int) -> _Out:
@@ -294,10 +299,10 @@ class DeviceReplayBuffer(ReplayBuffer):
         np.copyto(entry.batch.index, host.index)
         return entry.batch
 
-    def draw(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
+    def draw(self, batch_size: int, out: ReplayBatch | None = None, **options) -> ReplayBatch:
         entry = self._out_for(out, _positive_int("batch_size", batch_size))
         slot, host, transfer = self._host_plan(entry)
-        super().draw(batch_size, host)
+        super().draw(batch_size, host, **options)
         np.copyto(entry.batch.index, host.index)
         self._drawn = (entry, slot, host, transfer)
         return entry.batch

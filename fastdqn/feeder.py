@@ -249,7 +249,10 @@ class Feeder:
         if self._pending is None:
             return None
         batch = self._host[self._pending[0]]
-        return batch.index.copy(), (batch.weight.copy() if hasattr(batch, "weight") else None)
+        if not hasattr(batch, "weight"):
+            return batch.index.copy(), None
+        weight = batch.weight  # a device tensor when the buffer's frames live on a device
+        return batch.index.copy(), (weight.copy() if isinstance(weight, np.ndarray) else weight.cpu().numpy())
 
     def restore_draw(self, index: np.ndarray, weight: np.ndarray | None = None) -> None:
         """Make the transitions ``index`` (with importance ``weight``, as ``pending_draw``
@@ -262,8 +265,12 @@ class Feeder:
         if self._transfer is not None:
             self._transfer.ready(slot)
         out = self.buffer.gather(index, self._host[slot])
-        if weight is not None:
+        if weight is not None and isinstance(out.weight, np.ndarray):
             np.copyto(out.weight, weight)
+        elif weight is not None:
+            import torch
+
+            out.weight.copy_(torch.from_numpy(np.asarray(weight, np.float32)))
         self._pending = (slot, None)
 
     def settle(self) -> None:

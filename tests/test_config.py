@@ -89,10 +89,11 @@ def test_rainbow_lite_preset_on_top_of_each_kind_and_flags_win():
         make_config(VECTOR, {}, cuda_available=False, max_episode_steps=500, preset="rainbow")
 
 
-def test_prioritized_frames_stay_on_the_host():
-    with pytest.raises(ConfigError, match="--replay-device cuda: the prioritized buffer keeps its frames in host RAM"):
-        TrainConfig(cuda=True, replay_device="cuda", prioritized=True)
+def test_prioritized_frames_may_live_on_the_gpu():
+    assert TrainConfig(cuda=True, replay_device="cuda", prioritized=True).replay_device == "cuda"
     assert TrainConfig(cuda=True, replay_device="auto", prioritized=True).prioritized
+    with pytest.raises(ConfigError, match="--replay-device cuda: the learner runs on the CPU"):
+        TrainConfig(cuda=False, replay_device="cuda", prioritized=True)
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -23,14 +23,15 @@ NO_JIT = numba.config.DISABLE_JIT
 
 
 def host(batch) -> ReplayBatch:
-    """A batch's fields as NumPy arrays (device tensors copied to the host)."""
-    return ReplayBatch(*(x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in batch))
+    """A batch's fields as NumPy arrays (device tensors copied to the host), same batch type."""
+    return type(batch)(*(x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in batch))
 
 
 def assert_identical(a, b) -> None:
-    """Same fields, dtypes, shapes and bytes (NaN frames compare as bytes)."""
+    """Same batch type, fields, dtypes, shapes and bytes (NaN frames compare as bytes)."""
     a, b = host(a), host(b)
-    for name in ReplayBatch._fields:
+    assert type(a) is type(b)
+    for name in type(a)._fields:
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and x.shape == y.shape, name
         assert x.tobytes() == y.tobytes(), name
@@ -61,25 +62,35 @@ def compare(ref: ReplayBuffer, dev: DeviceReplayBuffer, B: int) -> None:
 @given(data=st.data(), k=st.integers(1, 4), n=st.integers(1, 4),
        dtype=st.sampled_from([np.uint8, np.float32]))
 def test_streams_give_the_numpy_buffers_batches(data, k, n, dtype):
+    geometry, dtype, B, adds = drawn_stream(data, k, dtype)
+    ref, dev = pair(*geometry, obs_dtype=dtype, frame_stack=k, n_step=n, gamma=0.9)
+    for kwargs in adds:
+        ref.add(**kwargs)
+        dev.add(**kwargs)
+        compare(ref, dev, B)
+
+
+def drawn_stream(data, k: int, dtype):
+    """A stream drawn by hypothesis: the buffer's (capacity, obs_shape, num_envs), its obs
+    dtype, a batch size, and the add arguments of each step (drawn as the steps are taken)."""
     if k > 1:
         dtype = np.uint8
     num_envs = data.draw(st.integers(1, 3), label="num_envs")
     capacity = data.draw(st.integers(num_envs * k, num_envs * (k + 8)), label="capacity")
     async_mode = data.draw(st.booleans(), label="async")
-    ref, dev = pair(capacity, obs_shape(k, dtype), num_envs, obs_dtype=dtype, frame_stack=k, n_step=n,
-                    gamma=0.9)
-    envs = FakeEnvs(num_envs, k, dtype)
-    rng = np.random.default_rng(0)
     B = data.draw(st.integers(1, 6), label="batch")
-    for _ in range(data.draw(st.integers(1, 30), label="steps")):
-        ids, obs, nxt, term, trunc, valid = draw_step(data, envs, num_envs, k, async_mode)
-        valid = valid & np.array([data.draw(st.integers(0, 11), label="drop") != 0 for _ in ids])
-        kwargs = dict(obs=obs, next_obs=nxt, action=rng.integers(0, 6, len(ids)),
-                      reward=rng.normal(size=len(ids)).astype(np.float32), terminated=term,
-                      truncated=trunc, env_ids=np.array(ids) if async_mode else None, valid=valid)
-        ref.add(**kwargs)
-        dev.add(**kwargs)
-        compare(ref, dev, B)
+
+    def adds():
+        envs = FakeEnvs(num_envs, k, dtype)
+        rng = np.random.default_rng(0)
+        for _ in range(data.draw(st.integers(1, 30), label="steps")):
+            ids, obs, nxt, term, trunc, valid = draw_step(data, envs, num_envs, k, async_mode)
+            valid = valid & np.array([data.draw(st.integers(0, 11), label="drop") != 0 for _ in ids])
+            yield dict(obs=obs, next_obs=nxt, action=rng.integers(0, 6, len(ids)),
+                       reward=rng.normal(size=len(ids)).astype(np.float32), terminated=term,
+                       truncated=trunc, env_ids=np.array(ids) if async_mode else None, valid=valid)
+
+    return (capacity, obs_shape(k, dtype), num_envs), dtype, B, adds()
 
 
 def stream(steps: int):
@@ -107,17 +118,25 @@ def stream_pair(n_step=1, steps=60):
 @pytest.mark.parametrize("n_step", [1, 3])
 def test_one_file_format_whatever_the_device(tmp_path, n_step):
     ref, dev = stream_pair(n_step=n_step)
-    ref.save(tmp_path / "host.bin")
-    dev.save(tmp_path / "dev.bin")
-    assert (tmp_path / "host.bin").read_bytes() == (tmp_path / "dev.bin").read_bytes()
     # Each file loads onto either side and sampling continues exactly.
-    as_host = ReplayBuffer.load(tmp_path / "dev.bin")
-    as_dev = DeviceReplayBuffer.load(tmp_path / "host.bin", device="cpu")
-    assert isinstance(as_dev, DeviceReplayBuffer) and as_dev.device == torch.device("cpu")
+    as_host, as_dev = loaded_both_ways(ref, dev, tmp_path)
     for _ in range(3):
         expected = ref.sample(8)
         assert_identical(expected, as_host.sample(8))
         assert_identical(expected, as_dev.sample(8))
+
+
+def loaded_both_ways(ref, dev, tmp_path) -> tuple:
+    """``ref`` (host) and ``dev`` (device="cpu") saved: the two files are the same bytes; the
+    device buffer's file loaded by the host class and the host buffer's by the device class."""
+    ref.save(tmp_path / "host.bin")
+    dev.save(tmp_path / "dev.bin")
+    assert (tmp_path / "host.bin").read_bytes() == (tmp_path / "dev.bin").read_bytes()
+    as_host = type(ref).load(tmp_path / "dev.bin")
+    as_dev = type(dev).load(tmp_path / "host.bin", device="cpu")
+    assert type(as_host) is type(ref) and type(as_dev) is type(dev)
+    assert as_dev.device == torch.device("cpu")
+    return as_host, as_dev
 
 
 def test_adds_after_load_continue_the_stacks(tmp_path):

@@ -9,11 +9,13 @@ import json
 import pytest
 import torch
 
-from fastdqn.cli import _replay_device, _replay_type, _resume_config, main
+from fastdqn.cli import _replay_bytes, _replay_device, _replay_type, _resume_config, main
 from fastdqn.config import TrainConfig
-from fastdqn.device_replay import DEFAULT_HEADROOM, DeviceReplayBuffer, device_bytes
+from fastdqn.device_prioritized import DevicePrioritizedReplayBuffer
+from fastdqn.device_replay import DEFAULT_HEADROOM, DeviceReplayBuffer, device_bytes, host_bytes
 from fastdqn.envs import env_info
 from fastdqn.errors import ConfigError, DeviceMemoryError
+from fastdqn.prioritized import PrioritizedReplayBuffer
 from fastdqn.replay import ReplayBuffer
 
 from cli_errors import fails
@@ -40,8 +42,9 @@ def test_cuda_frames_without_a_gpu(capsys, workdir):
     fails(CARTPOLE + ["--cuda", "--replay-device", "cuda"], capsys, workdir, "--cuda", "no CUDA device")
 
 
-def breakout(replay_device: str, cuda: bool = True) -> TrainConfig:
-    return TrainConfig(env_id="Breakout-v5", buffer_size=100_000, cuda=cuda, replay_device=replay_device)
+def breakout(replay_device: str, cuda: bool = True, prioritized: bool = False) -> TrainConfig:
+    return TrainConfig(env_id="Breakout-v5", buffer_size=100_000, cuda=cuda, replay_device=replay_device,
+                       prioritized=prioritized)
 
 
 def test_auto_puts_the_frames_on_the_gpu_only_when_they_fit(monkeypatch):
@@ -55,8 +58,10 @@ def test_auto_puts_the_frames_on_the_gpu_only_when_they_fit(monkeypatch):
     assert _replay_device(breakout("cuda"), info) == "cuda"
     assert _replay_device(breakout("cpu"), info) == "cpu"
     assert _replay_device(breakout("auto", cuda=False), info) == "cpu"
+    assert _replay_device(breakout("auto", prioritized=True), info) == "cuda"  # trees stay on the host
     free["bytes"] = frames + DEFAULT_HEADROOM  # no room left for the networks
     assert _replay_device(breakout("auto"), info) == "cpu"
+    assert _replay_device(breakout("auto", prioritized=True), info) == "cpu"
     with pytest.raises(DeviceMemoryError) as err:
         _replay_device(breakout("cuda"), info)
     assert str(err.value).startswith("--replay-device cuda: the replay frames need 0.7")
@@ -66,6 +71,19 @@ def test_auto_puts_the_frames_on_the_gpu_only_when_they_fit(monkeypatch):
 def test_the_buffer_type_follows_the_choice():
     assert _replay_type(breakout("cuda")) == (DeviceReplayBuffer, {"device": "cuda"})
     assert _replay_type(breakout("cpu")) == (ReplayBuffer, {})
+    assert _replay_type(breakout("cuda", prioritized=True)) == (DevicePrioritizedReplayBuffer, {"device": "cuda"})
+    assert _replay_type(breakout("cpu", prioritized=True)) == (PrioritizedReplayBuffer, {})
+
+
+def test_host_memory_counts_the_priority_trees_wherever_the_frames_are():
+    info = env_info("Breakout-v5")
+    args = (100_000, info.obs_shape, 8)
+    trees = PrioritizedReplayBuffer.required_bytes(*args, frame_stack=4) - \
+        ReplayBuffer.required_bytes(*args, frame_stack=4)
+    assert trees > 0
+    assert _replay_bytes(breakout("cpu", prioritized=True), info) == ReplayBuffer.required_bytes(*args, frame_stack=4) + trees
+    assert _replay_bytes(breakout("cuda", prioritized=True), info) == host_bytes(*args, frame_stack=4) + trees
+    assert _replay_bytes(breakout("cuda"), info) == host_bytes(*args, frame_stack=4)
 
 
 def test_summary_and_config_name_where_the_frames_are(capsys, workdir):
