@@ -120,7 +120,7 @@ def torch_view(block, offset: int, shape: tuple, dtype: np.dtype):
     return block[offset:offset + n].view(torch.from_numpy(np.empty(0, dtype)).dtype).view(shape)
 
 
-class _Done:
+class HostEvent:
     """The event of a copy that finished when it returned (a CPU "device")."""
 
     def record(self) -> None:
@@ -143,7 +143,7 @@ def cuda_transfer(make_batch: Callable, device, slots: int) -> CudaTransfer:
         device_block=lambda n: torch.empty(n, dtype=torch.uint8, device=device),
         as_numpy=lambda t: t.numpy(), device_view=torch_view,
         copy=lambda dst, src: dst.copy_(src, non_blocking=True),
-        event=torch.cuda.Event if cuda else _Done,
+        event=torch.cuda.Event if cuda else HostEvent,
     )
 
 
@@ -227,11 +227,16 @@ class Feeder:
         self._start(background=self.prefetch)
         return batch
 
-    def _start(self, background: bool) -> None:
+    def _take_slot(self) -> int:
+        """The next host batch in turn, once the copy out of it (if any) has finished."""
         slot = self._next_slot
         self._next_slot = (slot + 1) % len(self._host)
         if self._transfer is not None:
             self._transfer.ready(slot)
+        return slot
+
+    def _start(self, background: bool) -> None:
+        slot = self._take_slot()
         if self._beta is None:
             out = self.buffer.draw(self.batch_size, self._host[slot])
         else:
@@ -260,10 +265,7 @@ class Feeder:
         continues with the batch the interrupted one had drawn. Call it before ``next()``."""
         if self._pending is not None:
             raise ConfigError("restore_draw: a batch is already drawn; call it before the first next()")
-        slot = self._next_slot
-        self._next_slot = (slot + 1) % len(self._host)
-        if self._transfer is not None:
-            self._transfer.ready(slot)
+        slot = self._take_slot()
         out = self.buffer.gather(index, self._host[slot])
         if weight is not None and isinstance(out.weight, np.ndarray):
             np.copyto(out.weight, weight)

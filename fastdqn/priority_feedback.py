@@ -31,15 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-
-class _HostEvent:
-    """The CPU's event: a copy on the host is done when it returns."""
-
-    def record(self) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        pass
+from fastdqn.feeder import HostEvent
 
 
 class PriorityFeedback:
@@ -60,12 +52,10 @@ class PriorityFeedback:
     @classmethod
     def for_device(cls, buffer, batch_size: int, device) -> "PriorityFeedback":
         """Pinned memory and CUDA events for a CUDA learner, plain host memory otherwise."""
-        if str(device).startswith("cuda"):
-            host = torch.empty(batch_size, dtype=torch.float32, pin_memory=True)
-            return cls(buffer, batch_size, host=host, event=torch.cuda.Event,
-                       copy=lambda dst, src: dst.copy_(src, non_blocking=True))
-        return cls(buffer, batch_size, host=torch.empty(batch_size, dtype=torch.float32),
-                   copy=lambda dst, src: dst.copy_(src), event=_HostEvent)
+        cuda = str(device).startswith("cuda")
+        host = torch.empty(batch_size, dtype=torch.float32, pin_memory=cuda)
+        return cls(buffer, batch_size, host=host, event=torch.cuda.Event if cuda else HostEvent,
+                   copy=lambda dst, src: dst.copy_(src, non_blocking=cuda))
 
     def push(self, index: np.ndarray, td_error: torch.Tensor) -> None:
         """Write the pending update's priorities, then hold ``td_error`` (``(B,)``, ``|target - Q|``)
@@ -104,4 +94,4 @@ class PriorityFeedback:
             return
         np.copyto(self._index, state["index"].numpy())
         self._host.copy_(state["td_error"])
-        self._pending = _HostEvent()
+        self._pending = HostEvent()
