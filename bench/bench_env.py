@@ -1,7 +1,7 @@
 """EnvPool stepping: the ceiling of every loop that fastdqn runs.
 
 Group ``env.step``: random-action steps of 8 Breakout-v5 envs, through ``envpool.make`` with
-EnvPool's own defaults (the plain baseline), through ``fastdqn.envs.make_envs`` (the
+EnvPool's own defaults (the plain baseline), through ``fastdqn.run.envs.make_envs`` (the
 settings the trainer uses) in sync mode, and in async mode (batches of 4).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastdqn.envs import make_envs
+from fastdqn.run.envs import make_envs
 from benchutil import record_rate
 
 NUM_ENVS = 8

@@ -1,7 +1,7 @@
 """Replay against the buffers people would otherwise pick, on a recorded Breakout-v5 stream.
 
 Same data for everyone: a stream of 8 Breakout-v5 envs under random actions, recorded
-once through ``fastdqn.envs.make_envs`` (``episodic_life=True``, so it holds life losses
+once through ``fastdqn.run.envs.make_envs`` (``episodic_life=True``, so it holds life losses
 and real resets). Groups ``replay.peers.add``, ``replay.peers.sample.32`` and
 ``replay.peers.sample.256`` hold fastdqn, the NumPy full-stack baseline and each peer that
 is installed (``pip install -e ".[peers]"``; a missing one is skipped):
@@ -44,8 +44,8 @@ NUM_ACTIONS = 4
 
 def record_stream(vector_steps: int, seed: int = 0) -> list[dict]:
     """Breakout-v5 under random actions, one dict of ``ReplayBuffer.add`` arguments per vector step."""
-    from fastdqn.bench import record_envpool_stream
-    from fastdqn.envs import make_envs
+    from fastdqn.tools.bench.sections import record_envpool_stream
+    from fastdqn.run.envs import make_envs
 
     rng = np.random.default_rng(seed)
     actions = rng.integers(0, NUM_ACTIONS, size=(vector_steps, NUM_ENVS))
@@ -92,7 +92,7 @@ class FastDQN:
     note = "frames stored once per env"
 
     def __init__(self, capacity: int, seed: int = 0):
-        from fastdqn.replay import ReplayBuffer
+        from fastdqn.replay.buffer import ReplayBuffer
 
         self.buf = ReplayBuffer(capacity, OBS_SHAPE, NUM_ENVS, frame_stack=4, seed=seed)
         self.out = {}
@@ -116,7 +116,7 @@ class NumpyFullStack:
     note = "baseline: two full stacks per transition"
 
     def __init__(self, capacity: int, seed: int = 0):
-        from fastdqn.baselines import NumpyStackBuffer
+        from fastdqn.tools.bench.baselines import NumpyStackBuffer
 
         self.buf = NumpyStackBuffer(capacity, OBS_SHAPE, np.uint8, seed=seed)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fastdqn import ReplayBuffer
-from fastdqn.baselines import NumpyStackBuffer
+from fastdqn.tools.bench.baselines import NumpyStackBuffer
 
 NUM_ENVS = 8
 STACK = 4

@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     import torch
 
     from fastdqn.integrations.sb3_stream import atari_vec_env, record_sb3_stream
-    from fastdqn.measure import cpu_model
+    from fastdqn.tools.bench.measure import cpu_model
 
     torch.set_num_threads(args.torch_threads)
     print(f"{cpu_model()}, {platform.platform()}, torch threads {args.torch_threads}\n")

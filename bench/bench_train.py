@@ -2,7 +2,7 @@
 
 Group ``train.collect``: raw EnvPool stepping with random actions (the ceiling) beside the
 trainer with learning off and epsilon 1 (the pure cost of the loop and of storing).
-Group ``train.loop``: the naive DQN loop (``fastdqn.baselines.NaiveDQNLoop``: per-step
+Group ``train.loop``: the naive DQN loop (``fastdqn.tools.bench.baselines.NaiveDQNLoop``: per-step
 tensor conversion, NumPy full-stack buffer, eager update) beside the trainer with its
 compiled learner, both past ``learning_starts`` at CleanRL's replay ratio (one update per
 4 env steps), epsilon 0.05.
@@ -16,13 +16,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastdqn.baselines import NaiveDQNLoop
-from fastdqn.config import TrainConfig
-from fastdqn.envs import env_info, make_envs
-from fastdqn.learner import Learner
-from fastdqn.networks import q_network_for
-from fastdqn.replay import ReplayBuffer
-from fastdqn.trainer import Trainer
+from fastdqn.tools.bench.baselines import NaiveDQNLoop
+from fastdqn.run.config import TrainConfig
+from fastdqn.run.envs import env_info, make_envs
+from fastdqn.learn.learner import Learner
+from fastdqn.learn.networks import q_network_for
+from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.run.trainer import Trainer
 from benchutil import record_rate
 
 NUM_ENVS = 8

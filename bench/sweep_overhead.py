@@ -29,7 +29,7 @@ from pathlib import Path
 RAY_PHASES = """
 import json, time
 t0 = time.perf_counter()
-from fastdqn.sweep import _import_ray, _start_ray
+from fastdqn.tools.sweep import _import_ray, _start_ray
 ray = _import_ray(local=True)
 t1 = time.perf_counter()
 _start_ray(ray, None)

@@ -11,13 +11,13 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ReplayBuffer": "fastdqn.replay",
-    "ReplayBatch": "fastdqn.replay",
-    "PrioritizedReplayBuffer": "fastdqn.prioritized",
-    "PrioritizedBatch": "fastdqn.prioritized",
-    "Learner": "fastdqn.learner",
-    "NatureCNN": "fastdqn.networks",
-    "MLP": "fastdqn.networks",
+    "ReplayBuffer": "fastdqn.replay.buffer",
+    "ReplayBatch": "fastdqn.replay.buffer",
+    "PrioritizedReplayBuffer": "fastdqn.replay.prioritized",
+    "PrioritizedBatch": "fastdqn.replay.prioritized",
+    "Learner": "fastdqn.learn.learner",
+    "NatureCNN": "fastdqn.learn.networks",
+    "MLP": "fastdqn.learn.networks",
     "FastDQNError": "fastdqn.errors",
     "ConfigError": "fastdqn.errors",
     "ReplayError": "fastdqn.errors",

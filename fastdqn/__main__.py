@@ -2,6 +2,6 @@
 
 import sys
 
-from fastdqn.cli import main
+from fastdqn.tools.cli import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """Numba kernels that plan the frame traffic of a device-resident replay buffer.
 
-``fastdqn.device_replay`` keeps the frames in one ``(E * L, F)`` device array (row
+``fastdqn.replay.device`` keeps the frames in one ``(E * L, F)`` device array (row
 ``e * L + s`` is slot ``s`` of env ``e``'s ring) and everything else on the host. The
 host's ``add_rows`` writes each new frame into a short per-env ring of ``R >= k + 1``
 slots (absolute slot ``a`` at ``a % R``); these kernels list which device rows the frames

@@ -24,7 +24,7 @@ still running writes below ``count + k + 1``, which reaches only the guard slots
 n-step window (``kernels.nstep``) reads only slots newer than its stack's oldest frame
 and older than ``count``, so the same check covers all of it.
 
-The wrappers take arrays already checked by ``fastdqn.replay`` (dtypes, shapes,
+The wrappers take arrays already checked by ``fastdqn.replay.buffer`` (dtypes, shapes,
 contiguity) and return a status; they never allocate.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fastdqn.config import TrainConfig
+from fastdqn.run.config import TrainConfig
 
 
 def trainer_state(step: int) -> dict:

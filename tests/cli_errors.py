@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastdqn.cli import main
+from fastdqn.tools.cli import main
 
 
 def fails(argv, capsys, workdir, *expected):

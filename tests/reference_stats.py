@@ -1,4 +1,4 @@
-"""Plain-Python references for the statistics in fastdqn.stats, shared by its tests and the plot's."""
+"""Plain-Python references for the statistics in fastdqn.tools.stats, shared by its tests and the plot's."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastdqn.atari_scores import REFERENCE_SCORES, game_of, human_normalized
+from fastdqn.tools.atari_scores import REFERENCE_SCORES, game_of, human_normalized
 from fastdqn.errors import ConfigError
 
 

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from fastdqn import ReplayBuffer, bench
-from fastdqn.baselines import NumpyStackBuffer
+from fastdqn import ReplayBuffer
+from fastdqn.tools.bench import sections as bench
+from fastdqn.tools.bench.baselines import NumpyStackBuffer
 from fastdqn.errors import ConfigError
-from fastdqn.measure import (
+from fastdqn.tools.bench.measure import (
     Case,
     Figure,
     format_number,
@@ -48,7 +49,7 @@ def test_summarize_rejects_empty():
 def test_measure_rate_counts_units_per_second(monkeypatch):
     # two warm-up calls (1 s each, not counted), then repeats of 2, 4 and 1 s
     ticks = iter([0.0, 1.0, 1.0, 2.0, 0.0, 2.0, 10.0, 14.0, 20.0, 21.0])
-    monkeypatch.setattr("fastdqn.measure.time.perf_counter", lambda: next(ticks))
+    monkeypatch.setattr("fastdqn.tools.bench.measure.time.perf_counter", lambda: next(ticks))
     calls = []
     stat = measure_rate(lambda: calls.append("run"), units=8, repeats=3, warmup=2,
                         setup=lambda: calls.append("setup"))
@@ -154,7 +155,7 @@ def test_check_args_sections():
 
 def test_memcpy_gbps_counts_bytes_copied(monkeypatch):
     ticks = iter([0.0, 0.5, 0.0, 0.5] * 2)  # per call: a warm-up and a repeat of 0.5 s each
-    monkeypatch.setattr("fastdqn.measure.time.perf_counter", lambda: next(ticks))
+    monkeypatch.setattr("fastdqn.tools.bench.measure.time.perf_counter", lambda: next(ticks))
     assert memcpy_gbps(10**6, repeats=1).median == pytest.approx(10**6 / 1e9 / 0.5)
     # 1,000,000 bytes in 300,000-byte blocks: three whole blocks (900,000 bytes) per pass
     assert memcpy_gbps(10**6, repeats=1, chunk=300_000).median == pytest.approx(0.9e6 / 1e9 / 0.5)
@@ -211,7 +212,7 @@ def test_window_figures_on_atari_frames(tmp_path):
 
 def test_measure_interleaved_takes_turns(monkeypatch):
     clock = {"t": 0.0}
-    monkeypatch.setattr("fastdqn.measure.time.perf_counter", lambda: clock["t"])
+    monkeypatch.setattr("fastdqn.tools.bench.measure.time.perf_counter", lambda: clock["t"])
     order = []
 
     def step(name, seconds):
@@ -268,7 +269,7 @@ class CountingEnvs:
 def test_naive_loop_drops_reset_rows_and_keeps_the_replay_ratio():
     import torch
 
-    from fastdqn.baselines import NaiveDQNLoop
+    from fastdqn.tools.bench.baselines import NaiveDQNLoop
 
     net = torch.nn.Linear(1, 3)
     loop = NaiveDQNLoop(CountingEnvs(), net, buffer_size=100, batch_size=4, learning_starts=8,

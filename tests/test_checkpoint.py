@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn.atomic import atomic_write
-from fastdqn.checkpoint import CHECKPOINT_NAME, buffer_path, load_checkpoint, save_checkpoint
-from fastdqn.cli import main
+from fastdqn.util.atomic import atomic_write
+from fastdqn.run.checkpoint import CHECKPOINT_NAME, buffer_path, load_checkpoint, save_checkpoint
+from fastdqn.tools.cli import main
 from fastdqn.errors import CheckpointError
-from fastdqn.replay import ReplayBuffer
+from fastdqn.replay.buffer import ReplayBuffer
 
 from checkpoint_doc import document
 
@@ -55,11 +55,11 @@ def test_failed_write_keeps_previous_and_leaves_no_temp_file(tmp_path):
 # the real bytes to the temporary file and SIGKILLs the process: a kill -9 that lands mid-write.
 KILLED_MID_WRITE = """
 import io, os, signal, sys, torch
-import fastdqn.checkpoint
+import fastdqn.run.checkpoint
 from checkpoint_doc import document
 
 run_dir = sys.argv[1]
-fastdqn.checkpoint.save_checkpoint(run_dir, document(1, {"w": torch.full((100_000,), 1.0)}))
+fastdqn.run.checkpoint.save_checkpoint(run_dir, document(1, {"w": torch.full((100_000,), 1.0)}))
 real_save = torch.save
 
 def half_then_die(obj, path):
@@ -70,7 +70,7 @@ def half_then_die(obj, path):
     os.kill(os.getpid(), signal.SIGKILL)
 
 torch.save = half_then_die
-fastdqn.checkpoint.save_checkpoint(run_dir, document(2, {"w": torch.full((100_000,), 2.0)}))
+fastdqn.run.checkpoint.save_checkpoint(run_dir, document(2, {"w": torch.full((100_000,), 2.0)}))
 """
 
 
@@ -343,8 +343,8 @@ def test_a_replay_file_linking_out_of_the_run_folder_is_refused(trained_run, tmp
 
 
 def test_a_failed_learner_load_changes_nothing(trained_run):
-    from fastdqn.learner import Learner
-    from fastdqn.networks import MLP
+    from fastdqn.learn.learner import Learner
+    from fastdqn.learn.networks import MLP
 
     doc = read_document(trained_run)
     learner = Learner(MLP(4, 2, hidden=(120, 84)), compile=False, seed=0)

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn.checkpoint import save_checkpoint
-from fastdqn.cli import build_parser, main
-from fastdqn.config import TrainConfig
+from fastdqn.run.checkpoint import save_checkpoint
+from fastdqn.tools.cli import build_parser, main
+from fastdqn.run.config import TrainConfig
 
 from checkpoint_doc import document
 from cli_errors import fails
@@ -169,9 +169,9 @@ def test_config_json_is_the_resolved_config(tmp_path):
 
 
 def test_replay_estimate_matches_the_buffer():
-    from fastdqn.cli import _replay_bytes
-    from fastdqn.envs import env_info
-    from fastdqn.replay import ReplayBuffer
+    from fastdqn.tools.cli import _replay_bytes
+    from fastdqn.run.envs import env_info
+    from fastdqn.replay.buffer import ReplayBuffer
 
     for env_id, capacity, num_envs in [("Pong-v5", 3000, 8), ("CartPole-v1", 1000, 3)]:
         info = env_info(env_id)
@@ -234,7 +234,7 @@ def test_seeds_are_checked_at_the_edge(argv, capsys, workdir):
 
 
 def test_derived_seeds_stay_in_envpool_range():
-    from fastdqn.config import SEED_LIMIT, derive_seed
+    from fastdqn.run.config import SEED_LIMIT, derive_seed
 
     assert SEED_LIMIT == 2**31  # EnvPool asserts "Seed should be in range of int32"
     assert derive_seed(5, 1_000_003) == 1_000_008  # no wrap: plain addition
@@ -308,7 +308,7 @@ def test_folder_of_a_run_without_checkpoint_is_refused(tmp_path, capsys, workdir
 
 
 def test_dueling_run_trains_resumes_and_evaluates_a_dueling_network(tmp_path, capsys, workdir):
-    from fastdqn.checkpoint import load_checkpoint
+    from fastdqn.run.checkpoint import load_checkpoint
 
     run = tmp_path / "dueling"
     common = ["--no-progress", "--no-cuda", "--torch-threads", "1"]

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from fastdqn.config import ATARI, RAINBOW_LITE, VECTOR, TrainConfig, linear_schedule, make_config
+from fastdqn.run.config import ATARI, RAINBOW_LITE, VECTOR, TrainConfig, linear_schedule, make_config
 from fastdqn.errors import ConfigError
 
 

@@ -11,9 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastdqn.device_prioritized import DevicePrioritizedReplayBuffer
-from fastdqn.feeder import Feeder
-from fastdqn.prioritized import PrioritizedReplayBuffer
+from fastdqn.replay.device_prioritized import DevicePrioritizedReplayBuffer
+from fastdqn.pipeline.feeder import Feeder
+from fastdqn.replay.prioritized import PrioritizedReplayBuffer
 from test_device_replay import assert_identical, drawn_stream, loaded_both_ways, stream
 
 NO_JIT = numba.config.DISABLE_JIT
@@ -123,7 +123,7 @@ def test_training_run_is_the_host_buffers_run():
     tensor makes exactly the host prioritized buffer's run."""
     from test_prioritized_training import ClockEnvs, E, config, learner_for
 
-    from fastdqn.trainer import Trainer
+    from fastdqn.run.trainer import Trainer
 
     c = config(checkpoint_every=0)
 

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastdqn import MLP, Learner, ReplayBatch, ReplayBuffer, ReplayError
-from fastdqn.device_replay import (DeviceReplayBuffer, check_device_memory, device_bytes,
+from fastdqn.replay.device import (DeviceReplayBuffer, check_device_memory, device_bytes,
                                    host_bytes)
 from fastdqn.errors import ConfigError, DeviceMemoryError, FastDQNError
-from fastdqn.feeder import Feeder
+from fastdqn.pipeline.feeder import Feeder
 from fastdqn.kernels import device as kd
 from test_replay import FakeEnvs, draw_step, obs_shape
 
@@ -286,9 +286,9 @@ def test_breakout_stream_gives_the_numpy_buffers_batches(num_envs, batch_size):
 
 def test_training_run_is_the_numpy_buffers_run():
     """The trainer with the frames in a torch tensor makes exactly the NumPy buffer's run."""
-    from fastdqn.config import TrainConfig
-    from fastdqn.envs import env_info, make_envs
-    from fastdqn.trainer import Trainer
+    from fastdqn.run.config import TrainConfig
+    from fastdqn.run.envs import env_info, make_envs
+    from fastdqn.run.trainer import Trainer
 
     info = env_info("CartPole-v1")
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from fastdqn import MLP, Learner, ReplayBuffer
-from fastdqn.device_replay import DeviceReplayBuffer
+from fastdqn.replay.device import DeviceReplayBuffer
 from fastdqn.errors import DeviceMemoryError
-from fastdqn.feeder import Feeder
+from fastdqn.pipeline.feeder import Feeder
 from test_device_replay import assert_identical, stream
 from test_replay import FakeEnvs
 

@@ -15,13 +15,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from fastdqn.config import TrainConfig
-from fastdqn.envs import env_info, make_envs
+from fastdqn.run.config import TrainConfig
+from fastdqn.run.envs import env_info, make_envs
 from fastdqn.errors import ReplayError
-from fastdqn.learner import Learner
-from fastdqn.networks import q_network_for
-from fastdqn.replay import ReplayBuffer
-from fastdqn.trainer import Trainer
+from fastdqn.learn.learner import Learner
+from fastdqn.learn.networks import q_network_for
+from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.run.trainer import Trainer
 
 
 class Recorder:

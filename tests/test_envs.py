@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastdqn.config import ATARI, VECTOR
-from fastdqn.envs import env_info, make_envs
+from fastdqn.run.config import ATARI, VECTOR
+from fastdqn.run.envs import env_info, make_envs
 from fastdqn.errors import ConfigError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastdqn.evaluate import evaluate, summarize
+from fastdqn.run.evaluate import evaluate, summarize
 
 
 class ScriptedEnvs:

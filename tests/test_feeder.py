@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from fastdqn import ReplayBatch, ReplayBuffer
-from fastdqn.batch import allocate_batch
-from fastdqn.config import TrainConfig
-from fastdqn.envs import env_info, make_envs
+from fastdqn.replay.batch import allocate_batch
+from fastdqn.run.config import TrainConfig
+from fastdqn.run.envs import env_info, make_envs
 from fastdqn.errors import ConfigError
-from fastdqn.feeder import BlockLayout, CudaTransfer, Feeder, numpy_view
-from fastdqn.learner import Learner
-from fastdqn.networks import MLP
-from fastdqn.trainer import Trainer
+from fastdqn.pipeline.feeder import BlockLayout, CudaTransfer, Feeder, numpy_view
+from fastdqn.learn.learner import Learner
+from fastdqn.learn.networks import MLP
+from fastdqn.run.trainer import Trainer
 from test_replay_window import FRAME, K, rows, stamped_stream
 
 
@@ -241,7 +241,7 @@ def test_cuda_graph_learner_fed_by_the_feeder_equals_cpu_eager():
 
 
 def test_prioritized_draws_take_beta_from_the_callable_once_per_draw():
-    from fastdqn.prioritized import PrioritizedReplayBuffer
+    from fastdqn.replay.prioritized import PrioritizedReplayBuffer
 
     stream, _ = stamped_stream(2, 60, seed=5)
     buf = PrioritizedReplayBuffer(2 * 40, (K, *FRAME), 2, frame_stack=K, seed=3)

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from fastdqn.cli import main
-from fastdqn.logger import TAGS
+from fastdqn.tools.cli import main
+from fastdqn.run.logger import TAGS
 
 EVERY_TAG = {"charts/episodic_return", "charts/episodic_length", "charts/epsilon", "charts/SPS",
              "losses/td_loss", "losses/q_values", "eval/return_mean", "eval/return_std"}

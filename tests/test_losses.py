@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastdqn import MLP
-from fastdqn.losses import one_step_discount, q_learning_loss
+from fastdqn.learn.losses import one_step_discount, q_learning_loss
 
 
 def _np_params(module):

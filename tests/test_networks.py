@@ -74,8 +74,8 @@ def test_bad_network_arguments(build, name):
 
 
 def test_q_network_for_picks_by_kind_of_env():
-    from fastdqn.envs import env_info
-    from fastdqn.networks import q_network_for
+    from fastdqn.run.envs import env_info
+    from fastdqn.learn.networks import q_network_for
 
     atari, vector = env_info("Breakout-v5"), env_info("CartPole-v1")
     cnn = q_network_for(atari)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from fastdqn.cli import main
-from fastdqn.measure import Figure, write_json
+from fastdqn.tools.cli import main
+from fastdqn.tools.bench.measure import Figure, write_json
 
 from cli_errors import fails
 from reference_stats import reference_iqm, reference_percentile

@@ -10,7 +10,7 @@ import pytest
 
 from fastdqn import (CheckpointError, PrioritizedBatch, PrioritizedReplayBuffer, ReplayBuffer,
                      ReplayError, ReplayStateError)
-from fastdqn.feeder import Feeder
+from fastdqn.pipeline.feeder import Feeder
 from fastdqn.kernels import priority as kp
 from reference_nstep import NStepReference
 from test_replay import EVENTS, FakeEnvs, obs_shape

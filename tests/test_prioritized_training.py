@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn.checkpoint import buffer_path, load_checkpoint
-from fastdqn.config import TrainConfig
+from fastdqn.run.checkpoint import buffer_path, load_checkpoint
+from fastdqn.run.config import TrainConfig
 from fastdqn.errors import ReplayError
-from fastdqn.learner import Learner
-from fastdqn.logger import RunLogger
-from fastdqn.networks import MLP
-from fastdqn.prioritized import PrioritizedReplayBuffer
-from fastdqn.trainer import Trainer
+from fastdqn.learn.learner import Learner
+from fastdqn.run.logger import RunLogger
+from fastdqn.learn.networks import MLP
+from fastdqn.replay.prioritized import PrioritizedReplayBuffer
+from fastdqn.run.trainer import Trainer
 
 E, T = 4, 9  # envs; an episode is T steps, then its env sends a reset row
 

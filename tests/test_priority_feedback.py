@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn.priority_feedback import PriorityFeedback
+from fastdqn.pipeline.priority_feedback import PriorityFeedback
 
 B = 4
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fastdqn.cli import build_parser
-from fastdqn.config import ATARI, VECTOR, make_config
+from fastdqn.tools.cli import build_parser
+from fastdqn.run.config import ATARI, VECTOR, make_config
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -100,7 +100,7 @@ def test_cleanrl_flag_list_is_accepted_by_train():
 
 
 def test_rainbow_lite_presets_table_is_the_resolved_preset():
-    from fastdqn.config import RAINBOW_LITE
+    from fastdqn.run.config import RAINBOW_LITE
 
     start = README.index("| | `double-dqn` (the default)")
     rows = {}

@@ -9,14 +9,14 @@ import json
 import pytest
 import torch
 
-from fastdqn.cli import _replay_bytes, _replay_device, _replay_type, _resume_config, main
-from fastdqn.config import TrainConfig
-from fastdqn.device_prioritized import DevicePrioritizedReplayBuffer
-from fastdqn.device_replay import DEFAULT_HEADROOM, DeviceReplayBuffer, device_bytes, host_bytes
-from fastdqn.envs import env_info
+from fastdqn.tools.cli import _replay_bytes, _replay_device, _replay_type, _resume_config, main
+from fastdqn.run.config import TrainConfig
+from fastdqn.replay.device_prioritized import DevicePrioritizedReplayBuffer
+from fastdqn.replay.device import DEFAULT_HEADROOM, DeviceReplayBuffer, device_bytes, host_bytes
+from fastdqn.run.envs import env_info
 from fastdqn.errors import ConfigError, DeviceMemoryError
-from fastdqn.prioritized import PrioritizedReplayBuffer
-from fastdqn.replay import ReplayBuffer
+from fastdqn.replay.prioritized import PrioritizedReplayBuffer
+from fastdqn.replay.buffer import ReplayBuffer
 
 from cli_errors import fails
 

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from fastdqn.checkpoint import load_checkpoint
-from fastdqn.cli import main
-from fastdqn.config import SEED_LIMIT, linear_schedule
-from fastdqn.logger import METRICS_NAME, RunLogger
+from fastdqn.run.checkpoint import load_checkpoint
+from fastdqn.tools.cli import main
+from fastdqn.run.config import SEED_LIMIT, linear_schedule
+from fastdqn.run.logger import METRICS_NAME, RunLogger
 
 QUICK = ["--env-id", "CartPole-v1", "--num-envs", 4, "--learning-starts", 200, "--batch-size", 32,
          "--no-progress", "--no-cuda", "--torch-threads", 1]
@@ -46,7 +46,7 @@ def test_divergence_saves_the_state_before_the_bad_update(tmp_path, capsys):
 def test_divergence_mid_run_keeps_the_run_going_after_resume(tmp_path, capsys, monkeypatch):
     """A bad update after 30 good ones: the checkpoint holds the weights of update 30 exactly,
     and the run resumes from it."""
-    from fastdqn.learner import Learner
+    from fastdqn.learn.learner import Learner
 
     real_update, seen = Learner.update, {}
 
@@ -131,9 +131,9 @@ def test_resume_after_a_corrupt_last_metrics_line(tmp_path):
 def test_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
     import errno
 
-    import fastdqn.trainer
+    import fastdqn.run.trainer
 
-    real_save, calls = fastdqn.trainer.save_checkpoint, []
+    real_save, calls = fastdqn.run.trainer.save_checkpoint, []
 
     def save_checkpoint(run_dir, state, buffer=None):
         calls.append(state["trainer"]["global_step"])
@@ -141,7 +141,7 @@ def test_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_path
             raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "checkpoint.pt"))
         return real_save(run_dir, state, buffer)
 
-    monkeypatch.setattr(fastdqn.trainer, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(fastdqn.run.trainer, "save_checkpoint", save_checkpoint)
     run = tmp_path / "run"
     assert train(*QUICK, "--total-timesteps", 800, "--checkpoint-every", 400, "--eval-episodes", 0,
                  "--run-dir", run) == 1

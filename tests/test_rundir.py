@@ -11,8 +11,8 @@ import time
 import pytest
 from processes import fastdqn, start, wait_for_line
 
-from fastdqn.checkpoint import load_checkpoint
-from fastdqn.rundir import LOCK_NAME, RunDirLock, run_files
+from fastdqn.run.checkpoint import load_checkpoint
+from fastdqn.run.rundir import LOCK_NAME, RunDirLock, run_files
 
 QUICK = ["--env-id", "CartPole-v1", "--num-envs", 4, "--learning-starts", 200, "--batch-size", 32,
          "--eval-episodes", 0, "--no-progress", "--no-cuda", "--torch-threads", 1]
@@ -63,19 +63,19 @@ def test_lock_is_exclusive_and_released(tmp_path):
     run = tmp_path / "run"
     lock = RunDirLock(run)
     other = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                            "from fastdqn.rundir import RunDirLock; RunDirLock(Path(sys.argv[1]))", str(run)],
+                            "from fastdqn.run.rundir import RunDirLock; RunDirLock(Path(sys.argv[1]))", str(run)],
                            capture_output=True, text=True)
     assert other.returncode != 0 and "in use by another fastdqn process" in other.stderr
     lock.release()
     again = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                            "from fastdqn.rundir import RunDirLock; RunDirLock(Path(sys.argv[1]))", str(run)],
+                            "from fastdqn.run.rundir import RunDirLock; RunDirLock(Path(sys.argv[1]))", str(run)],
                            capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert (run / LOCK_NAME).exists() and run_files(run) == []  # the lock file is not a run file
 
 
 def test_resume_into_another_run_dir_is_refused(tmp_path):
-    from fastdqn.cli import main
+    from fastdqn.tools.cli import main
 
     run = tmp_path / "run"
     assert main([str(a) for a in ["train", *QUICK, "--total-timesteps", 400, "--run-dir", run]]) == 0

@@ -17,7 +17,7 @@ import time
 import pytest
 from processes import signal_when_ready, start, wait_for_line
 
-from fastdqn.checkpoint import load_checkpoint
+from fastdqn.run.checkpoint import load_checkpoint
 
 RUN = ["train", "--env-id", "CartPole-v1", "--num-envs", "4", "--learning-starts", "200", "--batch-size", "32",
        "--eval-episodes", "0", "--no-progress", "--no-cuda", "--torch-threads", "1", "--total-timesteps", "100000000"]
@@ -40,7 +40,7 @@ def signal_self_during(run_dir, *hooks: tuple[str, str, int]) -> subprocess.Comp
             f"    return real{i}(*args, **kwargs)\n"
             f"holder{i}.{name} = hooked{i}\n"
         )
-    code += f"from fastdqn.cli import main\nsys.exit(main({RUN + ['--run-dir', str(run_dir)]!r}))\n"
+    code += f"from fastdqn.tools.cli import main\nsys.exit(main({RUN + ['--run-dir', str(run_dir)]!r}))\n"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
@@ -55,9 +55,9 @@ def assert_stopped_without_checkpoint(result, sig, run_dir):
 
 
 @pytest.mark.parametrize("module, name, sig", [
-    ("fastdqn.envs", "env_info", signal.SIGINT),       # while looking the env up
-    ("fastdqn.cli", "_make_learner", signal.SIGTERM),  # while building the network
-    ("fastdqn.envs", "make_envs", signal.SIGINT),      # while creating the envs
+    ("fastdqn.run.envs", "env_info", signal.SIGINT),       # while looking the env up
+    ("fastdqn.tools.cli", "_make_learner", signal.SIGTERM),  # while building the network
+    ("fastdqn.run.envs", "make_envs", signal.SIGINT),      # while creating the envs
 ])
 def test_signal_during_start_up_stops_with_one_line(tmp_path, module, name, sig):
     run = tmp_path / "run"
@@ -69,7 +69,7 @@ def test_signal_during_start_up_stops_with_one_line(tmp_path, module, name, sig)
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_right_at_the_summary_writes_a_checkpoint(tmp_path, sig, status):
     run = tmp_path / "run"
-    result = signal_self_during(run, ("fastdqn.cli", "_print_summary", sig))
+    result = signal_self_during(run, ("fastdqn.tools.cli", "_print_summary", sig))
     assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     assert f"stopped by {signal.Signals(sig).name} at step 0; checkpoint saved" in result.stdout
@@ -83,8 +83,8 @@ def test_signal_right_at_the_summary_writes_a_checkpoint(tmp_path, sig, status):
 def test_second_signal_stops_at_once_with_one_line(tmp_path):
     """The first SIGINT asks for a checkpoint; a second one while it is written stops at once."""
     run = tmp_path / "run"
-    result = signal_self_during(run, ("fastdqn.cli", "_print_summary", signal.SIGINT),
-                                ("fastdqn.trainer", "Trainer.checkpoint", signal.SIGINT))
+    result = signal_self_during(run, ("fastdqn.tools.cli", "_print_summary", signal.SIGINT),
+                                ("fastdqn.run.trainer", "Trainer.checkpoint", signal.SIGINT))
     assert result.returncode == 3, result.stderr
     assert result.stderr.splitlines() == [
         "fastdqn: stopped by SIGINT a second time, at once; no checkpoint was written"]

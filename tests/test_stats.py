@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fastdqn.errors import ConfigError
-from fastdqn.stats import bootstrap_mean, iqm, mean, smooth, stratified_bootstrap
+from fastdqn.tools.stats import bootstrap_mean, iqm, mean, smooth, stratified_bootstrap
 
 from reference_stats import reference_iqm, reference_percentile
 

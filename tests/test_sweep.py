@@ -18,9 +18,9 @@ import time
 import numpy as np
 import pytest
 
-from fastdqn.checkpoint import load_checkpoint
-from fastdqn.cli import build_parser
-from fastdqn.sweep import SweepSettings, start_commands, train_flags
+from fastdqn.run.checkpoint import load_checkpoint
+from fastdqn.tools.cli import build_parser
+from fastdqn.tools.sweep import SweepSettings, start_commands, train_flags
 
 from cli_errors import fails
 
@@ -53,8 +53,8 @@ def test_train_flags_parse_back_to_the_same_values():
 
 
 def test_the_task_looks_for_the_checkpoint_file_train_writes():
-    from fastdqn.checkpoint import CHECKPOINT_NAME
-    from fastdqn.sweep_task import CHECKPOINT_FILE
+    from fastdqn.run.checkpoint import CHECKPOINT_NAME
+    from fastdqn.tools.sweep_task import CHECKPOINT_FILE
 
     assert CHECKPOINT_FILE == CHECKPOINT_NAME
 

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn.checkpoint import load_checkpoint
-from fastdqn.config import TrainConfig, linear_schedule
-from fastdqn.envs import env_info, make_envs
+from fastdqn.run.checkpoint import load_checkpoint
+from fastdqn.run.config import TrainConfig, linear_schedule
+from fastdqn.run.envs import env_info, make_envs
 from fastdqn.errors import ConfigError
-from fastdqn.learner import Learner
-from fastdqn.networks import MLP
-from fastdqn.replay import ReplayBuffer
-from fastdqn.trainer import Trainer
+from fastdqn.learn.learner import Learner
+from fastdqn.learn.networks import MLP
+from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.run.trainer import Trainer
 
 CARTPOLE_SEED = 1
 
@@ -116,11 +116,11 @@ def wait_for(predicate, timeout, proc):
 # race against the run, and nothing test-only lives in fastdqn itself.
 KILLED_AFTER_CHECKPOINT = """
 import os, signal, sys
-import fastdqn.trainer
-from fastdqn.cli import main
+import fastdqn.run.trainer
+from fastdqn.tools.cli import main
 
 kill_step, argv = int(sys.argv[1]), sys.argv[2:]
-save = fastdqn.trainer.save_checkpoint
+save = fastdqn.run.trainer.save_checkpoint
 
 def save_then_die(run_dir, state, buffer=None):
     path = save(run_dir, state, buffer)
@@ -128,7 +128,7 @@ def save_then_die(run_dir, state, buffer=None):
         os.kill(os.getpid(), signal.SIGKILL)
     return path
 
-fastdqn.trainer.save_checkpoint = save_then_die
+fastdqn.run.trainer.save_checkpoint = save_then_die
 sys.exit(main(argv))
 """
 
@@ -223,7 +223,7 @@ def test_signal_saves_a_loadable_checkpoint(tmp_path, sig, status):
 
 
 def test_resume_without_saved_buffer_refills_before_learning(tmp_path):
-    from fastdqn.cli import main
+    from fastdqn.tools.cli import main
 
     run = tmp_path / "cartpole"
     common = ["--no-progress", "--no-cuda", "--torch-threads", 1]
@@ -265,7 +265,7 @@ def test_anneal_lr_ends_at_the_fraction_left_before_the_last_update():
 
 
 def test_periodic_evaluation_does_not_shift_the_training_run(tmp_path):
-    from fastdqn.cli import main
+    from fastdqn.tools.cli import main
 
     common = ["--env-id", "CartPole-v1", "--num-envs", 4, "--total-timesteps", 1200, "--learning-starts", 400,
               "--batch-size", 32, "--train-frequency", 2, "--eval-episodes", 2, "--save-buffer",

@@ -14,7 +14,7 @@ import math
 import torch
 
 from fastdqn.errors import CheckpointError
-from fastdqn.rngstate import pcg64_state
+from fastdqn.util.rngstate import pcg64_state
 
 KEYS = ("online", "target", "optimizer", "num_updates", "rng")
 _WHERE = "learner state"

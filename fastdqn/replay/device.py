@@ -28,12 +28,12 @@ buffer in the calling thread; on CUDA the work is queued on the current stream a
 
 ``save`` writes the NumPy buffer's file (its ``kind`` is ``ReplayBuffer``), so either
 class loads what either saved. Prioritized replay with the frames on a device is
-``fastdqn.device_prioritized.DevicePrioritizedReplayBuffer``: this class with
+``fastdqn.replay.device_prioritized.DevicePrioritizedReplayBuffer``: this class with
 ``PrioritizedReplayBuffer`` behind it in the MRO, so ``__init__`` and ``draw`` pass on the
 keywords they do not know (``alpha``, ``eps``, ``beta``) and batches take the buffer's
 ``batch_type`` (its ``weight`` a device view of the plan block like the other scalar fields).
 
-Importing this module imports torch; ``fastdqn.replay`` does not.
+Importing this module imports torch; ``fastdqn.replay.buffer`` does not.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from fastdqn.batch import ReplayBatch, allocate_batch
+from fastdqn.replay.batch import ReplayBatch, allocate_batch
 from fastdqn.errors import DeviceMemoryError, ReplayError
-from fastdqn.feeder import BlockLayout, cuda_transfer, torch_view
+from fastdqn.pipeline.feeder import BlockLayout, cuda_transfer, torch_view
 from fastdqn.kernels import device as kd
-from fastdqn.replay import ReplayBuffer, _geometry, _positive_int, available_memory
+from fastdqn.replay.buffer import ReplayBuffer, _geometry, _positive_int, available_memory
 
 ID_BYTES = 8  # a row id (int64) stands in for a frame in the host copy kernels
 DEFAULT_HEADROOM = 2 << 30

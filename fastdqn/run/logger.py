@@ -94,7 +94,7 @@ def _plain(value):
 def _truncate_after(path: Path, step: int) -> None:
     """Keep the records up to ``step`` (written before a crash); drop later ones and any
     line that is not a record (cut off, not UTF-8, not JSON, or no int ``global_step``)."""
-    from fastdqn.atomic import atomic_write
+    from fastdqn.util.atomic import atomic_write
 
     kept = []
     with open(path, "rb") as f:

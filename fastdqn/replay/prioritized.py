@@ -20,11 +20,11 @@ import threading
 
 import numpy as np
 
-from fastdqn.batch import PrioritizedBatch
+from fastdqn.replay.batch import PrioritizedBatch
 from fastdqn.errors import CheckpointError, ReplayError, ReplayStateError
 from fastdqn.kernels import priority as kp
 from fastdqn.kernels import sumtree as ks
-from fastdqn.replay import ReplayBuffer, _geometry, _index_array
+from fastdqn.replay.buffer import ReplayBuffer, _geometry, _index_array
 
 
 def _number(name: str, value, low: float, high: float, low_open: bool, hint: str) -> float:

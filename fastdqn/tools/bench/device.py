@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from fastdqn.measure import Case, Figure, Stat, measure_interleaved, summarize
+from fastdqn.tools.bench.measure import Case, Figure, Stat, measure_interleaved, summarize
 
 
 def _sync(device):
@@ -26,8 +26,8 @@ def _sync(device):
 def section_device(ctx) -> list[Figure]:
     import torch
 
-    from fastdqn.bench import filled_buffer
-    from fastdqn.device_replay import DeviceReplayBuffer
+    from fastdqn.tools.bench.sections import filled_buffer
+    from fastdqn.replay.device import DeviceReplayBuffer
 
     s, a, info = ctx.sizes, ctx.args, ctx.info
     n, B = a.num_envs, a.batch_size

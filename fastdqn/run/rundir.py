@@ -15,9 +15,9 @@ import fcntl
 import os
 from pathlib import Path
 
-from fastdqn.checkpoint import CHECKPOINT_NAME
+from fastdqn.run.checkpoint import CHECKPOINT_NAME
 from fastdqn.errors import ConfigError
-from fastdqn.logger import METRICS_NAME
+from fastdqn.run.logger import METRICS_NAME
 
 LOCK_NAME = "fastdqn.lock"
 # Files a run writes; one of them in a folder means a run was started there.

@@ -22,10 +22,10 @@ import time
 import warnings
 from pathlib import Path
 
-from fastdqn.config import (ATARI, DOUBLE_DQN, NAMED_PRESETS, PRESETS, VECTOR, TrainConfig, check_seed,
+from fastdqn.run.config import (ATARI, DOUBLE_DQN, NAMED_PRESETS, PRESETS, VECTOR, TrainConfig, check_seed,
                             derive_seed, make_config)
 from fastdqn.errors import CheckpointError, ConfigError, FastDQNError, TrainingError
-from fastdqn.signals import Interrupted, StopSignals
+from fastdqn.run.signals import Interrupted, StopSignals
 
 EXIT_FAILED = 1
 """Training started and had to stop; the message names the checkpoint that was kept."""
@@ -117,15 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure throughput of fastdqn's components")
     try:
-        import fastdqn.bench as bench_module
+        import fastdqn.tools.bench.sections as bench_module
     except ImportError:
         bench.set_defaults(handler=_bench_missing)
     else:
         bench_module.add_arguments(bench)
         bench.set_defaults(handler=bench_module.run)
 
-    import fastdqn.plot as plot_module
-    import fastdqn.sweep as sweep_module
+    import fastdqn.tools.plot as plot_module
+    import fastdqn.tools.sweep as sweep_module
 
     sweep = sub.add_parser(
         "sweep", help="train every (env, seed) pair as its own run, on Ray",
@@ -212,9 +212,9 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
     signals.note = " before training started; no checkpoint was written"
     import torch
 
-    from fastdqn.checkpoint import CHECKPOINT_NAME, buffer_path, resolve_checkpoint
-    from fastdqn.envs import env_info
-    from fastdqn.rundir import RunDirLock, check_no_run, check_run_dir
+    from fastdqn.run.checkpoint import CHECKPOINT_NAME, buffer_path, resolve_checkpoint
+    from fastdqn.run.envs import env_info
+    from fastdqn.run.rundir import RunDirLock, check_no_run, check_run_dir
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     cuda_available = torch.cuda.is_available()
@@ -267,8 +267,8 @@ def _train(args: argparse.Namespace, signals: StopSignals) -> int:
 
 def _load_resume(path: str, overrides: dict, cuda_available: bool):
     """The checkpoint at ``path``, the config to resume it with and its env's info."""
-    from fastdqn.checkpoint import load_checkpoint
-    from fastdqn.envs import env_info
+    from fastdqn.run.checkpoint import load_checkpoint
+    from fastdqn.run.envs import env_info
 
     state = load_checkpoint(path)
     config = _resume_config(state, overrides, cuda_available)
@@ -283,10 +283,10 @@ def _run(config: TrainConfig, info, state, saved_buffer, run_dir: Path, replay_b
          signals: StopSignals) -> int:
     import torch
 
-    from fastdqn.atomic import atomic_write
-    from fastdqn.envs import make_envs
-    from fastdqn.logger import RunLogger
-    from fastdqn.trainer import Trainer
+    from fastdqn.util.atomic import atomic_write
+    from fastdqn.run.envs import make_envs
+    from fastdqn.run.logger import RunLogger
+    from fastdqn.run.trainer import Trainer
 
     torch.manual_seed(config.seed)
     if config.torch_threads:
@@ -391,8 +391,8 @@ def _load_learner_state(learner, state: dict) -> None:
 
 
 def _make_learner(config: TrainConfig, info, *, compile: bool | None = None):
-    from fastdqn.learner import Learner
-    from fastdqn.networks import q_network_for
+    from fastdqn.learn.learner import Learner
+    from fastdqn.learn.networks import q_network_for
 
     return Learner(
         q_network_for(info, config.hidden, config.dueling), lr=config.learning_rate, gamma=config.gamma,
@@ -407,8 +407,8 @@ def _evaluator(learner, config: TrainConfig):
     """Scores of ``eval_episodes`` full games on separate envs, made on first use."""
     import numpy as np
 
-    from fastdqn.envs import make_envs
-    from fastdqn.evaluate import evaluate
+    from fastdqn.run.envs import make_envs
+    from fastdqn.run.evaluate import evaluate
 
     envs = []
     eval_seed = derive_seed(config.seed, 1_000_003)
@@ -426,18 +426,18 @@ def _evaluator(learner, config: TrainConfig):
 
 def _replay_bytes(config: TrainConfig, info) -> int:
     """Host memory the replay buffer for this run will allocate."""
-    from fastdqn.replay import ReplayBuffer
+    from fastdqn.replay.buffer import ReplayBuffer
 
     args = (config.buffer_size, info.obs_shape, config.num_envs)
     kwargs = dict(obs_dtype=info.obs_dtype, frame_stack=info.frame_stack)
     plain = ReplayBuffer.required_bytes(*args, **kwargs)
     total = plain
     if config.replay_device == "cuda":
-        from fastdqn.device_replay import host_bytes
+        from fastdqn.replay.device import host_bytes
 
         total = host_bytes(*args, **kwargs)
     if config.prioritized:  # plus the priority trees, on the host wherever the frames are
-        from fastdqn.prioritized import PrioritizedReplayBuffer
+        from fastdqn.replay.prioritized import PrioritizedReplayBuffer
 
         total += PrioritizedReplayBuffer.required_bytes(*args, **kwargs) - plain
     return total
@@ -450,7 +450,7 @@ def _replay_device(config: TrainConfig, info) -> str:
         return "cpu"
     import torch
 
-    from fastdqn.device_replay import DEFAULT_HEADROOM, check_device_memory, device_bytes
+    from fastdqn.replay.device import DEFAULT_HEADROOM, check_device_memory, device_bytes
     from fastdqn.errors import DeviceMemoryError
 
     needed = device_bytes(config.buffer_size, info.obs_shape, config.num_envs, obs_dtype=info.obs_dtype,
@@ -470,17 +470,17 @@ def _replay_type(config: TrainConfig) -> tuple[type, dict]:
     keywords that place its frames."""
     if config.replay_device == "cuda":
         if config.prioritized:
-            from fastdqn.device_prioritized import DevicePrioritizedReplayBuffer
+            from fastdqn.replay.device_prioritized import DevicePrioritizedReplayBuffer
 
             return DevicePrioritizedReplayBuffer, {"device": config.device}
-        from fastdqn.device_replay import DeviceReplayBuffer
+        from fastdqn.replay.device import DeviceReplayBuffer
 
         return DeviceReplayBuffer, {"device": config.device}
     if config.prioritized:
-        from fastdqn.prioritized import PrioritizedReplayBuffer
+        from fastdqn.replay.prioritized import PrioritizedReplayBuffer
 
         return PrioritizedReplayBuffer, {}
-    from fastdqn.replay import ReplayBuffer
+    from fastdqn.replay.buffer import ReplayBuffer
 
     return ReplayBuffer, {}
 
@@ -490,7 +490,7 @@ def _network_bytes(config: TrainConfig, info) -> int:
     (nothing allocated), times the copies training keeps of each."""
     import torch
 
-    from fastdqn.networks import q_network_for
+    from fastdqn.learn.networks import q_network_for
 
     with torch.device("meta"):
         network = q_network_for(info, config.hidden, config.dueling)
@@ -501,7 +501,7 @@ def _check_memory(config: TrainConfig, info) -> tuple[int, int]:
     """Refuse a replay buffer and network that do not fit; returns (replay bytes, free RAM)."""
     import torch
 
-    from fastdqn.replay import available_memory
+    from fastdqn.replay.buffer import available_memory
 
     replay_bytes, network_bytes = _replay_bytes(config, info), _network_bytes(config, info)
     free = available_memory()
@@ -555,9 +555,9 @@ def _eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from fastdqn.checkpoint import load_checkpoint
-    from fastdqn.envs import env_info, make_envs
-    from fastdqn.evaluate import evaluate, summarize
+    from fastdqn.run.checkpoint import load_checkpoint
+    from fastdqn.run.envs import env_info, make_envs
+    from fastdqn.run.evaluate import evaluate, summarize
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes: expected a positive int, got {args.episodes}")
@@ -596,7 +596,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _bench_missing(args: argparse.Namespace) -> int:
-    raise UsageError("bench: fastdqn.bench is not available in this installation")
+    raise UsageError("bench: fastdqn.tools.bench.sections is not available in this installation")
 
 
 if __name__ == "__main__":

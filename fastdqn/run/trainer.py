@@ -5,7 +5,7 @@ step in their own threads while the learner trains. Everything is keyed by
 ``info["env_id"]``: a row of ``recv()`` is the transition from that env's last observation
 and action (kept in per-env arrays) to the new observation.
 
-Batches reach the learner through a ``Feeder`` (``fastdqn/feeder.py``), which samples the
+Batches reach the learner through a ``Feeder`` (``fastdqn/pipeline/feeder.py``), which samples the
 next one in a background thread while the learner updates; the loop lets that copy finish
 (``settle``) before it adds to the buffer, so a seed gives the same run with or without it.
 With a ``PrioritizedReplayBuffer`` each draw takes beta from ``TrainConfig.per_beta`` and
@@ -27,12 +27,12 @@ import time
 import numpy as np
 import torch
 
-from fastdqn.checkpoint import save_checkpoint
-from fastdqn.config import TrainConfig, linear_schedule
+from fastdqn.run.checkpoint import save_checkpoint
+from fastdqn.run.config import TrainConfig, linear_schedule
 from fastdqn.errors import ConfigError, ReplayError, TrainingError
-from fastdqn.feeder import Feeder
-from fastdqn.phases import PhaseTimer, next_multiple
-from fastdqn.priority_feedback import PriorityFeedback
+from fastdqn.pipeline.feeder import Feeder
+from fastdqn.util.phases import PhaseTimer, next_multiple
+from fastdqn.pipeline.priority_feedback import PriorityFeedback
 
 PHASES = ("env", "act", "store", "sample", "learn", "wait", "priorities")
 
@@ -78,7 +78,7 @@ class Trainer:
         self._metrics = None
         self._last_log_step = -1
         # Prioritized replay: TD errors go back into the buffer (one update late, see
-        # fastdqn/priority_feedback.py) and each draw uses the scheduled beta.
+        # fastdqn/pipeline/priority_feedback.py) and each draw uses the scheduled beta.
         self._feedback = PriorityFeedback.for_device(buffer, config.batch_size, getattr(learner, "device", "cpu")) \
             if hasattr(buffer, "update_priorities") else None
         self._next_draw = None  # the drawn batch's (ids, weights) while no feeder holds it

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastdqn.atomic import atomic_write
-from fastdqn.config import TrainConfig
+from fastdqn.util.atomic import atomic_write
+from fastdqn.run.config import TrainConfig
 from fastdqn.errors import CheckpointError, ConfigError
 
 try:

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fastdqn.feeder import HostEvent
+from fastdqn.pipeline.feeder import HostEvent
 
 
 class PriorityFeedback:

@@ -127,10 +127,10 @@ class MLP(nn.Module):
 
 
 def q_network_for(info, hidden: Sequence[int] = (120, 84), dueling: bool = False) -> nn.Module:
-    """The Q-network for an env described by ``info`` (``fastdqn.envs.EnvInfo``): NatureCNN
+    """The Q-network for an env described by ``info`` (``fastdqn.run.envs.EnvInfo``): NatureCNN
     for Atari frame stacks, else an MLP over the flattened observation with ``hidden`` widths;
     with ``dueling``, their dueling form."""
-    from fastdqn.config import ATARI
+    from fastdqn.run.config import ATARI
 
     if info.kind == ATARI:
         return NatureCNN(info.num_actions, frame_stack=info.frame_stack, dueling=dueling)

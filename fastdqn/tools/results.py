@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdqn.atomic import atomic_write
+from fastdqn.util.atomic import atomic_write
 from fastdqn.errors import ConfigError
-from fastdqn.logger import METRICS_NAME
+from fastdqn.run.logger import METRICS_NAME
 
 CONFIG_NAME = "config.json"
 

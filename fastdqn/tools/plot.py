@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdqn.atari_scores import game_of, human_normalized
+from fastdqn.tools.atari_scores import game_of, human_normalized
 from fastdqn.errors import ConfigError
-from fastdqn.results import RunResult, find_runs
-from fastdqn.stats import AGGREGATES, bootstrap_mean, smooth, stratified_bootstrap
+from fastdqn.tools.results import RunResult, find_runs
+from fastdqn.tools.stats import AGGREGATES, bootstrap_mean, smooth, stratified_bootstrap
 
 DESCRIPTION = (
     "Draw learning curves (mean over seeds, 95%% bootstrap band, evaluations marked) for every env of "

@@ -11,15 +11,15 @@ dueling head's, which is learner work (its two streams double the MLP's last hid
 
 from __future__ import annotations
 
-from fastdqn.measure import Figure, measure_interleaved, paired_ratio
+from fastdqn.tools.bench.measure import Figure, measure_interleaved, paired_ratio
 
 N_STEP = 3
 EPSILON = 0.05
 
 
 def _buffer(ctx, prioritized: bool):
-    from fastdqn.prioritized import PrioritizedReplayBuffer
-    from fastdqn.replay import ReplayBuffer
+    from fastdqn.replay.prioritized import PrioritizedReplayBuffer
+    from fastdqn.replay.buffer import ReplayBuffer
 
     info, a = ctx.info, ctx.args
     kind, extra = (PrioritizedReplayBuffer, dict(alpha=0.5, n_step=N_STEP)) if prioritized else (ReplayBuffer, {})
@@ -28,8 +28,8 @@ def _buffer(ctx, prioritized: bool):
 
 
 def _learner(ctx, dueling: bool, compile: bool):
-    from fastdqn.learner import Learner
-    from fastdqn.networks import q_network_for
+    from fastdqn.learn.learner import Learner
+    from fastdqn.learn.networks import q_network_for
 
     return Learner(q_network_for(ctx.info, dueling=dueling), compile=compile, device=ctx.args.device,
                    batch_size=ctx.args.batch_size, double_dqn=True, seed=ctx.args.seed)
@@ -37,8 +37,8 @@ def _learner(ctx, dueling: bool, compile: bool):
 
 def section_rainbow(ctx) -> list[Figure]:
     """Env steps/s of the trainer with --n-step 3 --prioritized --dueling against plain Double DQN."""
-    from fastdqn.bench import TrainerRuns, train_config
-    from fastdqn.trainer import Trainer
+    from fastdqn.tools.bench.sections import TrainerRuns, train_config
+    from fastdqn.run.trainer import Trainer
 
     a, s = ctx.args, ctx.sizes
     compiled = not (a.no_compile or a.quick)

@@ -24,10 +24,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fastdqn.atomic import atomic_write
+from fastdqn.util.atomic import atomic_write
 from fastdqn.errors import RunError
 
-# fastdqn.checkpoint.CHECKPOINT_NAME, named here so that the Ray worker does not import
+# fastdqn.run.checkpoint.CHECKPOINT_NAME, named here so that the Ray worker does not import
 # torch (seconds on a small machine) only to look for a file.
 CHECKPOINT_FILE = "checkpoint.pt"
 # Run states, as sweep.json records them.

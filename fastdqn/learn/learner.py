@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastdqn.cuda_graph import CudaGraphStep
+from fastdqn.learn.cuda_graph import CudaGraphStep
 from fastdqn.errors import ConfigError
-from fastdqn.learner_batch import UPDATE_INPUTS, BatchChecker
-from fastdqn.learner_state import check_learner_state
-from fastdqn.losses import LOSSES, q_learning_loss
+from fastdqn.learn.batch_check import UPDATE_INPUTS, BatchChecker
+from fastdqn.learn.state_check import check_learner_state
+from fastdqn.learn.losses import LOSSES, q_learning_loss
 
 NONFINITE_CHECK_INTERVAL = 100
 """On CUDA, how many updates may pass between reads of the non-finite-loss flag."""
@@ -331,7 +331,7 @@ class Learner:
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned; training then continues exactly as it would have.
 
-        Every field is checked first (``fastdqn.learner_state``): a bad one raises
+        Every field is checked first (``fastdqn.learn.state_check``): a bad one raises
         ``CheckpointError`` and changes nothing."""
         check_learner_state(state, networks={"online": self.online.state_dict(),
                                              "target": self.target.state_dict()},

@@ -41,12 +41,12 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from fastdqn.atomic import atomic_write
-from fastdqn.batch import ReplayBatch, allocate_batch, check_batch
+from fastdqn.util.atomic import atomic_write
+from fastdqn.replay.batch import ReplayBatch, allocate_batch, check_batch
 from fastdqn.errors import CheckpointError, ReplayError, ReplayStateError
 from fastdqn.kernels import nstep as kn
 from fastdqn.kernels import replay as kr
-from fastdqn.rngstate import pcg64_state
+from fastdqn.util.rngstate import pcg64_state
 
 _MAGIC = b"FASTDQN-REPLAY\x00\x01"
 _VERSION = 1
@@ -370,7 +370,7 @@ class ReplayBuffer:
         """Freshly allocated arrays to pass as ``out=`` to ``sample``/``gather``.
 
         ``window=True`` (stacked frames only) stores each transition's ``k + 1`` frames once
-        in ``frames``; ``obs`` and ``next_obs`` are views of it (see ``fastdqn.batch``).
+        in ``frames``; ``obs`` and ``next_obs`` are views of it (see ``fastdqn.replay.batch``).
         """
         B = _positive_int("batch_size", batch_size)
         self._check_window(window)

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdqn.baselines import NaiveDQNLoop, NumpyStackBuffer
-from fastdqn.bench_rainbow import section_rainbow
-from fastdqn.config import check_seed
+from fastdqn.tools.bench.baselines import NaiveDQNLoop, NumpyStackBuffer
+from fastdqn.tools.bench.rainbow import section_rainbow
+from fastdqn.run.config import check_seed
 from fastdqn.errors import ConfigError
-from fastdqn.measure import (
+from fastdqn.tools.bench.measure import (
     Case,
     Figure,
     Stat,
@@ -70,22 +70,22 @@ class Context:
 
     args: argparse.Namespace
     sizes: Sizes
-    info: object  # fastdqn.envs.EnvInfo
+    info: object  # fastdqn.run.envs.EnvInfo
 
     def make_envs(self, async_envs: bool = False):
-        from fastdqn.envs import make_envs
+        from fastdqn.run.envs import make_envs
 
         batch = self.args.env_batch_size or max(1, self.args.num_envs // 2)
         return make_envs(self.args.env_id, self.args.num_envs, seed=self.args.seed,
                          async_envs=async_envs, batch_size=batch if async_envs else None)
 
     def q_network(self):
-        from fastdqn.networks import q_network_for
+        from fastdqn.learn.networks import q_network_for
 
         return q_network_for(self.info)
 
     def learner(self, compile: bool):
-        from fastdqn.learner import Learner
+        from fastdqn.learn.learner import Learner
 
         return Learner(self.q_network(), compile=compile, device=self.args.device,
                        batch_size=self.args.batch_size, double_dqn=True, seed=self.args.seed)
@@ -174,7 +174,7 @@ def record_stream(ctx: Context, steps: int) -> list[dict]:
 
 def filled_buffer(ctx: Context):
     """A buffer of the env's shape filled to capacity from a recorded stream, and the stream."""
-    from fastdqn.replay import ReplayBuffer
+    from fastdqn.replay.buffer import ReplayBuffer
 
     s, info = ctx.sizes, ctx.info
     stream = record_stream(ctx, 64)
@@ -279,7 +279,7 @@ def batch_traffic(batch, frame_stack: int) -> tuple[int, int]:
 def section_feed(ctx: Context) -> list[Figure]:
     """The host's cost per update: sample, stage and hand off a batch through the ``Feeder``
     the trainer uses, with the learner's work replaced by nothing."""
-    from fastdqn.feeder import Feeder
+    from fastdqn.pipeline.feeder import Feeder
 
     s, a = ctx.sizes, ctx.args
     buf, _ = filled_buffer(ctx)
@@ -388,7 +388,7 @@ def _paired_note(a: Stat, b: Stat) -> str:
 
 def train_config(ctx: Context, **overrides):
     """A ``TrainConfig`` for a bench run of the trainer: no files, no evaluation, no progress bar."""
-    from fastdqn.config import TrainConfig
+    from fastdqn.run.config import TrainConfig
 
     a = ctx.args
     values = dict(env_id=a.env_id, seed=a.seed, num_envs=a.num_envs, buffer_size=ctx.sizes.replay_capacity,
@@ -415,13 +415,13 @@ class TrainerRuns:
         self.units = vector_steps * ctx.args.num_envs
         self.state = state
         self.envs = self.trainer = None
-        from fastdqn.trainer import PHASES
+        from fastdqn.run.trainer import PHASES
 
         self.shares: dict[str, list[float]] = {k: [] for k in PHASES}
         self.updates: list[float] = []
 
     def setup(self) -> None:
-        from fastdqn.trainer import Trainer
+        from fastdqn.run.trainer import Trainer
 
         self.close()
         first = self.state["global_step"] if self.state else 0
@@ -453,7 +453,7 @@ class TrainerRuns:
 
 
 def make_buffer(ctx: Context):
-    from fastdqn.replay import ReplayBuffer
+    from fastdqn.replay.buffer import ReplayBuffer
 
     info = ctx.info
     return ReplayBuffer(ctx.sizes.replay_capacity, info.obs_shape, ctx.args.num_envs,
@@ -498,7 +498,7 @@ def section_collect(ctx: Context) -> list[Figure]:
 
 def section_train(ctx: Context) -> list[Figure]:
     """The full trainer after learning starts, repeats taken in turn with the naive loop's."""
-    from fastdqn.trainer import Trainer
+    from fastdqn.run.trainer import Trainer
 
     a, s = ctx.args, ctx.sizes
     compiled = not (a.no_compile or a.quick)
@@ -545,8 +545,8 @@ def section_train(ctx: Context) -> list[Figure]:
 
 
 def section_device(ctx: Context) -> list[Figure]:
-    """The device-resident replay buffer beside the NumPy one (``fastdqn/bench_device.py``)."""
-    from fastdqn.bench_device import section_device as run
+    """The device-resident replay buffer beside the NumPy one (``fastdqn/tools/bench/device.py``)."""
+    from fastdqn.tools.bench.device import section_device as run
 
     return run(ctx)
 
@@ -620,7 +620,7 @@ def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:
     """Run the chosen sections, print the table, write JSON when asked; 0 on success."""
     import torch
 
-    from fastdqn.envs import env_info
+    from fastdqn.run.envs import env_info
 
     sections = check_args(args)
     sizes = sizes or (QUICK if args.quick else DEFAULT)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastdqn.batch import LEARNER_FIELDS, window_of
+from fastdqn.replay.batch import LEARNER_FIELDS, window_of
 from fastdqn.errors import BatchError
-from fastdqn.losses import one_step_discount
+from fastdqn.learn.losses import one_step_discount
 
 # Fields a batch may carry: an n-step buffer's per-sample discount, prioritized replay's
 # importance weights. Without them the discount is gamma * (1 - terminated), the weights 1.

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastdqn.device_replay import DEFAULT_HEADROOM, DeviceReplayBuffer
-from fastdqn.prioritized import PrioritizedReplayBuffer
+from fastdqn.replay.device import DEFAULT_HEADROOM, DeviceReplayBuffer
+from fastdqn.replay.prioritized import PrioritizedReplayBuffer
 
 
 class DevicePrioritizedReplayBuffer(DeviceReplayBuffer, PrioritizedReplayBuffer):

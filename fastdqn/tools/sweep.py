@@ -29,11 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-from fastdqn.atomic import atomic_write
-from fastdqn.config import PRESETS, TrainConfig, make_config
+from fastdqn.util.atomic import atomic_write
+from fastdqn.run.config import PRESETS, TrainConfig, make_config
 from fastdqn.errors import ConfigError, DependencyError
-from fastdqn.results import find_runs, format_summary, last_step, summarize, write_summary
-from fastdqn.sweep_task import FAILED, FINISHED, QUEUED, RUNNING, STOPPED, RunKilled, read_status, run_training
+from fastdqn.tools.results import find_runs, format_summary, last_step, summarize, write_summary
+from fastdqn.tools.sweep_task import FAILED, FINISHED, QUEUED, RUNNING, STOPPED, RunKilled, read_status, run_training
 
 SWEEP_NAME = "sweep.json"
 STOP_NAME = "STOP"
@@ -158,7 +158,7 @@ def train_flags(overrides: dict) -> list[str]:
 
 def _check_train_config(env_id: str, overrides: dict) -> None:
     """Resolve the run's config as ``fastdqn train`` will; ConfigError if it would refuse it."""
-    from fastdqn.envs import env_info
+    from fastdqn.run.envs import env_info
 
     info = env_info(env_id)
     try:
@@ -283,7 +283,7 @@ def start_commands(settings: SweepSettings) -> dict[str, list[str]]:
     Runs that reserve no GPU train on the CPU even on a GPU node (Ray leaves
     CUDA_VISIBLE_DEVICES alone for tasks without GPUs).
     """
-    from fastdqn.envs import env_info
+    from fastdqn.run.envs import env_info
 
     flags, n = settings.train_flags, settings.threads()
     starts = {}

@@ -9,13 +9,13 @@ learner a batch that is already where the update reads it:
   ``non_blocking`` host-to-device copy of that block, followed by a CUDA event. A host
   block is sampled into again only after its event has completed, so the sampler never
   overwrites memory a copy still reads. There is no host-to-host copy.
-- A buffer whose frames are already on the device (``fastdqn.device_replay``): that
+- A buffer whose frames are already on the device (``fastdqn.replay.device``): that
   buffer's own device batches, sampled in the calling thread (no prefetch: the work is
   queued on the device); the learner must be on the same device.
 
 With ``window=True`` (the default where the buffer allows it: stacked frames and
 ``n_step=1``) a batch stores each transition's ``k + 1`` frames once (see
-``fastdqn.batch``), so sampling and the device copy move 5/8 of a stacked batch's bytes
+``fastdqn.replay.batch``), so sampling and the device copy move 5/8 of a stacked batch's bytes
 for ``k = 4``.
 
 Timing: the batch for update ``i + 1`` is drawn from the buffer when batch ``i`` is handed
@@ -23,7 +23,7 @@ out, with ``prefetch`` on or off; with ``prefetch`` its copy then runs in a back
 thread (the kernels release the GIL) while the learner runs update ``i``. ``settle()``
 waits for that copy; calling it before each ``add`` keeps the buffer still under the
 copy, so a seed gives the same batches, and the same run, with ``prefetch`` on or off.
-(The buffer stays correct without it; see ``fastdqn.replay``.)
+(The buffer stays correct without it; see ``fastdqn.replay.buffer``.)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from fastdqn.batch import ReplayBatch, allocate_batch
+from fastdqn.replay.batch import ReplayBatch, allocate_batch
 from fastdqn.errors import ConfigError
 
 _ALIGN = 64  # bytes; every field of a block starts on a cache line
@@ -190,7 +190,7 @@ class Feeder:
 
         resident = getattr(buffer, "device", None)
         if resident is not None:
-            # Frames already on the device (fastdqn.device_replay): the buffer fills device
+            # Frames already on the device (fastdqn.replay.device): the buffer fills device
             # batches itself, queued on the device in this thread, so nothing is prefetched.
             _check_resident(resident, device)
             self.prefetch = prefetch = False

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastdqn.config import ATARI, VECTOR, check_seed
+from fastdqn.run.config import ATARI, VECTOR, check_seed
 from fastdqn.errors import ConfigError
 
 

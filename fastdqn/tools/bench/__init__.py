@@ -1,0 +1,1 @@
+"""``fastdqn bench``: its sections and the measuring harness they share."""
