@@ -266,6 +266,17 @@ class ReplayBuffer:
         return self._gamma
 
     @property
+    def prioritized(self) -> bool:
+        """Whether draws follow priorities (and ``update_priorities`` takes TD errors)."""
+        return self._batch_type is not ReplayBatch
+
+    @property
+    def batch_device(self):
+        """The ``torch.device`` of this buffer's own batches when its frames live in a torch
+        tensor, else None (NumPy batches in host RAM)."""
+        return getattr(self, "_device", None)
+
+    @property
     def batch_type(self) -> type:
         """The type of this buffer's batches (``ReplayBatch``); its ``FIELDS`` declare them."""
         return self._batch_type

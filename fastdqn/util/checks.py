@@ -1,0 +1,72 @@
+"""The small argument checks every layer shares, and device parsing.
+
+Each check raises the caller's exception class (``error=``: a ``ReplayError`` in the replay
+layer, a ``ConfigError`` elsewhere) with one message of the form
+``"{name}: expected {what}, got {value!r}; {fix}"``. torch is imported only by
+``parse_device``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastdqn.errors import ConfigError
+
+
+def is_int(value) -> bool:
+    """An int (Python or NumPy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value) -> bool:
+    """A finite int or float (Python or NumPy), not a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
+
+
+def fail(name: str, expected: str, value, fix: str = "", *, error: type = ConfigError):
+    """Raise ``error`` with the one message format of these checks."""
+    raise error(f"{name}: expected {expected}, got {value!r}" + (f"; {fix}" if fix else ""))
+
+
+def check_int(name: str, value, *, minimum: int = 1, why: str = "", fix: str = "",
+              error: type = ConfigError) -> int:
+    """``value`` as an int, refused unless it is an int >= ``minimum`` (``why``: a note after the bound)."""
+    if not is_int(value) or value < minimum:
+        fail(name, f"an int >= {minimum}{why}", value, fix, error=error)
+    return int(value)
+
+
+def check_number(name: str, value, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
+                 high_open: bool = False, fix: str = "", error: type = ConfigError) -> float:
+    """``value`` as a float, refused unless it is a finite number in the interval from ``low``
+    to ``high`` (closed unless ``low_open``/``high_open``)."""
+    ok = is_number(value)
+    if ok:
+        value = float(value)
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        fail(name, f"a finite number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}",
+             value, fix, error=error)
+    return value
+
+
+def parse_device(device, *, name: str = "device", fix: str = "pass 'cpu'", error: type = ConfigError):
+    """``device`` as a ``torch.device`` of type cpu or cuda; a bare ``"cuda"`` becomes the
+    current CUDA device, and CUDA without a CUDA device is refused."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        fail(name, "'cpu', 'cuda' or 'cuda:N'", device, error=error)
+    if dev.type not in ("cpu", "cuda"):
+        fail(name, "'cpu', 'cuda' or 'cuda:N'", device, error=error)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise error(f"{name}: {device!r} was asked for but torch sees no CUDA device; {fix}")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
