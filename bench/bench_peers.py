@@ -92,7 +92,7 @@ class FastDQN:
     note = "frames stored once per env"
 
     def __init__(self, capacity: int, seed: int = 0):
-        from fastdqn.replay.buffer import ReplayBuffer
+        from fastdqn.replay import ReplayBuffer
 
         self.buf = ReplayBuffer(capacity, OBS_SHAPE, NUM_ENVS, frame_stack=4, seed=seed)
         self.out = {}

@@ -21,7 +21,7 @@ from fastdqn.run.config import TrainConfig
 from fastdqn.run.envs import env_info, make_envs
 from fastdqn.learn.learner import Learner
 from fastdqn.learn.networks import q_network_for
-from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.replay import ReplayBuffer
 from fastdqn.run.trainer import Trainer
 from benchutil import record_rate
 

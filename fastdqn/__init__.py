@@ -11,19 +11,14 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ReplayBuffer": "fastdqn.replay.buffer",
-    "ReplayBatch": "fastdqn.replay.buffer",
-    "PrioritizedReplayBuffer": "fastdqn.replay.prioritized",
-    "PrioritizedBatch": "fastdqn.replay.prioritized",
+    **dict.fromkeys(["ReplayBuffer", "ReplayBatch", "PrioritizedBatch", "ReplaySpec", "replay_bytes",
+                     "PrioritizedReplayBuffer", "DeviceReplayBuffer", "DevicePrioritizedReplayBuffer"],
+                    "fastdqn.replay"),
     "Learner": "fastdqn.learn.learner",
     "NatureCNN": "fastdqn.learn.networks",
     "MLP": "fastdqn.learn.networks",
-    "FastDQNError": "fastdqn.errors",
-    "ConfigError": "fastdqn.errors",
-    "ReplayError": "fastdqn.errors",
-    "ReplayStateError": "fastdqn.errors",
-    "CheckpointError": "fastdqn.errors",
-    "BatchError": "fastdqn.errors",
+    **dict.fromkeys(["FastDQNError", "ConfigError", "ReplayError", "ReplayStateError", "CheckpointError",
+                     "BatchError", "DeviceMemoryError"], "fastdqn.errors"),
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -297,6 +297,21 @@ def copy_rows(frames, action_s, reward_s, term_s, info, count, index, rows, k: i
 
 
 @njit(nogil=True, cache=True)
+def _transition_ids(count, L, slots, rows, out_ids):
+    E = count.shape[0]
+    for r in range(rows.shape[0]):
+        b = rows[r]
+        e = slots[b] // L
+        out_ids[b] = _absolute(count, L, e, slots[b] % L) * E + e
+
+
+def transition_ids(count, L: int, slots, rows, out_ids) -> None:
+    """Transition ids ``a * E + e`` (``a``: the absolute slot under ``count``) of the slot ids
+    ``slots[rows]`` into ``out_ids[rows]``: ids that never repeat, unlike slot ids."""
+    _transition_ids(count, L, slots, rows, out_ids)
+
+
+@njit(nogil=True, cache=True)
 def _stale_rows(count, keep, L, index, oldest, rows, out_rows):
     n = 0
     for r in range(rows.shape[0]):

@@ -74,11 +74,11 @@ class NStepReference:
         return out
 
     def stored(self) -> dict:
-        """index (env * ring + slot % ring) -> n-step transition, windows closed only."""
-        ring = self.ref.ring
-        return {env * ring + slot % ring: w for (env, slot), w in self.closed().items()}
+        """transition id (slot * num_envs + env) -> n-step transition, windows closed only."""
+        E = self.ref.num_envs
+        return {slot * E + env: w for (env, slot), w in self.closed().items()}
 
     def open_ids(self) -> list:
-        ring = self.ref.ring
-        return [env * ring + slot % ring for (env, slot) in self.ref.items
+        E = self.ref.num_envs
+        return [slot * E + env for (env, slot) in self.ref.items
                 if self.window(*self.by_slot[(env, slot)]) is None]

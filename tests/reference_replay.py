@@ -18,7 +18,7 @@ class ReferenceReplay:
     def __init__(self, capacity: int, num_envs: int, frame_stack: int):
         self.k = frame_stack
         self.slots = -(-capacity // num_envs) + frame_stack
-        self.ring = self.slots + frame_stack + 1  # ids are env * ring + slot % ring
+        self.num_envs = num_envs               # ids are slot * num_envs + env (transition ids)
         self.written = [0] * num_envs          # frame slots used so far, per env
         self.last_next = [None] * num_envs     # bytes of the env's previous next_obs
         self.segment_start = [0] * num_envs    # first slot of the env's current stack run
@@ -47,6 +47,6 @@ class ReferenceReplay:
             del self.items[key]
 
     def stored(self) -> dict:
-        """index (env * ring + slot % ring) -> (obs, next_obs, action, reward, terminated)."""
-        return {env * self.ring + slot % self.ring: item[:5]
+        """transition id (slot * num_envs + env) -> (obs, next_obs, action, reward, terminated)."""
+        return {slot * self.num_envs + env: item[:5]
                 for (env, slot), item in self.items.items()}

@@ -19,7 +19,7 @@ from fastdqn.util.atomic import atomic_write
 from fastdqn.run.checkpoint import CHECKPOINT_NAME, buffer_path, load_checkpoint, save_checkpoint
 from fastdqn.tools.cli import main
 from fastdqn.errors import CheckpointError
-from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.replay import ReplayBuffer
 
 from checkpoint_doc import document
 

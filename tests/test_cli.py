@@ -171,7 +171,7 @@ def test_config_json_is_the_resolved_config(tmp_path):
 def test_replay_estimate_matches_the_buffer():
     from fastdqn.tools.cli import _replay_bytes
     from fastdqn.run.envs import env_info
-    from fastdqn.replay.buffer import ReplayBuffer
+    from fastdqn.replay import ReplayBuffer
 
     for env_id, capacity, num_envs in [("Pong-v5", 3000, 8), ("CartPole-v1", 1000, 3)]:
         info = env_info(env_id)

@@ -11,9 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastdqn.replay.device_prioritized import DevicePrioritizedReplayBuffer
+from fastdqn.replay import DevicePrioritizedReplayBuffer
 from fastdqn.pipeline.feeder import Feeder
-from fastdqn.replay.prioritized import PrioritizedReplayBuffer
+from fastdqn.replay import PrioritizedReplayBuffer
 from test_device_replay import assert_identical, drawn_stream, loaded_both_ways, stream
 
 NO_JIT = numba.config.DISABLE_JIT

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn.replay.device_prioritized import DevicePrioritizedReplayBuffer
-from fastdqn.replay.prioritized import PrioritizedReplayBuffer
+from fastdqn.replay import DevicePrioritizedReplayBuffer
+from fastdqn.replay import PrioritizedReplayBuffer
 from test_device_prioritized import assert_identical
 from test_device_replay import stream
 

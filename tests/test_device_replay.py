@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastdqn import MLP, Learner, ReplayBatch, ReplayBuffer, ReplayError
-from fastdqn.replay.device import (DeviceReplayBuffer, check_device_memory, device_bytes,
-                                   host_bytes)
+from fastdqn.replay import DeviceReplayBuffer, ReplaySpec, replay_bytes
+from fastdqn.replay.device import check_device_memory
 from fastdqn.errors import ConfigError, DeviceMemoryError, FastDQNError
 from fastdqn.pipeline.feeder import Feeder
 from fastdqn.kernels import device as kd
@@ -194,9 +194,10 @@ def test_byte_counts():
     dev = DeviceReplayBuffer(*args, frame_stack=4, device="cpu")
     ref = ReplayBuffer(*args, frame_stack=4)
     frames = 8 * ref.slots_per_env * 84 * 84
-    assert device_bytes(*args, frame_stack=4) == dev.device_nbytes == frames
-    assert host_bytes(*args, frame_stack=4) == ref.nbytes - frames + 8 * 5 * 84 * 84 + 8 * ref.slots_per_env * 8
-    assert dev.nbytes == host_bytes(*args, frame_stack=4) + frames
+    host, device = replay_bytes(ReplaySpec(*args, frame_stack=4), on_device=True)
+    assert device == dev.device_nbytes == frames
+    assert host == ref.nbytes - frames + 8 * 5 * 84 * 84 + 8 * ref.slots_per_env * 8
+    assert dev.nbytes == host + frames
 
 
 def test_bad_arguments_are_refused():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fastdqn import MLP, Learner, ReplayBuffer
-from fastdqn.replay.device import DeviceReplayBuffer
+from fastdqn.replay import DeviceReplayBuffer
 from fastdqn.errors import DeviceMemoryError
 from fastdqn.pipeline.feeder import Feeder
 from test_device_replay import assert_identical, stream

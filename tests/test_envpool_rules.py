@@ -20,7 +20,7 @@ from fastdqn.run.envs import env_info, make_envs
 from fastdqn.errors import ReplayError
 from fastdqn.learn.learner import Learner
 from fastdqn.learn.networks import q_network_for
-from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.replay import ReplayBuffer
 from fastdqn.run.trainer import Trainer
 
 
@@ -107,8 +107,7 @@ def expected_transitions(envs):
 
 def stored_transitions(buffer):
     out = []
-    slots = buffer.num_envs * buffer.slots_per_env
-    for i in range(slots):
+    for i in buffer.transition_ids(np.arange(buffer.num_envs * buffer.slots_per_env)):
         try:
             b = buffer.gather(np.array([i]))
         except ReplayError:

@@ -241,7 +241,7 @@ def test_cuda_graph_learner_fed_by_the_feeder_equals_cpu_eager():
 
 
 def test_prioritized_draws_take_beta_from_the_callable_once_per_draw():
-    from fastdqn.replay.prioritized import PrioritizedReplayBuffer
+    from fastdqn.replay import PrioritizedReplayBuffer
 
     stream, _ = stamped_stream(2, 60, seed=5)
     buf = PrioritizedReplayBuffer(2 * 40, (K, *FRAME), 2, frame_stack=K, seed=3)

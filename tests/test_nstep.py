@@ -75,7 +75,7 @@ def test_one_step_discount_is_gamma_or_zero():
     nxt[:, 1] = [[1, 2, 3], [4, 5, 6]]
     buf.add(obs, nxt, np.array([0, 1]), np.array([1.0, 2.0], np.float32),
             np.array([True, False]), np.array([False, True]))
-    batch = buf.gather(np.array([0, buf.slots_per_env]))
+    batch = buf.gather(np.array([0, 1]))
     np.testing.assert_array_equal(batch.discount, np.array([0.0, 0.9], np.float32))
     np.testing.assert_array_equal(batch.reward, [1.0, 2.0])
 

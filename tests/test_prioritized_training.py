@@ -19,7 +19,7 @@ from fastdqn.errors import ReplayError
 from fastdqn.learn.learner import Learner
 from fastdqn.run.logger import RunLogger
 from fastdqn.learn.networks import MLP
-from fastdqn.replay.prioritized import PrioritizedReplayBuffer
+from fastdqn.replay import PrioritizedReplayBuffer
 from fastdqn.run.trainer import Trainer
 
 E, T = 4, 9  # envs; an episode is T steps, then its env sends a reset row

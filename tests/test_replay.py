@@ -110,7 +110,7 @@ def check_against_reference(buf: ReplayBuffer, ref: ReferenceReplay, rng) -> Non
         assert_same(buf.sample(len(stored), out=window), stored)
         np.testing.assert_array_equal(window.frames[:, :-1], window.obs)
         np.testing.assert_array_equal(window.frames[:, 1:], window.next_obs)
-    others = np.setdiff1d(np.arange(-1, buf.num_envs * buf.slots_per_env + 1), index)
+    others = np.setdiff1d(np.concatenate([[-1], all_ids(buf), [index.max() + buf.num_envs]]), index)
     bad = rng.choice(others, size=min(3, len(others)), replace=False)
     for g in bad:
         with pytest.raises(ReplayError, match="index"):
@@ -200,6 +200,11 @@ def filled_buffer(k=4, capacity=40, num_envs=2, seed=0, steps=25) -> ReplayBuffe
     return buf
 
 
+def all_ids(buf: ReplayBuffer) -> np.ndarray:
+    """The transition id of every slot's newest write: a superset of the stored transitions."""
+    return buf.transition_ids(np.arange(buf.num_envs * buf.slots_per_env))
+
+
 def gathers(buf: ReplayBuffer, g: int) -> bool:
     try:
         buf.gather(np.array([g]))
@@ -211,7 +216,7 @@ def gathers(buf: ReplayBuffer, g: int) -> bool:
 def test_sampling_is_uniform_over_valid_transitions():
     buf = filled_buffer(capacity=60, steps=40)
     n = len(buf)
-    valid = [g for g in range(buf.num_envs * buf.slots_per_env) if gathers(buf, g)]
+    valid = [g for g in all_ids(buf) if gathers(buf, g)]
     assert len(valid) == n
     draws = np.concatenate([buf.sample(n).index for _ in range(20_000 // n)])
     ids, counts = np.unique(draws, return_counts=True)
@@ -280,8 +285,8 @@ def test_float_buffer_round_trip(tmp_path):
     buf.save(tmp_path / "f.bin")
     loaded = ReplayBuffer.load(tmp_path / "f.bin")
     assert len(loaded) == 2
-    # Each env's first transition sits in the first slot of its ring.
-    batch = loaded.gather(np.array([0, loaded.slots_per_env]))
+    # Each env's first transition has transition id 0 * num_envs + env.
+    batch = loaded.gather(np.array([0, 1]))
     assert batch.obs.tobytes() == obs.tobytes()
     assert batch.next_obs.tobytes() == (obs + 1).tobytes()
     np.testing.assert_array_equal(batch.action, [0, 1])

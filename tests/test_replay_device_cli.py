@@ -11,12 +11,14 @@ import torch
 
 from fastdqn.tools.cli import _replay_bytes, _replay_device, _replay_type, _resume_config, main
 from fastdqn.run.config import TrainConfig
-from fastdqn.replay.device_prioritized import DevicePrioritizedReplayBuffer
-from fastdqn.replay.device import DEFAULT_HEADROOM, DeviceReplayBuffer, device_bytes, host_bytes
+from fastdqn.replay import DevicePrioritizedReplayBuffer
+from fastdqn.replay import DeviceReplayBuffer
+from fastdqn.replay.device import DEFAULT_HEADROOM
+from fastdqn.replay.variants import device_bytes
 from fastdqn.run.envs import env_info
 from fastdqn.errors import ConfigError, DeviceMemoryError
-from fastdqn.replay.prioritized import PrioritizedReplayBuffer
-from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.replay import PrioritizedReplayBuffer
+from fastdqn.replay import ReplayBuffer
 
 from cli_errors import fails
 

@@ -6,8 +6,10 @@ and the arrays' bytes. These tests edit the header by hand.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,13 +95,14 @@ def test_the_rng_state_never_chooses_what_is_constructed(saved):
         ("capacity", True), ("capacity", -5), ("capacity", 64.0), ("num_envs", "2"),
         ("frame_stack", 1000), ("obs_shape", [4, 0]), ("obs_shape", "4"), ("obs_dtype", "|O"),
         ("obs_dtype", "<U4"), ("obs_dtype", "[('a', '<f4')]"), ("len", -1), ("version", 2)]],
-    ("kind", "PrioritizedReplayBuffer", "holds a 'PrioritizedReplayBuffer', not a ReplayBuffer"),
+    ("kind", "PrioritizedReplayBuffer", "options: expected a JSON object with the keys \\['n_step', 'gamma', 'alpha'"),
+    ("kind", "DeviceReplayBuffer", "kind: expected one of"),
     ("options", "n_step=1", "options: expected a JSON object"),
     ("options", {}, "options: expected a JSON object with the keys"),
     ("options", {"n_step": 1}, "options: expected a JSON object with the keys"),
     ("options", {"n_step": 1, "gamma": 0.99, "alpha": 0.6}, "options: expected a JSON object"),
     ("options", {"n_step": 0, "gamma": 0.99}, "n_step: expected an int >= 1"),
-    ("options", {"n_step": 1, "gamma": 1.5}, "gamma: expected a number in"),
+    ("options", {"n_step": 1, "gamma": 1.5}, "gamma: expected a finite number in"),
 ])
 def test_a_bad_header_field_is_refused(saved, field, value, match):
     magic, header, body = read_parts(saved)
@@ -122,3 +125,18 @@ def test_a_file_from_before_the_options_loads_with_the_defaults(saved):
     write_parts(saved, magic, header, body)
     buf = ReplayBuffer.load(saved)
     assert (buf.n_step, buf.gamma, len(buf)) == (1, 0.99, 2)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "prioritized"])
+def test_files_of_the_earlier_classes_load_and_sample_as_they_did(kind):
+    """Files written by the release's ReplayBuffer and PrioritizedReplayBuffer classes (before
+    they became one class), with the batch those classes drew next after loading them."""
+    data = Path(__file__).parent / "data"
+    expected = json.loads((data / "replay_v1_next_samples.json").read_text())[kind]
+    buf = ReplayBuffer.load(data / f"replay_v1_{kind}.bin")
+    assert buf.prioritized == (kind == "prioritized")
+    batch = buf.sample(8, beta=0.5)
+    for name in ("action", "reward", "terminated", "discount") + (("weight",) if buf.prioritized else ()):
+        np.testing.assert_array_equal(getattr(batch, name), np.array(expected[name], getattr(batch, name).dtype))
+    assert hashlib.sha256(np.ascontiguousarray(batch.obs).tobytes()).hexdigest() == expected["obs_sha256"]
+    assert hashlib.sha256(np.ascontiguousarray(batch.next_obs).tobytes()).hexdigest() == expected["next_obs_sha256"]

@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from fastdqn import ReplayBatch, ReplayBuffer, ReplayError
+from fastdqn import (DevicePrioritizedReplayBuffer, DeviceReplayBuffer, ReplayBatch, ReplayBuffer,
+                     ReplayError)
 from fastdqn.replay.batch import FIELDS
 from fastdqn.pipeline.feeder import Feeder
 from reference_nstep import NStepReference
@@ -63,13 +64,35 @@ def key(obs, next_obs, action, reward, terminated) -> tuple:
     return hash(obs.tobytes()), hash(next_obs.tobytes()), int(action), float(reward), bool(terminated)
 
 
+# Every variant keeps the same thread contract: (prioritized, frames in a torch tensor).
+VARIANTS = [(False, False), (True, False), (False, True), (True, True)]
+VARIANT_IDS = ["uniform", "prioritized", "uniform-tensor", "prioritized-tensor"]
+
+
+def build(variant, *args, **kwargs) -> ReplayBuffer:
+    prioritized, tensor = variant
+    if tensor:
+        pytest.importorskip("torch")
+        cls = DevicePrioritizedReplayBuffer if prioritized else DeviceReplayBuffer
+        return cls(*args, device="cpu", **kwargs)
+    return ReplayBuffer(*args, prioritized=prioritized, **kwargs)
+
+
+def host(batch: ReplayBatch) -> ReplayBatch:
+    """A batch's fields as NumPy arrays (device buffers hand out torch tensors)."""
+    return batch._replace(**{name: value.numpy() for name, value in batch._asdict().items()
+                             if hasattr(value, "numpy") and not isinstance(value, np.ndarray)})
+
+
 def rows(batch: ReplayBatch):
+    batch = host(batch)
     for b in range(batch.index.shape[0]):
         yield key(batch.obs[b], batch.next_obs[b], batch.action[b], batch.reward[b],
                   batch.terminated[b])
 
 
 def nstep_rows(batch: ReplayBatch):
+    batch = host(batch)
     for b, k in enumerate(rows(batch)):
         yield k + (float(batch.discount[b]),)
 
@@ -123,7 +146,7 @@ def test_window_batches_equal_stacked_batches_on_every_row():
         buf.add(**kwargs)
         if t % 7 or len(buf) == 0:
             continue
-        index = np.array([g for g in range(buf.num_envs * buf.slots_per_env)
+        index = np.array([g for g in buf.transition_ids(np.arange(buf.num_envs * buf.slots_per_env))
                           if gathers(buf, g)], np.int64)
         assert len(index) == len(buf)
         stacked = buf.gather(index)
@@ -148,8 +171,9 @@ def test_window_errors_name_the_fix():
         buf.sample(3, out=window)
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("n_step", [1, 3])
-def test_rows_an_add_overwrote_between_draw_and_fill_are_drawn_again(n_step):
+def test_rows_an_add_overwrote_between_draw_and_fill_are_drawn_again(n_step, variant):
     """``draw``, adds, then ``fill``: what a background copy meets when adds run beside it.
     Every row must be a transition (an n-step one: its whole window) still in the buffer
     after the adds."""
@@ -158,8 +182,7 @@ def test_rows_an_add_overwrote_between_draw_and_fill_are_drawn_again(n_step):
     row_keys = rows
     if n_step > 1:
         keys, row_keys = nstep_keys(stream, n_step, 0.9), nstep_rows
-    buf = ReplayBuffer(num_envs * 12, (K, *FRAME), num_envs, frame_stack=K, n_step=n_step,
-                       gamma=0.9, seed=3)
+    buf = build(variant, num_envs * 12, (K, *FRAME), num_envs, frame_stack=K, n_step=n_step, gamma=0.9, seed=3)
     redrawn = 0
     for t, kwargs in enumerate(stream[:60]):
         buf.add(**kwargs)
@@ -171,9 +194,9 @@ def test_rows_an_add_overwrote_between_draw_and_fill_are_drawn_again(n_step):
             buf.add(**kwargs)
         buf.fill(out)
         redrawn += int((out.index != drawn).sum())
-        valid = buf.gather(out.index)  # raises unless each row is still a stored transition
+        valid = host(buf.gather(out.index))  # raises unless each row is still a stored transition
         for name in ReplayBatch._fields:
-            np.testing.assert_array_equal(getattr(out, name), getattr(valid, name))
+            np.testing.assert_array_equal(getattr(host(out), name), getattr(valid, name))
         assert all(k in keys for k in row_keys(out))
     assert redrawn > 0, "no row was ever overwritten: the test does not exercise the redraw"
 
@@ -216,19 +239,21 @@ def race(buf: ReplayBuffer, stream: list[dict], keys, rounds: int, batch_size: i
     return batches[0]
 
 
-def test_background_sampling_beside_add_returns_only_added_transitions():
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_background_sampling_beside_add_returns_only_added_transitions(variant):
     stream, keys = stamped_stream(4, 500, seed=5)
-    buf = ReplayBuffer(4 * 30, (K, *FRAME), 4, frame_stack=K, seed=5)
+    buf = build(variant, 4 * 30, (K, *FRAME), 4, frame_stack=K, seed=5)
     batches = race(buf, stream, keys, rounds=30, batch_size=64)  # 15,000 adds of 4 envs
     assert batches > 20, f"the sampler ran only {batches} batches beside the adds"
 
 
-def test_background_nstep_sampling_beside_add_returns_only_whole_windows():
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_background_nstep_sampling_beside_add_returns_only_whole_windows(variant):
     """Each sampled n-step row (obs, the stack m steps on, the discounted sum, the discount)
     must be a window the stream really holds: no frame or step of it overwritten meanwhile."""
     n, gamma = 3, 0.9
     stream, _ = stamped_stream(4, 500, seed=7)
-    buf = ReplayBuffer(4 * 30, (K, *FRAME), 4, frame_stack=K, n_step=n, gamma=gamma, seed=7)
+    buf = build(variant, 4 * 30, (K, *FRAME), 4, frame_stack=K, n_step=n, gamma=gamma, seed=7)
     # What race adds; later rounds repeat the second one's windows.
     steps = stream[:len(stream) // 4] + stream * 2
     batches = race(buf, stream, nstep_keys(steps, n, gamma), rounds=30, batch_size=64,

@@ -20,7 +20,7 @@ from fastdqn.run.envs import env_info, make_envs
 from fastdqn.errors import ConfigError
 from fastdqn.learn.learner import Learner
 from fastdqn.learn.networks import MLP
-from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.replay import ReplayBuffer
 from fastdqn.run.trainer import Trainer
 
 CARTPOLE_SEED = 1

@@ -20,7 +20,7 @@ import os
 import pickle
 import tempfile
 
-from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.replay import ReplayBuffer
 
 _PREFIX = "fastdqn-replay-"
 

@@ -35,7 +35,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from fastdqn.errors import ReplayError
 from fastdqn.integrations.replay_pickle import Streamed
-from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.replay import ReplayBuffer
 
 __all__ = ["SB3ReplayBuffer", "detect_frame_stack"]
 

@@ -176,7 +176,7 @@ class Feeder:
                  beta: Callable[[], float] | None = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-        if beta is not None and not hasattr(buffer, "update_priorities"):
+        if beta is not None and not buffer.prioritized:
             raise ConfigError(f"beta: only a prioritized buffer draws with beta, got {type(buffer).__name__}; "
                               "pass beta=None or a PrioritizedReplayBuffer")
         # Called once per draw: the importance-weight exponent of that batch (prioritized replay).
@@ -188,7 +188,7 @@ class Feeder:
             return allocate_batch(batch_size, buffer.obs_shape, buffer.obs_dtype, window=window,
                                   empty=empty, batch_type=buffer.batch_type)
 
-        resident = getattr(buffer, "device", None)
+        resident = buffer.batch_device
         if resident is not None:
             # Frames already on the device (fastdqn.replay.device): the buffer fills device
             # batches itself, queued on the device in this thread, so nothing is prefetched.

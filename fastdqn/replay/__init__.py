@@ -1,5 +1,7 @@
-"""The replay layer: the frame ring and its ``add``, frame stores on the host or a device,
-uniform and prioritized samplers, the batch's fields, the file format and byte counts.
+"""The replay layer: the frame rings and their ``add`` (``ring``), frame stores on the host
+(``frames``) or a device (``device``), uniform and prioritized samplers (``uniform``,
+``prioritized``), the batch's fields (``batch``), the file format (``file``) and the byte
+counts of a configuration (``spec``), composed by one ``ReplayBuffer`` (``buffer``).
 
 Imports NumPy, Numba, ``fastdqn.kernels`` and ``fastdqn.util`` only: torch is imported
 when frames are kept on a device, never at import. Nothing here imports the learning,
@@ -8,19 +10,8 @@ pipeline, running or tools layers.
 
 from fastdqn.replay.batch import PrioritizedBatch, ReplayBatch
 from fastdqn.replay.buffer import ReplayBuffer
-from fastdqn.replay.prioritized import PrioritizedReplayBuffer
+from fastdqn.replay.spec import ReplaySpec, replay_bytes
+from fastdqn.replay.variants import DevicePrioritizedReplayBuffer, DeviceReplayBuffer, PrioritizedReplayBuffer
 
-__all__ = ["ReplayBuffer", "ReplayBatch", "PrioritizedBatch", "PrioritizedReplayBuffer",
-           "DeviceReplayBuffer", "DevicePrioritizedReplayBuffer"]
-
-
-def __getattr__(name: str):
-    # The device buffers import torch: only when asked for.
-    if name == "DeviceReplayBuffer":
-        from fastdqn.replay.device import DeviceReplayBuffer as value
-    elif name == "DevicePrioritizedReplayBuffer":
-        from fastdqn.replay.device_prioritized import DevicePrioritizedReplayBuffer as value
-    else:
-        raise AttributeError(f"module 'fastdqn.replay' has no attribute {name!r}")
-    globals()[name] = value
-    return value
+__all__ = ["ReplayBuffer", "ReplayBatch", "PrioritizedBatch", "ReplaySpec", "replay_bytes",
+           "PrioritizedReplayBuffer", "DeviceReplayBuffer", "DevicePrioritizedReplayBuffer"]

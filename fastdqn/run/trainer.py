@@ -80,7 +80,7 @@ class Trainer:
         # Prioritized replay: TD errors go back into the buffer (one update late, see
         # fastdqn/pipeline/priority_feedback.py) and each draw uses the scheduled beta.
         self._feedback = PriorityFeedback.for_device(buffer, config.batch_size, getattr(learner, "device", "cpu")) \
-            if hasattr(buffer, "update_priorities") else None
+            if buffer.prioritized else None
         self._next_draw = None  # the drawn batch's (ids, weights) while no feeder holds it
 
         n, batch = config.num_envs, config.env_batch

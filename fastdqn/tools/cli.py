@@ -374,7 +374,7 @@ def _check_saved_buffer(buffer, config: TrainConfig, info, path: Path) -> None:
                 config.n_step, config.gamma, (config.per_alpha, config.per_eps) if config.prioritized else None)
     got = (buffer.capacity, buffer.num_envs, buffer.obs_shape, buffer.obs_dtype, buffer.frame_stack,
            buffer.n_step, buffer.gamma,
-           (buffer.alpha, buffer.eps) if hasattr(buffer, "update_priorities") else None)
+           (buffer.alpha, buffer.eps) if buffer.prioritized else None)
     if got != expected:
         raise CheckpointError(
             f"checkpoint: its replay buffer file {str(path)!r} holds (capacity, num_envs, obs_shape, "

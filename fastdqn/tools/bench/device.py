@@ -27,7 +27,7 @@ def section_device(ctx) -> list[Figure]:
     import torch
 
     from fastdqn.tools.bench.sections import filled_buffer
-    from fastdqn.replay.device import DeviceReplayBuffer
+    from fastdqn.replay import DeviceReplayBuffer
 
     s, a, info = ctx.sizes, ctx.args, ctx.info
     n, B = a.num_envs, a.batch_size

@@ -18,8 +18,8 @@ EPSILON = 0.05
 
 
 def _buffer(ctx, prioritized: bool):
-    from fastdqn.replay.prioritized import PrioritizedReplayBuffer
-    from fastdqn.replay.buffer import ReplayBuffer
+    from fastdqn.replay import PrioritizedReplayBuffer
+    from fastdqn.replay import ReplayBuffer
 
     info, a = ctx.info, ctx.args
     kind, extra = (PrioritizedReplayBuffer, dict(alpha=0.5, n_step=N_STEP)) if prioritized else (ReplayBuffer, {})

@@ -174,7 +174,7 @@ def record_stream(ctx: Context, steps: int) -> list[dict]:
 
 def filled_buffer(ctx: Context):
     """A buffer of the env's shape filled to capacity from a recorded stream, and the stream."""
-    from fastdqn.replay.buffer import ReplayBuffer
+    from fastdqn.replay import ReplayBuffer
 
     s, info = ctx.sizes, ctx.info
     stream = record_stream(ctx, 64)
@@ -453,7 +453,7 @@ class TrainerRuns:
 
 
 def make_buffer(ctx: Context):
-    from fastdqn.replay.buffer import ReplayBuffer
+    from fastdqn.replay import ReplayBuffer
 
     info = ctx.info
     return ReplayBuffer(ctx.sizes.replay_capacity, info.obs_shape, ctx.args.num_envs,

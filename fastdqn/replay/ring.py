@@ -1,0 +1,123 @@
+"""``Ring``: the per-env rings of slots, their ``add`` and their n-step windows.
+
+It owns every host array of the buffer (``ReplaySpec.ring_layout``): the frames kept on
+the host, each slot's action, reward, ``terminated`` and ``slot_flags`` (whether a
+transition starts there and its stack depth, as ``kernels/replay.py`` describes), and per
+env the write count, the number of sampleable transitions and the windows still open. The
+samplers and frame stores read these arrays; only ``add`` writes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastdqn.errors import ReplayError
+from fastdqn.kernels import nstep as kn
+from fastdqn.kernels import replay as kr
+from fastdqn.replay.spec import ReplaySpec
+
+
+class Ring:
+    """The rings of ``spec``; ``host_frames``: frame slots per env kept on the host (all by
+    default; ``k + 1`` when the frames live on a device)."""
+
+    def __init__(self, spec: ReplaySpec, host_frames: int | None = None) -> None:
+        self.spec = spec
+        self.arrays = {name: np.empty(shape, dt) for name, (shape, dt) in spec.ring_layout(host_frames).items()}
+        # Touch every page now: a machine that cannot hold the buffer fails here, not hours
+        # into training, and the first pass over the ring takes no page faults.
+        for arr in self.arrays.values():
+            arr.fill(0)
+        E = spec.num_envs
+        self.len = 0
+        self._seen = np.zeros(E, bool)
+        self._err = np.zeros(2, np.int64)
+        self._all_valid = np.ones(E, bool)
+        self.env_range = np.arange(E, dtype=np.int64)
+        self._open = np.zeros(E, np.int64)  # per env: transitions whose n-step window is still open
+
+    @property
+    def count(self) -> np.ndarray:
+        """Frames written so far, per env."""
+        return self.arrays["count"]
+
+    def _obs(self, name: str, value, n: int | None) -> np.ndarray:
+        spec = self.spec
+        arr = np.asarray(value)
+        if arr.dtype != spec.obs_dtype:
+            raise ReplayError(f"{name}: expected dtype {spec.obs_dtype}, got {arr.dtype}")
+        if arr.ndim != len(spec.obs_shape) + 1 or arr.shape[1:] != spec.obs_shape or (
+                n is not None and arr.shape[0] != n):
+            rows = "n" if n is None else n
+            raise ReplayError(f"{name}: expected shape ({rows}, {', '.join(map(str, spec.obs_shape))}), "
+                              f"got {arr.shape}")
+        arr = np.ascontiguousarray(arr)
+        return arr.view(np.uint8).reshape(arr.shape[0], spec.frame_stack, spec.frame_bytes)
+
+    @staticmethod
+    def _rows(name: str, value, n: int, kinds: str, dtype, what: str) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in kinds:
+            raise ReplayError(f"{name}: expected {what}, got dtype {arr.dtype}")
+        if arr.shape != (n,):
+            raise ReplayError(f"{name}: expected shape ({n},) (one per row of obs), got {arr.shape}")
+        return arr.astype(dtype, copy=False)
+
+    def add(self, obs, next_obs, action, reward, terminated, truncated, env_ids, valid) -> np.ndarray:
+        """Store the rows (see ``ReplayBuffer.add``); returns the env ids they were for."""
+        obs_b = self._obs("obs", obs, None)
+        n = obs_b.shape[0]
+        next_b = self._obs("next_obs", next_obs, n)
+        action = self._rows("action", action, n, "iu", np.int64, "an integer array")
+        reward = self._rows("reward", reward, n, "f", np.float32, "a float array")
+        terminated = self._rows("terminated", terminated, n, "b", np.bool_, "a bool array")
+        truncated = self._rows("truncated", truncated, n, "b", np.bool_, "a bool array")
+        E = self.spec.num_envs
+        if env_ids is None:
+            if n != E:
+                raise ReplayError(f"env_ids: required when obs has a number of rows other than "
+                                  f"num_envs={E}; got {n} rows and env_ids=None")
+            env_ids = self.env_range
+        else:
+            env_ids = self._rows("env_ids", env_ids, n, "iu", np.int64, "an integer array")
+        if valid is None:
+            valid = self._all_valid[:n] if n <= E else np.ones(n, bool)
+        else:
+            valid = self._rows("valid", valid, n, "b", np.bool_, "a bool mask")
+        a = self.arrays
+        total = kr.add_rows(a["frames"], a["action"], a["reward"], a["terminated"], a["slot_flags"],
+                            a["count"], a["pending"], a["flagged"], a["nvalid"],
+                            obs_b, next_b, action, reward, terminated, env_ids, valid,
+                            self._seen, self._err, self.spec.keep)
+        if total < 0:
+            self._raise_add_error(int(self._err[0]), int(self._err[1]), env_ids, action)
+        if self.spec.n_step > 1:
+            total -= kn.end_windows(a["slot_flags"], a["terminated"], a["count"], self._open, self.spec.keep,
+                                    self.spec.n_step, env_ids, valid, truncated)
+        self.len = int(total)
+        return env_ids
+
+    def _raise_add_error(self, code: int, row: int, env_ids, action) -> None:
+        if code == kr.ENV_ID_RANGE:
+            raise ReplayError(f"env_ids: expected ids in [0, {self.spec.num_envs}), "
+                              f"got env_ids[{row}] = {env_ids[row]}")
+        if code == kr.ENV_ID_REPEATED:
+            raise ReplayError(f"env_ids: expected each env at most once per add, "
+                              f"got env_ids[{row}] = {env_ids[row]} repeated")
+        if code == kr.ACTION_RANGE:
+            raise ReplayError(f"action: expected values that fit int32, got action[{row}] = {action[row]}")
+        if code == kr.NEXT_OBS_NOT_SHIFTED:
+            raise ReplayError(f"next_obs: expected obs shifted by one frame (next_obs[i, :-1] == "
+                              f"obs[i, 1:]), got a different stack in row {row}; pass "
+                              f"valid=False for env reset steps")
+        raise AssertionError(f"unknown add status {code}")
+
+    def recount(self) -> int:
+        """Rebuild the open-window counts from the arrays (after a load); returns ``len``."""
+        a, spec = self.arrays, self.spec
+        open_total = 0
+        if spec.n_step > 1:
+            open_total = kn.count_open(a["slot_flags"], a["terminated"], a["count"], self._open, spec.keep,
+                                       spec.n_step)
+        self.len = int(a["nvalid"].sum()) - int(open_total)
+        return self.len

@@ -1,0 +1,88 @@
+"""``UniformSampler``: draws uniformly, with replacement, among the sampleable transitions.
+
+Draws pick one of each env's newest ``keep`` slots uniformly and reject slots without a
+sampleable transition (``kernels/replay.py``), so accepted draws are uniform over the
+transitions; with ``n_step > 1`` transitions whose window is still open are rejected too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastdqn.errors import ReplayError
+from fastdqn.kernels import nstep as kn
+from fastdqn.kernels import priority as kp
+from fastdqn.kernels import replay as kr
+from fastdqn.replay.batch import ReplayBatch
+from fastdqn.replay.ring import Ring
+
+
+class UniformSampler:
+    """Uniform draws from ``ring`` with ``rng`` (the buffer's seeded generator)."""
+
+    batch_type = ReplayBatch
+    prioritized = False
+
+    def __init__(self, ring: Ring, rng: np.random.Generator) -> None:
+        self.ring, self.rng = ring, rng
+        self.snapshot = np.zeros(ring.spec.num_envs, np.int64)  # the counts the latest draw saw
+        self._uniform = np.empty(0, np.float64)
+
+    def _size(self, B: int) -> None:
+        if self._uniform.shape[0] != 2 * B + 16:
+            self._uniform = np.empty(2 * B + 16, np.float64)
+
+    def _draw_slots(self, slots: np.ndarray) -> None:
+        """Fill ``slots`` with slot ids of sampleable transitions, against a fresh snapshot."""
+        a, spec = self.ring.arrays, self.ring.spec
+        np.copyto(self.snapshot, a["count"])
+        filled = 0
+        while filled < slots.shape[0]:
+            self.rng.random(out=self._uniform)
+            drawn = kr.draw_indices(a["slot_flags"], self.snapshot, spec.keep, self._uniform, slots, filled)
+            if spec.n_step > 1:  # drop transitions whose window is still open
+                drawn = kn.keep_closed(a["slot_flags"], a["terminated"], self.snapshot, spec.n_step, slots,
+                                       filled, drawn)
+            filled = drawn
+
+    def draw(self, slots: np.ndarray, out, rows: np.ndarray, beta: float) -> None:
+        """Draw ``len(slots)`` transitions: slot ids into ``slots``, transition ids into ``out.index``."""
+        self._size(slots.shape[0])
+        self._draw_slots(slots)
+        kr.transition_ids(self.snapshot, self.ring.spec.slots, slots, rows, out.index)
+
+    def redraw(self, rows: np.ndarray, slots: np.ndarray, out, scratch: np.ndarray) -> None:
+        """Draw the rows ``rows`` again (their transitions were pushed out during a copy)."""
+        redraw = scratch[:rows.shape[0]]
+        self._draw_slots(redraw)
+        slots[rows] = redraw
+        kr.transition_ids(self.snapshot, self.ring.spec.slots, slots, rows, out.index)
+
+    def slots_of(self, index: np.ndarray, slots: np.ndarray) -> None:
+        """Slot ids of the sampleable transition ids ``index`` (refused otherwise)."""
+        a, spec = self.ring.arrays, self.ring.spec
+        bad = kp.ids_to_slots(a["slot_flags"], a["terminated"], a["count"], spec.keep, spec.n_step, index, slots)
+        if bad >= 0:
+            raise ReplayError(f"index: index[{bad}] = {index[bad]} is not a transition id that can "
+                              f"be sampled now (overwritten, never stored, or its n-step window "
+                              f"still open); use ids from sample().index")
+
+    def gathered(self, slots: np.ndarray, out) -> None:
+        """Fields of a gathered batch beyond the copied transitions: none."""
+
+    def after_add(self, before: np.ndarray, env_ids: np.ndarray) -> None:
+        """Nothing to refresh: draws read the rings themselves."""
+
+    def update_priorities(self, index, priorities) -> int:
+        raise ReplayError("update_priorities: this buffer draws uniformly and keeps no priorities; "
+                          "build it with prioritized=True")
+
+    def saved_arrays(self) -> dict:
+        return {}
+
+    @staticmethod
+    def saved_layout(num_envs: int, slots: int) -> dict:
+        return {}
+
+    def check_loaded(self, path: str) -> None:
+        """Nothing beyond the rings to check after a load."""
