@@ -16,7 +16,7 @@ windows stay in the ring's Numba kernels on the host, which also plan the frame 
 
 The same seed and stream therefore give exactly the batches of host frames. Batches are
 batches of device tensors (``index`` stays a host NumPy array). Files are the same as
-with host frames. Importing this module imports torch.
+with host frames. torch is imported when a ``TensorFrames`` is built, not with this module.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import torch
 
 from fastdqn.errors import DeviceMemoryError, ReplayError
 from fastdqn.kernels import device as kd
@@ -57,6 +56,8 @@ def check_device_memory(needed: int, free: int, headroom: int, *, device: str = 
 
 def free_device_memory(device: torch.device) -> int:
     """Free bytes of ``device``: torch's count on CUDA, available RAM on the CPU."""
+    import torch
+
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     return available_memory()
@@ -77,6 +78,8 @@ class _SavedFrames:
             yield self.frames[part].cpu().numpy()
 
     def receive(self) -> Iterator[np.ndarray]:
+        import torch
+
         host = np.empty(min(_CHUNK, self.frames.numel()), np.uint8)
         for part in self._steps():
             chunk = host[:part.stop - part.start]
@@ -95,6 +98,8 @@ class TensorFrames:
     """Frames in a ``(E * L, F)`` uint8 tensor on ``device``; batches are device tensors."""
 
     def __init__(self, ring: Ring, batch_type: type, device: torch.device, headroom: int) -> None:
+        import torch
+
         spec = ring.spec
         E, L, F, R = spec.num_envs, spec.slots, spec.frame_bytes, spec.frame_stack + 1
         self.ring, self.batch_type, self.batch_device = ring, batch_type, device
@@ -157,6 +162,8 @@ class TensorFrames:
         return entry.batch
 
     def _new_batch(self, B: int, window: bool) -> _DeviceBatch:
+        import torch
+
         spec = self.ring.spec
         check_window(spec, window)
         transfer, make, _ = self._plan(B, window)
@@ -200,6 +207,8 @@ class TensorFrames:
 
     def finish(self, host, handle):
         """Copy the filled host plan to the device and gather the frames it names."""
+        import torch
+
         entry, slot, transfer = handle
         transfer.copy_to(slot, entry.plan_block)
         for ids, frames in entry.selects:
@@ -212,6 +221,8 @@ class TensorFrames:
         return _SavedFrames(self.frames, (spec.num_envs, spec.slots, spec.frame_bytes))
 
     def after_load(self) -> None:
+        import torch
+
         # The host ring must hold each env's newest frames again, as after the adds that wrote them.
         spec = self.ring.spec
         E, R = spec.num_envs, spec.frame_stack + 1
