@@ -9,8 +9,11 @@ import json
 import pytest
 import torch
 
-from fastdqn.tools.cli import _replay_bytes, _replay_device, _replay_type, _resume_config, main
+from fastdqn.run.build import build_buffer
 from fastdqn.run.config import TrainConfig
+from fastdqn.run.memory import choose_replay_device, replay_bytes
+from fastdqn.run.resume import resume_config
+from fastdqn.tools.cli import main
 from fastdqn.replay.device_prioritized import DevicePrioritizedReplayBuffer
 from fastdqn.replay.device import DEFAULT_HEADROOM, DeviceReplayBuffer, device_bytes, host_bytes
 from fastdqn.run.envs import env_info
@@ -54,25 +57,29 @@ def test_auto_puts_the_frames_on_the_gpu_only_when_they_fit(monkeypatch):
     free = {"bytes": 0}
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (free["bytes"], 80 << 30))
     free["bytes"] = frames + DEFAULT_HEADROOM + (200 << 20)  # room for the network's 5 copies (~34 MB)
-    assert _replay_device(breakout("auto"), info) == "cuda"
-    assert _replay_device(breakout("cuda"), info) == "cuda"
-    assert _replay_device(breakout("cpu"), info) == "cpu"
-    assert _replay_device(breakout("auto", cuda=False), info) == "cpu"
-    assert _replay_device(breakout("auto", prioritized=True), info) == "cuda"  # trees stay on the host
+    assert choose_replay_device(breakout("auto"), info) == "cuda"
+    assert choose_replay_device(breakout("cuda"), info) == "cuda"
+    assert choose_replay_device(breakout("cpu"), info) == "cpu"
+    assert choose_replay_device(breakout("auto", cuda=False), info) == "cpu"
+    assert choose_replay_device(breakout("auto", prioritized=True), info) == "cuda"  # trees stay on the host
     free["bytes"] = frames + DEFAULT_HEADROOM  # no room left for the networks
-    assert _replay_device(breakout("auto"), info) == "cpu"
-    assert _replay_device(breakout("auto", prioritized=True), info) == "cpu"
+    assert choose_replay_device(breakout("auto"), info) == "cpu"
+    assert choose_replay_device(breakout("auto", prioritized=True), info) == "cpu"
     with pytest.raises(DeviceMemoryError) as err:
-        _replay_device(breakout("cuda"), info)
+        choose_replay_device(breakout("cuda"), info)
     assert str(err.value).startswith("--replay-device cuda: the replay frames need 0.7")
     assert "--replay-device cpu" in str(err.value) and "--buffer-size" in str(err.value)
 
 
 def test_the_buffer_type_follows_the_choice():
-    assert _replay_type(breakout("cuda")) == (DeviceReplayBuffer, {"device": "cuda"})
-    assert _replay_type(breakout("cpu")) == (ReplayBuffer, {})
-    assert _replay_type(breakout("cuda", prioritized=True)) == (DevicePrioritizedReplayBuffer, {"device": "cuda"})
-    assert _replay_type(breakout("cpu", prioritized=True)) == (PrioritizedReplayBuffer, {})
+    info = env_info("CartPole-v1")
+    for prioritized, host, device in [(False, ReplayBuffer, DeviceReplayBuffer),
+                                      (True, PrioritizedReplayBuffer, DevicePrioritizedReplayBuffer)]:
+        config = TrainConfig(env_id="CartPole-v1", buffer_size=64, batch_size=32, learning_starts=32,
+                             prioritized=prioritized)
+        assert type(build_buffer(config, info, seed=0)) is host
+        on_device = build_buffer(config, info, seed=0, frames_device="cpu")  # a torch CPU tensor
+        assert type(on_device) is device and on_device.device == torch.device("cpu")
 
 
 def test_host_memory_counts_the_priority_trees_wherever_the_frames_are():
@@ -81,9 +88,9 @@ def test_host_memory_counts_the_priority_trees_wherever_the_frames_are():
     trees = PrioritizedReplayBuffer.required_bytes(*args, frame_stack=4) - \
         ReplayBuffer.required_bytes(*args, frame_stack=4)
     assert trees > 0
-    assert _replay_bytes(breakout("cpu", prioritized=True), info) == ReplayBuffer.required_bytes(*args, frame_stack=4) + trees
-    assert _replay_bytes(breakout("cuda", prioritized=True), info) == host_bytes(*args, frame_stack=4) + trees
-    assert _replay_bytes(breakout("cuda"), info) == host_bytes(*args, frame_stack=4)
+    assert replay_bytes(breakout("cpu", prioritized=True), info) == ReplayBuffer.required_bytes(*args, frame_stack=4) + trees
+    assert replay_bytes(breakout("cuda", prioritized=True), info) == host_bytes(*args, frame_stack=4) + trees
+    assert replay_bytes(breakout("cuda"), info) == host_bytes(*args, frame_stack=4)
 
 
 def test_summary_and_config_name_where_the_frames_are(capsys, workdir):
@@ -97,7 +104,7 @@ def test_summary_and_config_name_where_the_frames_are(capsys, workdir):
 def test_resume_chooses_the_replay_device_again():
     saved = dataclasses.replace(breakout("cuda"), cuda=True)
     overrides = {f.name: None for f in dataclasses.fields(TrainConfig)}
-    resumed = _resume_config({"config": saved.to_dict()}, overrides, cuda_available=False)
+    resumed = resume_config({"config": saved.to_dict()}, overrides, cuda_available=False)
     assert (resumed.cuda, resumed.replay_device) == (False, "auto")
     overrides["replay_device"] = "cpu"
-    assert _resume_config({"config": saved.to_dict()}, overrides, cuda_available=True).replay_device == "cpu"
+    assert resume_config({"config": saved.to_dict()}, overrides, cuda_available=True).replay_device == "cpu"
