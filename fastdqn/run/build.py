@@ -60,10 +60,10 @@ def build_buffer(config: TrainConfig, task: EnvInfo, *, seed: int, frames_device
         from fastdqn.replay.buffer import ReplayBuffer as replay
     if path is not None:
         return replay.load(path, **frames_on)
-    per = dict(alpha=config.per_alpha, eps=config.per_eps) if config.prioritized else {}
+    priority_args = dict(alpha=config.per_alpha, eps=config.per_eps) if config.prioritized else {}
     return replay(config.buffer_size, task.obs_shape, config.num_envs, obs_dtype=task.obs_dtype,
                   frame_stack=task.frame_stack, n_step=config.n_step, gamma=config.gamma, seed=seed,
-                  **frames_on, **per)
+                  **frames_on, **priority_args)
 
 
 def build_envs(config: TrainConfig, *, seed: int):

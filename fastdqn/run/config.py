@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from fastdqn.errors import ConfigError
-from fastdqn.util.checks import check_flag, check_int, check_number
+from fastdqn.util.checks import check_flag, check_int, check_number, is_int
 
 ATARI = "atari"
 VECTOR = "vector"
@@ -128,8 +128,7 @@ class TrainConfig:
         if self.replay_device == "cuda" and not self.cuda:
             raise ConfigError("--replay-device cuda: the learner runs on the CPU; pass --cuda, or "
                               "--replay-device cpu")
-        if not isinstance(self.hidden, tuple) or not self.hidden or any(
-                isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
+        if not isinstance(self.hidden, tuple) or not self.hidden or any(not is_int(w) or w < 1 for w in self.hidden):
             raise ConfigError(f"--hidden: expected positive layer widths like 120,84, got {self.hidden!r}")
         if self.batch_size > self.buffer_size:
             raise ConfigError(
@@ -284,7 +283,7 @@ def make_config(kind: str, overrides: dict, *, cuda_available: bool, max_episode
 
 def check_seed(flag: str, seed) -> None:
     """``ConfigError`` unless ``seed`` is an int in [0, SEED_LIMIT)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+    if not is_int(seed) or not 0 <= seed < SEED_LIMIT:
         raise ConfigError(f"{flag}: expected an int in [0, {SEED_LIMIT - 1}], got {seed!r}")
 
 

@@ -53,7 +53,7 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
             raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
         replay_device = memory.choose_replay_device(config, task)
         config = dataclasses.replace(config, replay_device=replay_device)
-        replay_bytes, free = memory.check_memory(config, task)
+        replay_bytes, free_ram = memory.check_memory(config, task)
         lock = RunDirLock(run_dir)
         # Under the lock, so that no other process can start a run here or write a newer checkpoint.
         if state is None:
@@ -65,7 +65,7 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
         # Validation is over: from here on envs, buffers and files are created.
         signals.note = " before training started; no checkpoint was written" + (
             f" (the one in {run_dir} is unchanged)" if state is not None else "")
-        return _run_training(config, task, state, saved_buffer, run_dir, replay_bytes, free, signals)
+        return _run_training(config, task, state, saved_buffer, run_dir, replay_bytes, free_ram, signals)
     except Interrupted:
         if signals.received is not None:
             kept = run_dir is not None and (run_dir / CHECKPOINT_NAME).exists()
@@ -79,7 +79,7 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
 
 
 def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_dir: Path, replay_bytes: int,
-                  free: int, signals: StopSignals) -> int:
+                  free_ram: int, signals: StopSignals) -> int:
     """Build the components (in a fixed order: the seeds depend on it), write config.json, train."""
     import torch
 
@@ -103,7 +103,7 @@ def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_d
     # From here a first signal is recorded and the trainer ends with a checkpoint, even one
     # that arrives before its loop starts.
     signals.hold()
-    print_summary(config, task, learner, replay_bytes, free, resume_step, saved_buffer is not None)
+    print_summary(config, task, learner, replay_bytes, free_ram, resume_step, saved_buffer is not None)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.json",
@@ -131,7 +131,7 @@ def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_d
     return status
 
 
-def print_summary(config: TrainConfig, task: EnvInfo, learner, replay_bytes: int, free: int,
+def print_summary(config: TrainConfig, task: EnvInfo, learner, replay_bytes: int, free_ram: int,
                   resume_step: int | None, buffer_restored: bool) -> None:
     """The start-up summary: the task, device, envs, network, replay memory and where outputs go."""
     params = sum(p.numel() for p in learner.online.parameters())
@@ -142,7 +142,7 @@ def print_summary(config: TrainConfig, task: EnvInfo, learner, replay_bytes: int
         f"{task.num_actions} actions)",
         f"  device {config.device} | num_envs {config.num_envs} ({mode}) | {network} {params:,} params "
         f"| compile {'on' if config.compile else 'off'}",
-        f"  replay {config.buffer_size:,} transitions: {replay_bytes / 1e9:.2f} GB of {free / 1e9:.1f} GB free RAM"
+        f"  replay {config.buffer_size:,} transitions: {replay_bytes / 1e9:.2f} GB of {free_ram / 1e9:.1f} GB free RAM"
         + (f" | {config.n_step}-step" if config.n_step > 1 else "")
         + (f" | prioritized (alpha {config.per_alpha:g}, beta {config.per_beta_start:g} -> "
            f"{config.per_beta_end:g})" if config.prioritized else "")

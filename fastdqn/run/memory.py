@@ -72,22 +72,22 @@ def check_memory(config: TrainConfig, task: EnvInfo) -> tuple[int, int]:
     from fastdqn.replay.buffer import available_memory
 
     replay, network = replay_bytes(config, task), network_bytes(config, task)
-    free = available_memory()
-    if replay > free:
+    free_ram = available_memory()
+    if replay > free_ram:
         raise ConfigError(
             f"--buffer-size {config.buffer_size}: the replay buffer would need {replay / 1e9:.2f} GB "
-            f"but only {free / 1e9:.2f} GB of RAM is free; lower --buffer-size"
+            f"but only {free_ram / 1e9:.2f} GB of RAM is free; lower --buffer-size"
         )
     what = (f"--hidden {','.join(map(str, config.hidden))}" if task.kind == VECTOR
             else f"the NatureCNN of {config.env_id}")
     if config.cuda:
         device_free, where = torch.cuda.mem_get_info()[0], "GPU memory is free"
     else:
-        device_free, where = free - replay, "RAM is free beside the replay buffer"
+        device_free, where = free_ram - replay, "RAM is free beside the replay buffer"
     if network > device_free:
         raise ConfigError(
             f"{what}: training the network would need {network / 1e9:.2f} GB (weights, target, "
             f"gradients, Adam state) but only {device_free / 1e9:.2f} GB of {where}; "
             "use smaller --hidden widths" + ("" if config.cuda else " or a smaller --buffer-size")
         )
-    return replay, free
+    return replay, free_ram

@@ -85,11 +85,6 @@ def record_stream(ctx: Context, steps: int) -> list[dict]:
     return record_envpool_stream(ctx.make_envs(), random_actions(ctx, steps, ctx.args.num_envs))
 
 
-def record_stream(ctx: Context, steps: int) -> list[dict]:
-    """``steps`` vector steps of the env under random actions, as ``ReplayBuffer.add`` kwargs."""
-    return record_envpool_stream(ctx.make_envs(), random_actions(ctx, steps, ctx.args.num_envs))
-
-
 def make_buffer(ctx: Context, frames_device: str | None = None, **overrides):
     """An empty buffer of the bench's capacity for the task (``overrides``: ``TrainConfig`` fields)."""
     return build_buffer(train_config(ctx, **overrides), ctx.task, seed=ctx.args.seed, frames_device=frames_device)
