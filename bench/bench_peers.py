@@ -44,7 +44,7 @@ NUM_ACTIONS = 4
 
 def record_stream(vector_steps: int, seed: int = 0) -> list[dict]:
     """Breakout-v5 under random actions, one dict of ``ReplayBuffer.add`` arguments per vector step."""
-    from fastdqn.tools.bench.sections import record_envpool_stream
+    from fastdqn.tools.bench.harness import record_envpool_stream
     from fastdqn.run.envs import make_envs
 
     rng = np.random.default_rng(seed)

@@ -20,8 +20,8 @@ from fastdqn.tools.bench.baselines import NaiveDQNLoop
 from fastdqn.run.config import TrainConfig
 from fastdqn.run.envs import env_info, make_envs
 from fastdqn.learn.learner import Learner
-from fastdqn.learn.networks import q_network_for
-from fastdqn.replay import ReplayBuffer
+from fastdqn.run.build import build_network
+from fastdqn.replay.buffer import ReplayBuffer
 from fastdqn.run.trainer import Trainer
 from benchutil import record_rate
 
@@ -51,7 +51,7 @@ def components(setting, compile: bool = False):
     info = env_info(setting["env_id"])
     buffer = ReplayBuffer(setting["capacity"], info.obs_shape, NUM_ENVS, obs_dtype=info.obs_dtype,
                           frame_stack=info.frame_stack, seed=0)
-    learner = Learner(q_network_for(info), compile=compile, batch_size=32, double_dqn=True, seed=0)
+    learner = Learner(build_network(info), compile=compile, batch_size=32, double_dqn=True, seed=0)
     return info, buffer, learner
 
 
@@ -93,7 +93,7 @@ def test_trainer_collect_random(benchmark, setting):
 @pytest.mark.benchmark(group="train.loop")
 def test_naive_loop(benchmark, setting):
     info = env_info(setting["env_id"])
-    loop = NaiveDQNLoop(make_envs(setting["env_id"], NUM_ENVS, seed=0), q_network_for(info),
+    loop = NaiveDQNLoop(make_envs(setting["env_id"], NUM_ENVS, seed=0), build_network(info),
                         buffer_size=setting["capacity"], learning_starts=setting["learning_starts"],
                         epsilon=1.0, target_update_interval=250)
     loop.run(-(-setting["learning_starts"] // NUM_ENVS))

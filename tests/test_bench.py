@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from fastdqn import ReplayBuffer
-from fastdqn.tools.bench import sections as bench
+from fastdqn.tools.bench import command as bench
+from fastdqn.tools.bench.harness import Sizes
+from fastdqn.tools.bench.sections import batch_traffic
 from fastdqn.tools.bench.baselines import NumpyStackBuffer
 from fastdqn.errors import ConfigError
 from fastdqn.tools.bench.measure import (
@@ -21,29 +23,29 @@ from fastdqn.tools.bench.measure import (
     measure_interleaved,
     measure_rate,
     memcpy_gbps,
+    median_spread,
     paired_ratio,
-    summarize,
     write_json,
 )
 
 
-def test_summarize_odd_count():
-    stat = summarize([3.0, 1.0, 10.0])
+def test_median_spread_odd_count():
+    stat = median_spread([3.0, 1.0, 10.0])
     assert stat.median == 3.0
     assert stat.spread == 4.5  # (10 - 1) / 2
     assert stat.samples == (3.0, 1.0, 10.0)
 
 
-def test_summarize_even_count_and_single():
-    assert summarize([4, 1, 2, 3]).median == 2.5
-    assert summarize([4, 1, 2, 3]).spread == 1.5
-    single = summarize([7.0])
+def test_median_spread_even_count_and_single():
+    assert median_spread([4, 1, 2, 3]).median == 2.5
+    assert median_spread([4, 1, 2, 3]).spread == 1.5
+    single = median_spread([7.0])
     assert (single.median, single.spread) == (7.0, 0.0)
 
 
-def test_summarize_rejects_empty():
+def test_median_spread_rejects_empty():
     with pytest.raises(ConfigError, match="at least one"):
-        summarize([])
+        median_spread([])
 
 
 def test_measure_rate_counts_units_per_second(monkeypatch):
@@ -163,7 +165,7 @@ def test_memcpy_gbps_counts_bytes_copied(monkeypatch):
 
 def test_run_every_section_tiny(tmp_path, capsys):
     """The whole tool end to end on CartPole at a tiny size (a smoke test: no timing checked)."""
-    tiny = bench.Sizes(repeats=1, env_steps=4, replay_capacity=256, replay_adds=4, sample_batches=2,
+    tiny = Sizes(repeats=1, env_steps=4, replay_capacity=256, replay_adds=4, sample_batches=2,
                        learner_updates=2, train_steps=2, learning_starts=64, memcpy_bytes=2**20)
     path = tmp_path / "bench.json"
     args = parse(["--env-id", "CartPole-v1", "--no-compile", "--json", str(path)])
@@ -193,7 +195,7 @@ def test_run_every_section_tiny(tmp_path, capsys):
 def test_window_figures_on_atari_frames(tmp_path):
     """Breakout at a tiny size: window sampling and feeding appear beside the stacked ones,
     and a window batch moves k + 1 frames per transition where a stacked one writes 2k."""
-    tiny = bench.Sizes(repeats=1, env_steps=4, replay_capacity=512, replay_adds=4, sample_batches=2,
+    tiny = Sizes(repeats=1, env_steps=4, replay_capacity=512, replay_adds=4, sample_batches=2,
                        learner_updates=1, train_steps=1, learning_starts=64, memcpy_bytes=2**20)
     path = tmp_path / "bench.json"
     assert bench.run(parse(["--sections", "replay,feed", "--json", str(path)]), sizes=tiny) == 0
@@ -204,9 +206,9 @@ def test_window_figures_on_atari_frames(tmp_path):
     buf = ReplayBuffer(64, (4, 84, 84), 2, frame_stack=4)
     frame = 84 * 84
     scalars = 32 * (8 + 4 + 1 + 4 + 8)  # action, reward, terminated, discount, index
-    assert bench.batch_traffic(buf.make_batch(32), 4) == (32 * 5 * frame + scalars,
+    assert batch_traffic(buf.make_batch(32), 4) == (32 * 5 * frame + scalars,
                                                           32 * 8 * frame + scalars)
-    assert bench.batch_traffic(buf.make_batch(32, window=True), 4) == (32 * 5 * frame + scalars,
+    assert batch_traffic(buf.make_batch(32, window=True), 4) == (32 * 5 * frame + scalars,
                                                                       32 * 5 * frame + scalars)
 
 
@@ -231,8 +233,8 @@ def test_measure_interleaved_takes_turns(monkeypatch):
 
 
 def test_paired_ratio_by_repeat():
-    a = summarize([10.0, 20.0, 30.0])
-    b = summarize([5.0, 20.0, 10.0])
+    a = median_spread([10.0, 20.0, 30.0])
+    b = median_spread([5.0, 20.0, 10.0])
     ratio = paired_ratio(a, b)  # 2, 1, 3
     assert ratio.samples == (2.0, 1.0, 3.0) and ratio.median == 2.0 and ratio.spread == 1.0
 

@@ -73,7 +73,7 @@ CARTPOLE = ["train", "--env-id", "CartPole-v1", "--no-progress"]
     (["--gamma", "1.5"], ["--gamma"]),
     (["--target-network-frequency", "1001", "--train-frequency", "4"], ["--target-network-frequency 1001"]),
     (["--buffer-size", str(10**12)], ["--buffer-size", "GB", "free"]),
-    (["--n-step", "0"], ["--n-step", "positive int", "got 0"]),
+    (["--n-step", "0"], ["--n-step", "int >= 1", "got 0"]),
     (["--per-alpha", "-0.5"], ["--per-alpha", ">= 0", "-0.5"]),
     (["--per-beta-start", "1.5"], ["--per-beta-start", "[0, 1]", "1.5"]),
     (["--per-beta-end", "nan"], ["--per-beta-end", "[0, 1]", "nan"]),
@@ -100,7 +100,7 @@ def test_eval_cuda_without_gpu(capsys, workdir):
 
 def test_eval_num_envs_zero(capsys, workdir):
     _write_checkpoint(workdir / "run")  # a loadable checkpoint: the flag alone is refused
-    fails(["eval", "run", "--num-envs", "0"], capsys, workdir, "--num-envs", "positive int", "got 0")
+    fails(["eval", "run", "--num-envs", "0"], capsys, workdir, "--num-envs", "int >= 1", "got 0")
 
 
 def test_missing_checkpoint(capsys, workdir):
@@ -169,7 +169,7 @@ def test_config_json_is_the_resolved_config(tmp_path):
 
 
 def test_replay_estimate_matches_the_buffer():
-    from fastdqn.tools.cli import _replay_bytes
+    from fastdqn.run.memory import replay_bytes
     from fastdqn.run.envs import env_info
     from fastdqn.replay import ReplayBuffer
 
@@ -187,7 +187,7 @@ def test_replay_estimate_matches_the_buffer():
         slots = math.ceil(capacity / num_envs) + k + (k + 1)
         frame_bytes = math.prod(info.obs_shape) // k * np.dtype(info.obs_dtype).itemsize
         expected = num_envs * (slots * (frame_bytes + 4 + 4 + 1 + 1) + 8 + 1 + 8 + 8)
-        assert _replay_bytes(config, info) == expected
+        assert replay_bytes(config, info) == expected
         buffer = ReplayBuffer(capacity, info.obs_shape, num_envs, obs_dtype=info.obs_dtype, frame_stack=k)
         assert buffer.nbytes == expected
 

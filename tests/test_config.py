@@ -97,13 +97,13 @@ def test_prioritized_frames_may_live_on_the_gpu():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("n_step", 0, "--n-step: expected a positive int, got 0"),
-    ("n_step", 2.0, "--n-step: expected a positive int, got 2.0"),
-    ("per_alpha", float("inf"), "--per-alpha: expected a number >= 0, got inf"),
-    ("per_beta_start", -0.1, "--per-beta-start: expected a number in [0, 1], got -0.1"),
-    ("per_beta_end", True, "--per-beta-end: expected a number in [0, 1], got True"),
-    ("per_eps", 0.0, "--per-eps: expected a number > 0, got 0.0"),
-    ("adam_eps", "1e-8", "--adam-eps: expected a number > 0, got '1e-8'"),
+    ("n_step", 0, "--n-step: expected an int >= 1, got 0"),
+    ("n_step", 2.0, "--n-step: expected an int >= 1, got 2.0"),
+    ("per_alpha", float("inf"), "--per-alpha: expected a finite number >= 0, got inf"),
+    ("per_beta_start", -0.1, "--per-beta-start: expected a finite number in [0, 1], got -0.1"),
+    ("per_beta_end", True, "--per-beta-end: expected a finite number in [0, 1], got True"),
+    ("per_eps", 0.0, "--per-eps: expected a finite number > 0, got 0.0"),
+    ("adam_eps", "1e-8", "--adam-eps: expected a finite number > 0, got '1e-8'"),
     ("prioritized", 1, "--prioritized: expected True or False, got 1"),
 ])
 def test_replay_option_errors_name_the_flag(field, value, message):

@@ -19,8 +19,8 @@ from fastdqn.run.config import TrainConfig
 from fastdqn.run.envs import env_info, make_envs
 from fastdqn.errors import ReplayError
 from fastdqn.learn.learner import Learner
-from fastdqn.learn.networks import q_network_for
-from fastdqn.replay import ReplayBuffer
+from fastdqn.run.build import build_network
+from fastdqn.replay.buffer import ReplayBuffer
 from fastdqn.run.trainer import Trainer
 
 
@@ -77,7 +77,7 @@ def run_random(env_id, steps, *, num_envs=4, async_envs=False, max_episode_steps
                               batch_size=config.env_batch, max_episode_steps=config.max_episode_steps))
     buffer = ReplayBuffer(config.buffer_size, info.obs_shape, num_envs, obs_dtype=info.obs_dtype,
                           frame_stack=info.frame_stack, seed=0)
-    learner = Learner(q_network_for(info), compile=False, seed=0)
+    learner = Learner(build_network(info), compile=False, seed=0)
     trainer = Trainer(envs, buffer, learner, config, logger)
     trainer.checkpoint = lambda: None
     trainer.train()
@@ -107,7 +107,8 @@ def expected_transitions(envs):
 
 def stored_transitions(buffer):
     out = []
-    for i in buffer.transition_ids(np.arange(buffer.num_envs * buffer.slots_per_env)):
+    slots = buffer.num_envs * buffer.slots_per_env
+    for i in range(slots):
         try:
             b = buffer.gather(np.array([i]))
         except ReplayError:

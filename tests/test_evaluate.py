@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastdqn.run.evaluate import evaluate, summarize
+from fastdqn.run.evaluate import evaluate, score_stats
 
 
 class ScriptedEnvs:
@@ -43,7 +43,7 @@ def test_each_env_plays_its_quota_of_games():
     envs = ScriptedEnvs(lengths=[2, 5], rewards=[1.0, 10.0])
     scores = evaluate(ZeroActions(), envs, 5, 0.0, np.random.default_rng(0))
     assert sorted(scores.tolist()) == [2.0, 2.0, 2.0, 50.0, 50.0]
-    stats = summarize(scores)
+    stats = score_stats(scores)
     assert stats["episodes"] == 5 and stats["mean"] == pytest.approx(106 / 5)
     assert stats["median"] == 2.0 and stats["min"] == 2.0 and stats["max"] == 50.0
 

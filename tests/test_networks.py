@@ -73,15 +73,15 @@ def test_bad_network_arguments(build, name):
         build()
 
 
-def test_q_network_for_picks_by_kind_of_env():
+def test_build_network_picks_by_kind_of_env():
     from fastdqn.run.envs import env_info
-    from fastdqn.learn.networks import q_network_for
+    from fastdqn.run.build import build_network
 
     atari, vector = env_info("Breakout-v5"), env_info("CartPole-v1")
-    cnn = q_network_for(atari)
+    cnn = build_network(atari)
     assert isinstance(cnn, NatureCNN) and cnn.num_actions == atari.num_actions == 4
     assert cnn(torch.zeros((2, 4, 84, 84), dtype=torch.uint8)).shape == (2, 4)
-    mlp = q_network_for(vector, hidden=(7,))
+    mlp = build_network(vector, hidden=(7,))
     assert isinstance(mlp, MLP) and [m.out_features for m in mlp.modules()
                                      if isinstance(m, torch.nn.Linear)] == [7, 2]
 

@@ -9,12 +9,14 @@ import json
 import pytest
 import torch
 
-from fastdqn.tools.cli import _replay_bytes, _replay_device, _replay_type, _resume_config, main
+from fastdqn.run.build import build_buffer
 from fastdqn.run.config import TrainConfig
-from fastdqn.replay import DevicePrioritizedReplayBuffer
-from fastdqn.replay import DeviceReplayBuffer
+from fastdqn.run.memory import choose_replay_device, replay_bytes
+from fastdqn.run.resume import resume_config
+from fastdqn.tools.cli import main
+from fastdqn.replay import ReplaySpec
+from fastdqn.replay import replay_bytes as buffer_bytes
 from fastdqn.replay.device import DEFAULT_HEADROOM
-from fastdqn.replay.variants import device_bytes
 from fastdqn.run.envs import env_info
 from fastdqn.errors import ConfigError, DeviceMemoryError
 from fastdqn.replay import PrioritizedReplayBuffer
@@ -51,30 +53,34 @@ def breakout(replay_device: str, cuda: bool = True, prioritized: bool = False) -
 
 def test_auto_puts_the_frames_on_the_gpu_only_when_they_fit(monkeypatch):
     info = env_info("Breakout-v5")
-    frames = device_bytes(100_000, info.obs_shape, 8, frame_stack=4)
+    frames = buffer_bytes(ReplaySpec(100_000, info.obs_shape, 8, frame_stack=4), on_device=True)[1]
     assert 0.7e9 < frames < 0.8e9  # 100k transitions of 84x84 frames
     free = {"bytes": 0}
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (free["bytes"], 80 << 30))
     free["bytes"] = frames + DEFAULT_HEADROOM + (200 << 20)  # room for the network's 5 copies (~34 MB)
-    assert _replay_device(breakout("auto"), info) == "cuda"
-    assert _replay_device(breakout("cuda"), info) == "cuda"
-    assert _replay_device(breakout("cpu"), info) == "cpu"
-    assert _replay_device(breakout("auto", cuda=False), info) == "cpu"
-    assert _replay_device(breakout("auto", prioritized=True), info) == "cuda"  # trees stay on the host
+    assert choose_replay_device(breakout("auto"), info) == "cuda"
+    assert choose_replay_device(breakout("cuda"), info) == "cuda"
+    assert choose_replay_device(breakout("cpu"), info) == "cpu"
+    assert choose_replay_device(breakout("auto", cuda=False), info) == "cpu"
+    assert choose_replay_device(breakout("auto", prioritized=True), info) == "cuda"  # trees stay on the host
     free["bytes"] = frames + DEFAULT_HEADROOM  # no room left for the networks
-    assert _replay_device(breakout("auto"), info) == "cpu"
-    assert _replay_device(breakout("auto", prioritized=True), info) == "cpu"
+    assert choose_replay_device(breakout("auto"), info) == "cpu"
+    assert choose_replay_device(breakout("auto", prioritized=True), info) == "cpu"
     with pytest.raises(DeviceMemoryError) as err:
-        _replay_device(breakout("cuda"), info)
+        choose_replay_device(breakout("cuda"), info)
     assert str(err.value).startswith("--replay-device cuda: the replay frames need 0.7")
     assert "--replay-device cpu" in str(err.value) and "--buffer-size" in str(err.value)
 
 
 def test_the_buffer_type_follows_the_choice():
-    assert _replay_type(breakout("cuda")) == (DeviceReplayBuffer, {"device": "cuda"})
-    assert _replay_type(breakout("cpu")) == (ReplayBuffer, {})
-    assert _replay_type(breakout("cuda", prioritized=True)) == (DevicePrioritizedReplayBuffer, {"device": "cuda"})
-    assert _replay_type(breakout("cpu", prioritized=True)) == (PrioritizedReplayBuffer, {})
+    info = env_info("CartPole-v1")
+    for prioritized in (False, True):
+        config = TrainConfig(env_id="CartPole-v1", buffer_size=64, batch_size=32, learning_starts=32,
+                             prioritized=prioritized)
+        host = build_buffer(config, info, seed=0)
+        assert host.prioritized == prioritized and host.batch_device is None
+        on_device = build_buffer(config, info, seed=0, frames_device="cpu")  # a torch CPU tensor
+        assert on_device.prioritized == prioritized and on_device.batch_device == torch.device("cpu")
 
 
 def test_host_memory_counts_the_priority_trees_wherever_the_frames_are():
@@ -83,9 +89,10 @@ def test_host_memory_counts_the_priority_trees_wherever_the_frames_are():
     trees = PrioritizedReplayBuffer.required_bytes(*args, frame_stack=4) - \
         ReplayBuffer.required_bytes(*args, frame_stack=4)
     assert trees > 0
-    assert _replay_bytes(breakout("cpu", prioritized=True), info) == ReplayBuffer.required_bytes(*args, frame_stack=4) + trees
-    assert _replay_bytes(breakout("cuda", prioritized=True), info) == host_bytes(*args, frame_stack=4) + trees
-    assert _replay_bytes(breakout("cuda"), info) == host_bytes(*args, frame_stack=4)
+    assert replay_bytes(breakout("cpu", prioritized=True), info) == ReplayBuffer.required_bytes(*args, frame_stack=4) + trees
+    host_bytes = buffer_bytes(ReplaySpec(*args, frame_stack=4), on_device=True)[0]
+    assert replay_bytes(breakout("cuda", prioritized=True), info) == host_bytes + trees
+    assert replay_bytes(breakout("cuda"), info) == host_bytes
 
 
 def test_summary_and_config_name_where_the_frames_are(capsys, workdir):
@@ -99,7 +106,7 @@ def test_summary_and_config_name_where_the_frames_are(capsys, workdir):
 def test_resume_chooses_the_replay_device_again():
     saved = dataclasses.replace(breakout("cuda"), cuda=True)
     overrides = {f.name: None for f in dataclasses.fields(TrainConfig)}
-    resumed = _resume_config({"config": saved.to_dict()}, overrides, cuda_available=False)
+    resumed = resume_config({"config": saved.to_dict()}, overrides, cuda_available=False)
     assert (resumed.cuda, resumed.replay_device) == (False, "auto")
     overrides["replay_device"] = "cpu"
-    assert _resume_config({"config": saved.to_dict()}, overrides, cuda_available=True).replay_device == "cpu"
+    assert resume_config({"config": saved.to_dict()}, overrides, cuda_available=True).replay_device == "cpu"

@@ -263,7 +263,7 @@ def test_background_nstep_sampling_beside_add_returns_only_whole_windows(variant
 
 def test_background_sampling_beside_add_on_a_breakout_stream():
     envpool = pytest.importorskip("envpool")
-    from fastdqn.tools.bench.sections import record_envpool_stream
+    from fastdqn.tools.bench.harness import record_envpool_stream
 
     num_envs = 4
     envs = envpool.make("Breakout-v5", env_type="gymnasium", num_envs=num_envs, seed=3,

@@ -56,7 +56,7 @@ def assert_stopped_without_checkpoint(result, sig, run_dir):
 
 @pytest.mark.parametrize("module, name, sig", [
     ("fastdqn.run.envs", "env_info", signal.SIGINT),       # while looking the env up
-    ("fastdqn.tools.cli", "_make_learner", signal.SIGTERM),  # while building the network
+    ("fastdqn.run.build", "build_learner", signal.SIGTERM),  # while building the network
     ("fastdqn.run.envs", "make_envs", signal.SIGINT),      # while creating the envs
 ])
 def test_signal_during_start_up_stops_with_one_line(tmp_path, module, name, sig):
@@ -69,7 +69,7 @@ def test_signal_during_start_up_stops_with_one_line(tmp_path, module, name, sig)
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_right_at_the_summary_writes_a_checkpoint(tmp_path, sig, status):
     run = tmp_path / "run"
-    result = signal_self_during(run, ("fastdqn.tools.cli", "_print_summary", sig))
+    result = signal_self_during(run, ("fastdqn.run.launch", "print_summary", sig))
     assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     assert f"stopped by {signal.Signals(sig).name} at step 0; checkpoint saved" in result.stdout
@@ -83,7 +83,7 @@ def test_signal_right_at_the_summary_writes_a_checkpoint(tmp_path, sig, status):
 def test_second_signal_stops_at_once_with_one_line(tmp_path):
     """The first SIGINT asks for a checkpoint; a second one while it is written stops at once."""
     run = tmp_path / "run"
-    result = signal_self_during(run, ("fastdqn.tools.cli", "_print_summary", signal.SIGINT),
+    result = signal_self_during(run, ("fastdqn.run.launch", "print_summary", signal.SIGINT),
                                 ("fastdqn.run.trainer", "Trainer.checkpoint", signal.SIGINT))
     assert result.returncode == 3, result.stderr
     assert result.stderr.splitlines() == [

@@ -35,6 +35,7 @@ from fastdqn.errors import ConfigError
 from fastdqn.learn.batch_check import UPDATE_INPUTS, BatchChecker
 from fastdqn.learn.state_check import check_learner_state
 from fastdqn.learn.losses import LOSSES, q_learning_loss
+from fastdqn.util.checks import check_int, check_number, fail, parse_device
 
 NONFINITE_CHECK_INTERVAL = 100
 """On CUDA, how many updates may pass between reads of the non-finite-loss flag."""
@@ -52,46 +53,17 @@ def _own_code(fn):
 
 
 def _check_config(lr, gamma, target_update_interval, loss, max_grad_norm, adam_eps, batch_size):
-    def bad(name, expected, value, fix):
-        raise ConfigError(f"{name}: expected {expected}, got {value!r}; {fix}")
-
-    def number(value):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-    if not number(lr) or lr <= 0:
-        bad("lr", "a finite number > 0", lr, "pass e.g. lr=1e-4")
-    if not number(gamma) or not 0.0 <= gamma <= 1.0:
-        bad("gamma", "a number in [0, 1]", gamma, "pass e.g. gamma=0.99")
-    if isinstance(target_update_interval, bool) or not isinstance(target_update_interval, int) \
-            or target_update_interval < 1:
-        bad("target_update_interval", "an int >= 1 (gradient updates between target copies)",
-            target_update_interval, "pass e.g. target_update_interval=1000")
+    check_number("lr", lr, 0, low_open=True, fix="pass e.g. lr=1e-4")
+    check_number("gamma", gamma, 0, 1, fix="pass e.g. gamma=0.99")
+    check_int("target_update_interval", target_update_interval, why=" (gradient updates between target copies)",
+              fix="pass e.g. target_update_interval=1000")
     if loss not in LOSSES:
-        bad("loss", f"one of {LOSSES}", loss, "pick 'mse' or 'huber'")
-    if max_grad_norm is not None and (not number(max_grad_norm) or max_grad_norm <= 0):
-        bad("max_grad_norm", "None or a finite number > 0", max_grad_norm,
-            "pass None to switch clipping off")
-    if not number(adam_eps) or adam_eps <= 0:
-        bad("adam_eps", "a finite number > 0", adam_eps, "pass e.g. adam_eps=1e-8")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
-        bad("batch_size", "None or an int >= 1", batch_size,
-            "pass the replay batch size, or None to fix it at the first update")
-
-
-def _resolve_device(device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device: expected 'cpu' or 'cuda[:i]', got {device!r}") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device: expected 'cpu' or 'cuda[:i]', got {device!r}")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device: got {device!r} but torch sees no CUDA device; pass 'cpu'")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
+        fail("loss", f"one of {LOSSES}", loss, "pick 'mse' or 'huber'")
+    if max_grad_norm is not None:
+        check_number("max_grad_norm", max_grad_norm, 0, low_open=True, fix="pass None to switch clipping off")
+    check_number("adam_eps", adam_eps, 0, low_open=True, fix="pass e.g. adam_eps=1e-8")
+    if batch_size is not None:
+        check_int("batch_size", batch_size, fix="pass the replay batch size, or None to fix it at the first update")
 
 
 class Learner:
@@ -115,14 +87,10 @@ class Learner:
     ) -> None:
         if not isinstance(q_network, nn.Module):
             raise TypeError(f"q_network: expected a torch.nn.Module, got {type(q_network).__name__}")
-        num_actions = getattr(q_network, "num_actions", None)
-        if isinstance(num_actions, bool) or not isinstance(num_actions, int) or num_actions < 1:
-            raise ConfigError(
-                f"q_network.num_actions: expected a positive int attribute, got {num_actions!r}; "
-                "use NatureCNN/MLP or set num_actions on your module"
-            )
+        num_actions = check_int("q_network.num_actions", getattr(q_network, "num_actions", None),
+                                fix="use NatureCNN/MLP or set num_actions on your module")
         _check_config(lr, gamma, target_update_interval, loss, max_grad_norm, adam_eps, batch_size)
-        self.device = _resolve_device(device)
+        self.device = parse_device(device)
         self.num_actions = num_actions
         self.gamma = float(gamma)
         self.loss = loss

@@ -7,25 +7,13 @@ stream of the same width, combined as ``Q = V + A - mean_a A`` (Wang et al. 2016
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from fastdqn.errors import ConfigError
-
-
-def _positive_int(name: str, value, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}: expected a positive int, got {value!r}; {fix}")
-    return value
-
-
-def _check_dueling(dueling) -> bool:
-    if not isinstance(dueling, bool):
-        raise ConfigError(f"dueling: expected True or False, got {dueling!r}")
-    return dueling
+from fastdqn.util.checks import check_flag, check_int
 
 
 class DuelingHead(nn.Module):
@@ -59,9 +47,9 @@ class NatureCNN(nn.Module):
 
     def __init__(self, num_actions: int, frame_stack: int = 4, dueling: bool = False) -> None:
         super().__init__()
-        self.num_actions = _positive_int("num_actions", num_actions, "pass the env's action count")
-        self.frame_stack = _positive_int("frame_stack", frame_stack, "pass the env's stack_num")
-        self.dueling = _check_dueling(dueling)
+        self.num_actions = check_int("num_actions", num_actions, fix="pass the env's action count")
+        self.frame_stack = check_int("frame_stack", frame_stack, fix="pass the env's stack_num")
+        self.dueling = check_flag("dueling", dueling)
         self.obs_shape = (frame_stack, 84, 84)
         self.obs_dtype = torch.uint8
         self.features = nn.Sequential(
@@ -99,13 +87,13 @@ class MLP(nn.Module):
     def __init__(self, obs_dim: int, num_actions: int, hidden: Sequence[int] = (120, 84),
                  dueling: bool = False) -> None:
         super().__init__()
-        self.obs_dim = _positive_int("obs_dim", obs_dim, "pass the observation length")
-        self.num_actions = _positive_int("num_actions", num_actions, "pass the env's action count")
+        self.obs_dim = check_int("obs_dim", obs_dim, fix="pass the observation length")
+        self.num_actions = check_int("num_actions", num_actions, fix="pass the env's action count")
         hidden = tuple(hidden)
         for width in hidden:
-            _positive_int("hidden", width, "pass a sequence of positive layer widths")
+            check_int("hidden", width, fix="pass a sequence of positive layer widths")
         self.hidden = hidden
-        self.dueling = _check_dueling(dueling)
+        self.dueling = check_flag("dueling", dueling)
         if dueling and not hidden:
             raise ConfigError("hidden: a dueling MLP needs at least one hidden layer (its last one "
                               "becomes the value and advantage streams); pass e.g. hidden=(120, 84)")
@@ -125,13 +113,3 @@ class MLP(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs)  # (B, A)
 
-
-def q_network_for(info, hidden: Sequence[int] = (120, 84), dueling: bool = False) -> nn.Module:
-    """The Q-network for an env described by ``info`` (``fastdqn.run.envs.EnvInfo``): NatureCNN
-    for Atari frame stacks, else an MLP over the flattened observation with ``hidden`` widths;
-    with ``dueling``, their dueling form."""
-    from fastdqn.run.config import ATARI
-
-    if info.kind == ATARI:
-        return NatureCNN(info.num_actions, frame_stack=info.frame_stack, dueling=dueling)
-    return MLP(math.prod(info.obs_shape), info.num_actions, hidden=tuple(hidden), dueling=dueling)

@@ -14,6 +14,7 @@ import math
 import torch
 
 from fastdqn.errors import CheckpointError
+from fastdqn.util.checks import is_number
 from fastdqn.util.rngstate import pcg64_state
 
 KEYS = ("online", "target", "optimizer", "num_updates", "rng")
@@ -74,8 +75,8 @@ def _check_optimizer(optimizer: torch.optim.Optimizer, theirs) -> None:
                 _bad(f"{field}[{key!r}]", "None, a bool, a finite number or a tuple of them", _describe(value))
         lr = group["lr"]
         value = lr.item() if isinstance(lr, torch.Tensor) else lr
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            _bad(f"{field}['lr']", "a number > 0", _describe(lr))
+        if not is_number(value) or value <= 0:
+            _bad(f"{field}['lr']", "a finite number > 0", _describe(lr))
     # Adam's per-parameter state: a 'step' count and moments shaped like the parameter.
     shapes = {index: param.shape for saved, group in zip(our_groups, optimizer.param_groups)
               for index, param in zip(saved["params"], group["params"])}
@@ -105,7 +106,7 @@ def _plain_setting(value) -> bool:
     if isinstance(value, torch.Tensor):
         return value.dim() == 0 and value.is_floating_point() and bool(torch.isfinite(value))
     if isinstance(value, (tuple, list)):
-        return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        return all(is_number(v) for v in value)
     return False
 
 

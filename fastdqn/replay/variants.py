@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from fastdqn.replay.buffer import ReplayBuffer
-from fastdqn.replay.spec import ReplaySpec, replay_bytes
 
 
 class PrioritizedReplayBuffer(ReplayBuffer):
@@ -50,7 +49,3 @@ class DevicePrioritizedReplayBuffer(ReplayBuffer):
         super().__init__(capacity, obs_shape, num_envs, prioritized=True, alpha=alpha, eps=eps, device=device,
                          **options)
 
-
-def device_bytes(capacity: int, obs_shape, num_envs: int, *, obs_dtype=np.uint8, frame_stack: int = 1) -> int:
-    """Bytes of the device frame array a buffer with these arguments and device frames allocates."""
-    return replay_bytes(ReplaySpec(capacity, obs_shape, num_envs, obs_dtype, frame_stack), on_device=True)[1]

@@ -19,7 +19,6 @@ file is read with exactly those globals allowed as well, and the RNG state is dr
 
 from __future__ import annotations
 
-import math
 import os
 import pickletools
 import re
@@ -32,6 +31,7 @@ import torch
 from fastdqn.util.atomic import atomic_write
 from fastdqn.run.config import TrainConfig
 from fastdqn.errors import CheckpointError, ConfigError
+from fastdqn.util.checks import is_number
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -275,7 +275,7 @@ def _check_last_eval(value, where: str) -> None:
         _bad(where, "trainer.last_eval.global_step", "an int >= 0", repr(value["global_step"]))
     for key in ("mean", "std"):
         number = value[key]
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        if not is_number(number):
             _bad(where, f"trainer.last_eval.{key}", "a finite number", repr(number))
 
 

@@ -12,10 +12,10 @@ preset of the environment's kind before building it.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 from fastdqn.errors import ConfigError
+from fastdqn.util.checks import check_flag, check_int, check_number, is_int
 
 ATARI = "atari"
 VECTOR = "vector"
@@ -92,49 +92,35 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type == "bool" and not isinstance(value, bool):
-                raise ConfigError(f"--{_flag(f.name)}: expected True or False, got {value!r}")
+            if f.type == "bool":
+                check_flag(f"--{_flag(f.name)}", value)
             if f.type == "str" and not isinstance(value, str):
                 raise ConfigError(f"--{_flag(f.name)}: expected a string, got {value!r}")
         positive_ints = ("total_timesteps", "num_envs", "buffer_size", "target_network_frequency",
                          "batch_size", "train_frequency", "max_episode_steps", "log_every")
         for name in positive_ints:
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int(f"--{_flag(name)}", getattr(self, name), minimum=1)
         for name in ("torch_threads", "env_threads", "learning_starts", "env_batch_size", "eval_every", "eval_episodes",
                      "checkpoint_every"):
-            _check_int(name, getattr(self, name), minimum=0)
+            check_int(f"--{_flag(name)}", getattr(self, name), minimum=0)
         check_seed("--seed", self.seed)
-        if not (_finite(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigError(f"--learning-rate: expected a number > 0, got {self.learning_rate!r}")
-        if not (_finite(self.gamma) and 0 <= self.gamma <= 1):
-            raise ConfigError(f"--gamma: expected a number in [0, 1], got {self.gamma!r}")
-        for name in ("start_e", "end_e", "eval_epsilon", "sticky_actions"):
-            value = getattr(self, name)
-            if not (_finite(value) and 0 <= value <= 1):
-                raise ConfigError(f"--{_flag(name)}: expected a number in [0, 1], got {value!r}")
-        if not (_finite(self.exploration_fraction) and 0 < self.exploration_fraction <= 1):
-            raise ConfigError(
-                f"--exploration-fraction: expected a number in (0, 1], got {self.exploration_fraction!r}"
-            )
+        check_number("--learning-rate", self.learning_rate, 0, low_open=True)
+        for name in ("gamma", "start_e", "end_e", "eval_epsilon", "sticky_actions"):
+            check_number(f"--{_flag(name)}", getattr(self, name), 0, 1)
+        check_number("--exploration-fraction", self.exploration_fraction, 0, 1, low_open=True)
         if self.exploration_steps < 1:
             raise ConfigError(
                 f"--exploration-fraction {self.exploration_fraction!r}: epsilon would decay over "
                 f"{self.exploration_steps!r} of {self.total_timesteps} steps; expected at least 1 step, "
                 f"so at least {1 / self.total_timesteps!r}"
             )
-        if not (_finite(self.max_grad_norm) and self.max_grad_norm >= 0):
-            raise ConfigError(f"--max-grad-norm: expected a number >= 0, got {self.max_grad_norm!r}")
-        _check_int("n_step", self.n_step, minimum=1)
-        if not (_finite(self.per_alpha) and self.per_alpha >= 0):
-            raise ConfigError(f"--per-alpha: expected a number >= 0, got {self.per_alpha!r}")
+        check_number("--max-grad-norm", self.max_grad_norm, 0)
+        check_int("--n-step", self.n_step, minimum=1)
+        check_number("--per-alpha", self.per_alpha, 0)
         for name in ("per_beta_start", "per_beta_end"):
-            value = getattr(self, name)
-            if not (_finite(value) and 0 <= value <= 1):
-                raise ConfigError(f"--{_flag(name)}: expected a number in [0, 1], got {value!r}")
+            check_number(f"--{_flag(name)}", getattr(self, name), 0, 1)
         for name in ("per_eps", "adam_eps"):
-            value = getattr(self, name)
-            if not (_finite(value) and value > 0):
-                raise ConfigError(f"--{_flag(name)}: expected a number > 0, got {value!r}")
+            check_number(f"--{_flag(name)}", getattr(self, name), 0, low_open=True)
         if self.loss not in ("mse", "huber"):
             raise ConfigError(f"--loss: expected 'mse' or 'huber', got {self.loss!r}")
         if self.replay_device not in ("auto", "cpu", "cuda"):
@@ -142,8 +128,7 @@ class TrainConfig:
         if self.replay_device == "cuda" and not self.cuda:
             raise ConfigError("--replay-device cuda: the learner runs on the CPU; pass --cuda, or "
                               "--replay-device cpu")
-        if not isinstance(self.hidden, tuple) or not self.hidden or any(
-                isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
+        if not isinstance(self.hidden, tuple) or not self.hidden or any(not is_int(w) or w < 1 for w in self.hidden):
             raise ConfigError(f"--hidden: expected positive layer widths like 120,84, got {self.hidden!r}")
         if self.batch_size > self.buffer_size:
             raise ConfigError(
@@ -298,7 +283,7 @@ def make_config(kind: str, overrides: dict, *, cuda_available: bool, max_episode
 
 def check_seed(flag: str, seed) -> None:
     """``ConfigError`` unless ``seed`` is an int in [0, SEED_LIMIT)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+    if not is_int(seed) or not 0 <= seed < SEED_LIMIT:
         raise ConfigError(f"{flag}: expected an int in [0, {SEED_LIMIT - 1}], got {seed!r}")
 
 
@@ -315,16 +300,6 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
     """CleanRL's epsilon: linear from start_e to end_e over ``duration`` steps, then flat."""
     slope = (end_e - start_e) / duration
     return max(slope * t + start_e, end_e) if end_e <= start_e else min(slope * t + start_e, end_e)
-
-
-def _check_int(name: str, value, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ConfigError(f"--{_flag(name)}: expected {kind}, got {value!r}")
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _flag(name: str) -> str:

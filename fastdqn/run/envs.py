@@ -98,7 +98,7 @@ def make_envs(
     import envpool
 
     check_seed("seed", seed)
-    info = env_info(env_id)
+    task = env_info(env_id)
     if batch_size is None or not async_envs:
         batch_size = num_envs
     options = dict(
@@ -107,9 +107,9 @@ def make_envs(
         batch_size=batch_size,
         seed=seed,
         num_threads=num_threads,
-        max_episode_steps=max_episode_steps or info.max_episode_steps,
+        max_episode_steps=max_episode_steps or task.max_episode_steps,
     )
-    if info.kind == ATARI:
+    if task.kind == ATARI:
         options.update(
             episodic_life=episodic_life,
             reward_clip=False,

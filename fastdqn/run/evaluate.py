@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastdqn.util.checks import check_int
+
 
 def evaluate(learner, envs, episodes: int, epsilon: float, rng: np.random.Generator) -> np.ndarray:
     """Play ``episodes`` full games on ``envs`` and return their scores (float64, (episodes,)).
@@ -15,8 +17,7 @@ def evaluate(learner, envs, episodes: int, epsilon: float, rng: np.random.Genera
     ``terminated`` or ``truncated`` is the end of a game. Each env plays a fixed quota of
     games (``episodes`` split as evenly as possible), so short games are not over-counted.
     """
-    if episodes < 1:
-        raise ValueError(f"episodes: expected a positive int, got {episodes!r}")
+    check_int("episodes", episodes, error=ValueError)
     obs, _ = envs.reset()
     num_envs = obs.shape[0]
     quota = np.full(num_envs, episodes // num_envs, dtype=np.int64)
@@ -39,7 +40,7 @@ def evaluate(learner, envs, episodes: int, epsilon: float, rng: np.random.Genera
     return np.asarray(scores, dtype=np.float64)
 
 
-def summarize(scores: np.ndarray) -> dict:
+def score_stats(scores: np.ndarray) -> dict:
     """Mean, std, min, max and median of the scores, as plain floats."""
     return {
         "episodes": int(scores.size),

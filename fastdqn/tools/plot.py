@@ -23,6 +23,7 @@ import numpy as np
 
 from fastdqn.tools.atari_scores import game_of, human_normalized
 from fastdqn.errors import ConfigError
+from fastdqn.util.checks import check_int, check_number
 from fastdqn.tools.results import RunResult, find_runs
 from fastdqn.tools.stats import AGGREGATES, bootstrap_mean, smooth, stratified_bootstrap
 
@@ -61,10 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.paths) == bool(args.bench):
         raise ConfigError("plot: expected run or sweep folders, or --bench BENCH_JSON (one of the two), "
                           f"got {'both' if args.paths else 'neither'}")
-    if not 0 < args.smooth <= 1:
-        raise ConfigError(f"--smooth: expected a fraction in (0, 1], got {args.smooth}")
-    if args.reps < 1:
-        raise ConfigError(f"--reps: expected a positive int, got {args.reps}")
+    check_number("--smooth", args.smooth, 0, 1, low_open=True)
+    check_int("--reps", args.reps)
     if args.bench:
         data = plot_bench(args.bench, output)
     else:

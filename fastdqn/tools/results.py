@@ -114,7 +114,7 @@ def last_step(run_dir: str | os.PathLike) -> int:
 SUMMARY_FIELDS = ("env_id", "runs", "evaluated", "eval_mean", "eval_std", "eval_per_seed")
 
 
-def summarize(runs: Sequence[RunResult]) -> list[dict]:
+def sweep_summary(runs: Sequence[RunResult]) -> list[dict]:
     """Per env: the final evaluation's mean score, its mean and std (ddof 0) over seeds."""
     rows = []
     for env_id in sorted({r.env_id for r in runs}):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastdqn.errors import ConfigError
+from fastdqn.util.checks import check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,5 @@ def _percentiles(stats: np.ndarray, confidence: float) -> tuple:
 
 
 def _check_interval_args(reps: int, confidence: float) -> None:
-    if reps < 1:
-        raise ConfigError(f"reps: expected a positive number of bootstrap resamples, got {reps}")
-    if not 0 < confidence < 1:
-        raise ConfigError(f"confidence: expected a level in (0, 1), e.g. 0.95, got {confidence}")
+    check_int("reps", reps, why=" (bootstrap resamples)")
+    check_number("confidence", confidence, 0, 1, low_open=True, high_open=True, fix="e.g. 0.95")

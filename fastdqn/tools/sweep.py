@@ -32,7 +32,8 @@ from pathlib import Path
 from fastdqn.util.atomic import atomic_write
 from fastdqn.run.config import PRESETS, TrainConfig, make_config
 from fastdqn.errors import ConfigError, DependencyError
-from fastdqn.tools.results import find_runs, format_summary, last_step, summarize, write_summary
+from fastdqn.util.checks import check_int, check_number
+from fastdqn.tools.results import find_runs, format_summary, last_step, sweep_summary, write_summary
 from fastdqn.tools.sweep_task import FAILED, FINISHED, QUEUED, RUNNING, STOPPED, RunKilled, read_status, run_training
 
 SWEEP_NAME = "sweep.json"
@@ -131,12 +132,9 @@ def settings_from_args(args: argparse.Namespace) -> tuple[SweepSettings, Path, b
         )
         if train_given.get("cuda") and not settings.gpus_per_run:
             raise ConfigError("--cuda: the runs reserve no GPU; pass --gpus-per-run (e.g. 1 or 0.5) or drop --cuda")
-    if not (math.isfinite(settings.cpus_per_run) and settings.cpus_per_run > 0):
-        raise ConfigError(f"--cpus-per-run: expected a number > 0, got {settings.cpus_per_run}")
-    if not (math.isfinite(settings.gpus_per_run) and settings.gpus_per_run >= 0):
-        raise ConfigError(f"--gpus-per-run: expected a number >= 0, got {settings.gpus_per_run}")
-    if settings.max_retries < 0:
-        raise ConfigError(f"--max-retries: expected an int >= 0, got {settings.max_retries}")
+    check_number("--cpus-per-run", settings.cpus_per_run, 0, low_open=True)
+    check_number("--gpus-per-run", settings.gpus_per_run, 0)
+    check_int("--max-retries", settings.max_retries, minimum=0)
     if args.address is not None:
         check_address(args.address)
     return settings, folder, bool(args.resume)
@@ -160,10 +158,10 @@ def _check_train_config(env_id: str, overrides: dict) -> None:
     """Resolve the run's config as ``fastdqn train`` will; ConfigError if it would refuse it."""
     from fastdqn.run.envs import env_info
 
-    info = env_info(env_id)
+    task = env_info(env_id)
     try:
-        make_config(info.kind, dict(overrides, env_id=env_id), cuda_available=False,
-                    max_episode_steps=info.max_episode_steps)
+        make_config(task.kind, dict(overrides, env_id=env_id), cuda_available=False,
+                    max_episode_steps=task.max_episode_steps)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (for {env_id})") from None
 
@@ -264,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         ray.shutdown()
 
     done = [folder / r["run_dir"] for r in runs.values() if (folder / r["run_dir"] / "config.json").exists()]
-    rows = summarize(find_runs(done)) if done else []
+    rows = sweep_summary(find_runs(done)) if done else []
     write_summary(folder, rows)
     print(format_summary(rows))
     for name, r in runs.items():

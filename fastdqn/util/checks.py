@@ -31,6 +31,13 @@ def fail(name: str, expected: str, value, fix: str = "", *, error: type = Config
     raise error(f"{name}: expected {expected}, got {value!r}" + (f"; {fix}" if fix else ""))
 
 
+def check_flag(name: str, value, *, error: type = ConfigError) -> bool:
+    """``value``, refused unless it is a bool."""
+    if not isinstance(value, bool):
+        fail(name, "True or False", value, error=error)
+    return value
+
+
 def check_int(name: str, value, *, minimum: int = 1, why: str = "", fix: str = "",
               error: type = ConfigError) -> int:
     """``value`` as an int, refused unless it is an int >= ``minimum`` (``why``: a note after the bound)."""
@@ -42,15 +49,13 @@ def check_int(name: str, value, *, minimum: int = 1, why: str = "", fix: str = "
 def check_number(name: str, value, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
                  high_open: bool = False, fix: str = "", error: type = ConfigError) -> float:
     """``value`` as a float, refused unless it is a finite number in the interval from ``low``
-    to ``high`` (closed unless ``low_open``/``high_open``)."""
-    ok = is_number(value)
-    if ok:
-        value = float(value)
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        fail(name, f"a finite number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}",
-             value, fix, error=error)
-    return value
+    to ``high`` (closed unless ``low_open``/``high_open``; with no ``high``, "> low" or ">= low")."""
+    if is_number(value) and (value > low if low_open else value >= low) \
+            and (value < high if high_open else value <= high):
+        return float(value)
+    bound = (f"{'>' if low_open else '>='} {low}" if high == math.inf
+             else f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
+    fail(name, f"a finite number {bound}", value, fix, error=error)
 
 
 def parse_device(device, *, name: str = "device", fix: str = "pass 'cpu'", error: type = ConfigError):

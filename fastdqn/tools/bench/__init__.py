@@ -1,1 +1,1 @@
-"""``fastdqn bench``: its sections and the measuring harness they share."""
+"""``fastdqn bench``: its command, its sections, the harness they share, the measuring core and the baselines."""

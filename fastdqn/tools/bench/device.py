@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 
-from fastdqn.tools.bench.measure import Case, Figure, Stat, measure_interleaved, summarize
+from fastdqn.tools.bench.harness import fill_buffer, filled_buffer, make_buffer
+from fastdqn.tools.bench.measure import Case, Figure, Stat, measure_interleaved, median_spread
 
 
 def _sync(device):
@@ -26,16 +27,11 @@ def _sync(device):
 def section_device(ctx) -> list[Figure]:
     import torch
 
-    from fastdqn.tools.bench.sections import filled_buffer
-    from fastdqn.replay import DeviceReplayBuffer
-
-    s, a, info = ctx.sizes, ctx.args, ctx.info
+    s, a = ctx.sizes, ctx.args
     n, B = a.num_envs, a.batch_size
     host, stream = filled_buffer(ctx)
-    dev = DeviceReplayBuffer(s.replay_capacity, info.obs_shape, n, obs_dtype=info.obs_dtype,
-                             frame_stack=info.frame_stack, seed=a.seed, device=a.device)
-    for t in range(dev.slots_per_env + len(stream)):  # past one full wrap, like the host buffer
-        dev.add(**stream[t % len(stream)])
+    dev = make_buffer(ctx, frames_device=a.device)
+    fill_buffer(dev, stream)  # past one full wrap, like the host buffer
     sync = _sync(dev.device)
 
     def adder(buf):
@@ -46,7 +42,7 @@ def section_device(ctx) -> list[Figure]:
         return Case(run, s.replay_adds * n)
 
     adds = measure_interleaved({"device": adder(dev), "numpy": adder(host)}, s.repeats)
-    window = info.frame_stack > 1
+    window = ctx.task.frame_stack > 1
     outs = {"numpy": (host, host.make_batch(B, window=window)),
             "device": (dev, dev.make_batch(B, window=window))}
 
@@ -68,7 +64,7 @@ def section_device(ctx) -> list[Figure]:
             sync()
         return spent / s.sample_batches * 1e6
 
-    host_us = summarize([host_seconds() for _ in range(s.repeats)])
+    host_us = median_spread([host_seconds() for _ in range(s.repeats)])
     where = f"frames on {dev.device}, {torch.get_num_threads()} torch threads"
     layout = "window" if window else "stacked"
     return [

@@ -30,7 +30,7 @@ class Stat:
     samples: tuple[float, ...]
 
 
-def summarize(samples: Sequence[float]) -> Stat:
+def median_spread(samples: Sequence[float]) -> Stat:
     """The median of ``samples`` and half their range; needs at least one sample."""
     if len(samples) == 0:
         raise ConfigError("samples: expected at least one measurement, got none; repeat >= 1")
@@ -63,7 +63,7 @@ def measure_interleaved(cases: dict[str, Case], repeats: int, warmup: int = 1) -
             elapsed = time.perf_counter() - start
             if i >= warmup:
                 rates[name].append(case.units / elapsed)
-    return {name: summarize(r) for name, r in rates.items()}
+    return {name: median_spread(r) for name, r in rates.items()}
 
 
 def measure_rate(run: Callable[[], object], units: float, repeats: int, warmup: int = 1,
@@ -77,7 +77,7 @@ def measure_rate(run: Callable[[], object], units: float, repeats: int, warmup: 
 
 def paired_ratio(a: Stat, b: Stat) -> Stat:
     """Median and spread of a/b taken repeat by repeat (for interleaved measurements)."""
-    return summarize([x / y for x, y in zip(a.samples, b.samples)])
+    return median_spread([x / y for x, y in zip(a.samples, b.samples)])
 
 
 @dataclass(frozen=True)

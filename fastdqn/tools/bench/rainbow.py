@@ -11,33 +11,15 @@ dueling head's, which is learner work (its two streams double the MLP's last hid
 
 from __future__ import annotations
 
+from fastdqn.tools.bench.harness import TrainerRuns, make_buffer, train_config
 from fastdqn.tools.bench.measure import Figure, measure_interleaved, paired_ratio
 
 N_STEP = 3
 EPSILON = 0.05
 
 
-def _buffer(ctx, prioritized: bool):
-    from fastdqn.replay import PrioritizedReplayBuffer
-    from fastdqn.replay import ReplayBuffer
-
-    info, a = ctx.info, ctx.args
-    kind, extra = (PrioritizedReplayBuffer, dict(alpha=0.5, n_step=N_STEP)) if prioritized else (ReplayBuffer, {})
-    return kind(ctx.sizes.replay_capacity, info.obs_shape, a.num_envs, obs_dtype=info.obs_dtype,
-                frame_stack=info.frame_stack, seed=a.seed, **extra)
-
-
-def _learner(ctx, dueling: bool, compile: bool):
-    from fastdqn.learn.learner import Learner
-    from fastdqn.learn.networks import q_network_for
-
-    return Learner(q_network_for(ctx.info, dueling=dueling), compile=compile, device=ctx.args.device,
-                   batch_size=ctx.args.batch_size, double_dqn=True, seed=ctx.args.seed)
-
-
 def section_rainbow(ctx) -> list[Figure]:
     """Env steps/s of the trainer with --n-step 3 --prioritized --dueling against plain Double DQN."""
-    from fastdqn.tools.bench.sections import TrainerRuns, train_config
     from fastdqn.run.trainer import Trainer
 
     a, s = ctx.args, ctx.sizes
@@ -47,8 +29,7 @@ def section_rainbow(ctx) -> list[Figure]:
     options = {"plain": {}, "nstep_per": per, "all": dict(per, dueling=True)}
     runs = {}
     for name, extra in options.items():
-        buffer = _buffer(ctx, bool(extra))
-        learner = _learner(ctx, extra.get("dueling", False), compiled)
+        buffer, learner = make_buffer(ctx, **extra), ctx.learner(compiled, **extra)
         envs = ctx.make_envs()
         trainer = Trainer(envs, buffer, learner, train_config(ctx, total_timesteps=fill, start_e=1.0, end_e=1.0,
                                                               learning_starts=fill, **extra))

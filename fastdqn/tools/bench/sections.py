@@ -1,99 +1,23 @@
-"""``fastdqn bench``: throughput of every part of the training loop, each beside its ceiling.
-
-One process, one run: raw EnvPool steps/s (the ceiling), replay add/sample (stacked and
-window batches, beside this machine's memcpy and a NumPy full-stack buffer), the host's cost
-of feeding one update (sample, stage, hand-off), learner updates/s (eager and compiled),
-the trainer's loop with learning off (random and greedy acting) and the full trainer
-(beside the same loop written naively), the device-resident replay buffer beside the
-NumPy one (``--sections device``), and the full trainer with n-step targets, prioritized
-replay and a dueling network beside plain Double DQN (``--sections rainbow``). Every figure
-is the median over repeats, with
-the spread (half the range) shown. Heavy imports happen inside the sections.
+"""The sections of ``fastdqn bench`` that measure the training loop part by part, each beside
+its ceiling: raw EnvPool steps/s (``env``), replay add/sample (``replay``: stacked and window
+batches, beside this machine's memcpy and a NumPy full-stack buffer), the host's cost of
+feeding one update (``feed``: sample, stage, hand-off), learner updates/s (``learner``: eager
+and compiled), the trainer's loop with learning off (``collect``: random and greedy acting)
+and the full trainer beside the same loop written naively (``train``). Heavy imports happen
+inside the sections.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from fastdqn.tools.bench.baselines import NaiveDQNLoop, NumpyStackBuffer
-from fastdqn.tools.bench.rainbow import section_rainbow
-from fastdqn.run.config import check_seed
-from fastdqn.errors import ConfigError
-from fastdqn.tools.bench.measure import (
-    Case,
-    Figure,
-    Stat,
-    format_table,
-    machine_info,
-    measure_interleaved,
-    memcpy_gbps,
-    paired_ratio,
-    summarize,
-    write_json,
-)
-
-SECTIONS = ("env", "replay", "feed", "learner", "collect", "train", "device", "rainbow")
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How much work each figure does per repeat; ``--quick`` trades steadiness for time."""
-
-    repeats: int
-    env_steps: int  # vector steps per repeat (env, collect)
-    replay_capacity: int  # transitions
-    replay_adds: int  # vector adds per repeat
-    sample_batches: int  # per repeat (replay and feed)
-    learner_updates: int  # per repeat
-    train_steps: int  # vector steps per repeat (train and naive loop)
-    learning_starts: int  # env steps of experience before the train figures start
-    memcpy_bytes: int
-
-
-QUICK = Sizes(repeats=3, env_steps=120, replay_capacity=10_000, replay_adds=150, sample_batches=100,
-              learner_updates=5, train_steps=8, learning_starts=2_000, memcpy_bytes=64 * 2**20)
-DEFAULT = Sizes(repeats=5, env_steps=600, replay_capacity=40_000, replay_adds=600, sample_batches=500,
-                learner_updates=30, train_steps=40, learning_starts=5_000, memcpy_bytes=256 * 2**20)
-
-
-@dataclass(frozen=True)
-class Context:
-    """What the sections share: the settings and the env's description."""
-
-    args: argparse.Namespace
-    sizes: Sizes
-    info: object  # fastdqn.run.envs.EnvInfo
-
-    def make_envs(self, async_envs: bool = False):
-        from fastdqn.run.envs import make_envs
-
-        batch = self.args.env_batch_size or max(1, self.args.num_envs // 2)
-        return make_envs(self.args.env_id, self.args.num_envs, seed=self.args.seed,
-                         async_envs=async_envs, batch_size=batch if async_envs else None)
-
-    def q_network(self):
-        from fastdqn.learn.networks import q_network_for
-
-        return q_network_for(self.info)
-
-    def learner(self, compile: bool):
-        from fastdqn.learn.learner import Learner
-
-        return Learner(self.q_network(), compile=compile, device=self.args.device,
-                       batch_size=self.args.batch_size, double_dqn=True, seed=self.args.seed)
-
-
-def random_actions(ctx: Context, steps: int, width: int) -> np.ndarray:
-    rng = np.random.default_rng(ctx.args.seed)
-    return rng.integers(0, ctx.info.num_actions, size=(steps, width))
+from fastdqn.tools.bench.harness import (Context, TrainerRuns, filled_buffer, make_buffer, paired_note,
+                                         random_actions, record_stream, train_config)
+from fastdqn.tools.bench.measure import Case, Figure, Stat, measure_interleaved, median_spread, memcpy_gbps
 
 
 class EnvRuns:
@@ -149,49 +73,16 @@ def section_env(ctx: Context) -> list[Figure]:
         figures.append(Figure.of("env.async", "env steps/s", stats["async"], ceiling=stats["sync"].median,
                                  ceiling_name="env.sync",
                                  note=f"{n} envs, batches of {runs['async'].batch}; "
-                                      + _paired_note(stats["async"], stats["sync"])))
+                                      + paired_note(stats["async"], stats["sync"])))
     return figures
-
-
-def record_envpool_stream(envs, actions) -> list[dict]:
-    """Step sync ``envs`` through ``actions`` (one row per vector step) and close them; one
-    dict of ``ReplayBuffer.add`` kwargs per step, reset rows marked invalid."""
-    obs, _ = envs.reset()
-    stream = []
-    for a in actions:
-        next_obs, reward, terminated, truncated, info = envs.step(a)
-        stream.append(dict(obs=obs, next_obs=next_obs, action=a, reward=reward.astype(np.float32),
-                           terminated=terminated, truncated=truncated, valid=info["elapsed_step"] > 0))
-        obs = next_obs
-    envs.close()
-    return stream
-
-
-def record_stream(ctx: Context, steps: int) -> list[dict]:
-    """``steps`` vector steps of the env under random actions, as ``ReplayBuffer.add`` kwargs."""
-    return record_envpool_stream(ctx.make_envs(), random_actions(ctx, steps, ctx.args.num_envs))
-
-
-def filled_buffer(ctx: Context):
-    """A buffer of the env's shape filled to capacity from a recorded stream, and the stream."""
-    from fastdqn.replay import ReplayBuffer
-
-    s, info = ctx.sizes, ctx.info
-    stream = record_stream(ctx, 64)
-    buf = ReplayBuffer(s.replay_capacity, info.obs_shape, ctx.args.num_envs, obs_dtype=info.obs_dtype,
-                       frame_stack=info.frame_stack, seed=ctx.args.seed)
-    for t in range(buf.slots_per_env + len(stream)):  # past one full wrap: steady state
-        buf.add(**stream[t % len(stream)])
-    return buf, stream
 
 
 def section_replay(ctx: Context) -> list[Figure]:
     """add and sample of fastdqn's buffer beside the NumPy full-stack buffer and memcpy."""
-    s, a = ctx.sizes, ctx.args
-    info = ctx.info
+    s, a, task = ctx.sizes, ctx.args, ctx.task
     n = a.num_envs
     buf, stream = filled_buffer(ctx)
-    base = NumpyStackBuffer(s.replay_capacity, info.obs_shape, info.obs_dtype, seed=a.seed)
+    base = NumpyStackBuffer(s.replay_capacity, task.obs_shape, task.obs_dtype, seed=a.seed)
 
     def add_fast():
         for t in range(s.replay_adds):
@@ -208,7 +99,7 @@ def section_replay(ctx: Context) -> list[Figure]:
                                 "base": Case(add_base, s.replay_adds * n)}, s.repeats)
     add_f, add_b = adds["fast"], adds["base"]
     outs = {"fast": buf.make_batch(a.batch_size)}
-    if info.frame_stack > 1:
+    if task.frame_stack > 1:
         outs["window"] = buf.make_batch(a.batch_size, window=True)
 
     def sampler(out):
@@ -226,7 +117,7 @@ def section_replay(ctx: Context) -> list[Figure]:
     samples = measure_interleaved(cases, s.repeats)
     smp_b = samples["base"]
     copy = memcpy_gbps(s.memcpy_bytes, s.repeats)
-    traffic = {name: batch_traffic(out, info.frame_stack) for name, out in outs.items()}
+    traffic = {name: batch_traffic(out, task.frame_stack) for name, out in outs.items()}
     copy_out = memcpy_gbps(s.memcpy_bytes, s.repeats, chunk=traffic["fast"][1])
     bpt_f, bpt_b = buf.nbytes / buf.capacity, base.nbytes / base.capacity
     base_name = "numpy full-stack"
@@ -241,9 +132,9 @@ def section_replay(ctx: Context) -> list[Figure]:
     names = {"fast": "replay.sample", "window": "replay.sample.window"}
     for name, stat in ((k, samples[k]) for k in outs):
         read, written = traffic[name]
-        note = f"batch {a.batch_size}, capacity {s.replay_capacity:,}; " + _paired_note(stat, smp_b)
+        note = f"batch {a.batch_size}, capacity {s.replay_capacity:,}; " + paired_note(stat, smp_b)
         if name == "window":
-            note += "; vs stacked " + _paired_note(stat, samples["fast"])
+            note += "; vs stacked " + paired_note(stat, samples["fast"])
         figures += [
             Figure.of(names[name], "batches/s", stat, ceiling=smp_b.median, ceiling_name=base_name, note=note),
             Figure(names[name] + ".bandwidth", "GB/s", stat.median * written / 1e9,
@@ -283,7 +174,7 @@ def section_feed(ctx: Context) -> list[Figure]:
 
     s, a = ctx.sizes, ctx.args
     buf, _ = filled_buffer(ctx)
-    layouts = (False, True) if ctx.info.frame_stack > 1 else (False,)
+    layouts = (False, True) if ctx.task.frame_stack > 1 else (False,)
     feeders = {(w, p): Feeder(buf, a.batch_size, device=a.device, window=w, prefetch=p)
                for w in layouts for p in (False, True)}
 
@@ -298,7 +189,7 @@ def section_feed(ctx: Context) -> list[Figure]:
     # What the main thread pays per update when the update itself takes the time a device
     # step would (a sleep here, leaving the CPU to the sampler thread).
     updates = max(10, s.sample_batches // 10)
-    main = {key: summarize([main_thread_seconds(f, updates, FEED_STEP_S) / updates
+    main = {key: median_spread([main_thread_seconds(f, updates, FEED_STEP_S) / updates
                             for _ in range(s.repeats)])
             for key, f in feeders.items()}
     for f in feeders.values():
@@ -309,7 +200,7 @@ def section_feed(ctx: Context) -> list[Figure]:
         name = "feed." + ("window" if window else "stacked") + (".prefetch" if prefetch else "")
         note = f"{1e6 / stat.median:.0f} µs per update, batch {a.batch_size}, {a.device}"
         if (window, prefetch) != (False, False):
-            note += "; vs feed.stacked " + _paired_note(stat, base)
+            note += "; vs feed.stacked " + paired_note(stat, base)
         figures.append(Figure.of(name, "updates/s", stat, note=note))
     for (window, prefetch), stat in main.items():
         name = "feed." + ("window" if window else "stacked") + (".prefetch" if prefetch else "") + ".main"
@@ -338,13 +229,13 @@ def main_thread_seconds(feeder, updates: int, step_s: float) -> float:
 def random_batch(ctx: Context, size: int) -> argparse.Namespace:
     """A replay-shaped batch of random data (update cost does not depend on the values)."""
     rng = np.random.default_rng(ctx.args.seed)
-    shape = (size, *ctx.info.obs_shape)
-    if ctx.info.obs_dtype == np.uint8:
+    shape = (size, *ctx.task.obs_shape)
+    if ctx.task.obs_dtype == np.uint8:
         obs, next_obs = (rng.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(2))
     else:
         obs, next_obs = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
     return argparse.Namespace(obs=obs, next_obs=next_obs,
-                              action=rng.integers(0, ctx.info.num_actions, size=size),
+                              action=rng.integers(0, ctx.task.num_actions, size=size),
                               reward=rng.standard_normal(size).astype(np.float32),
                               terminated=rng.random(size) < 0.01)
 
@@ -375,89 +266,10 @@ def section_learner(ctx: Context) -> list[Figure]:
     if compile_s is not None:
         figures += [
             Figure.of("learner.compiled", "updates/s", stats["compiled"], ceiling=stats["eager"].median,
-                      ceiling_name="eager", note=_paired_note(stats["compiled"], stats["eager"])),
+                      ceiling_name="eager", note=paired_note(stats["compiled"], stats["eager"])),
             Figure("learner.compile_time", "s", compile_s, 0.0, note="first compiled update, once"),
         ]
     return figures
-
-
-def _paired_note(a: Stat, b: Stat) -> str:
-    r = paired_ratio(a, b)
-    return f"paired ratio {r.median:.2f} ±{r.spread:.2f}"
-
-
-def train_config(ctx: Context, **overrides):
-    """A ``TrainConfig`` for a bench run of the trainer: no files, no evaluation, no progress bar."""
-    from fastdqn.run.config import TrainConfig
-
-    a = ctx.args
-    values = dict(env_id=a.env_id, seed=a.seed, num_envs=a.num_envs, buffer_size=ctx.sizes.replay_capacity,
-                  batch_size=a.batch_size, train_frequency=4, target_network_frequency=1000,
-                  double_dqn=True, cuda=a.device.startswith("cuda"), compile=False,
-                  max_episode_steps=ctx.info.max_episode_steps, eval_episodes=0, checkpoint_every=0,
-                  progress=False, exploration_fraction=1.0)
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-class TrainerRuns:
-    """Repeats of ``Trainer.train`` for ``vector_steps`` vector steps each, as a ``Case``.
-
-    Each repeat is a fresh ``Trainer`` with fresh envs (made untimed) on the same buffer and
-    learner, resuming from the previous one's ``state_dict``, so a run that has passed
-    ``learning_starts`` keeps learning from its first step. Records each repeat's phase
-    shares (``Trainer.timers``) and updates/s.
-    """
-
-    def __init__(self, ctx: Context, buffer, learner, vector_steps: int, state: dict | None = None,
-                 **overrides):
-        self.ctx, self.buffer, self.learner, self.overrides = ctx, buffer, learner, overrides
-        self.units = vector_steps * ctx.args.num_envs
-        self.state = state
-        self.envs = self.trainer = None
-        from fastdqn.run.trainer import PHASES
-
-        self.shares: dict[str, list[float]] = {k: [] for k in PHASES}
-        self.updates: list[float] = []
-
-    def setup(self) -> None:
-        from fastdqn.run.trainer import Trainer
-
-        self.close()
-        first = self.state["global_step"] if self.state else 0
-        config = train_config(self.ctx, total_timesteps=first + self.units, **self.overrides)
-        self.envs = self.ctx.make_envs()
-        self.trainer = Trainer(self.envs, self.buffer, self.learner, config)
-        if self.state:
-            self.trainer.load_state_dict(self.state, buffer_restored=True)
-
-    def run(self) -> None:
-        before, start = self.learner.num_updates, time.perf_counter()
-        self.trainer.train()
-        elapsed = time.perf_counter() - start
-        for k, v in self.shares.items():
-            v.append(self.trainer.timers[k] / elapsed)
-        self.updates.append((self.learner.num_updates - before) / elapsed)
-        self.state = self.trainer.state_dict()
-
-    def close(self) -> None:
-        if self.envs is not None:
-            self.envs.close()
-            self.envs = None
-
-    def case(self) -> Case:
-        return Case(self.run, self.units, self.setup)
-
-    def share(self, phase: str) -> Stat:
-        return summarize(self.shares[phase][-self.ctx.sizes.repeats:])
-
-
-def make_buffer(ctx: Context):
-    from fastdqn.replay import ReplayBuffer
-
-    info = ctx.info
-    return ReplayBuffer(ctx.sizes.replay_capacity, info.obs_shape, ctx.args.num_envs,
-                        obs_dtype=info.obs_dtype, frame_stack=info.frame_stack, seed=ctx.args.seed)
 
 
 def section_collect(ctx: Context) -> list[Figure]:
@@ -487,7 +299,7 @@ def section_collect(ctx: Context) -> list[Figure]:
         Figure.of("collect.random", "env steps/s", stats["random"], ceiling=env_rate,
                   ceiling_name="env (same run)",
                   note=f"epsilon 1, no forward; env {rand.share('env').median:.0%} of time; "
-                       + _paired_note(stats["random"], stats["env"])),
+                       + paired_note(stats["random"], stats["env"])),
         Figure("act.forward", "ms/vector step", fwd_ms, fwd_ms * fwd.spread / fwd.median,
                note=f"learner.act on {a.num_envs} obs, epsilon 0"),
         Figure.of("collect.greedy", "env steps/s", stats["greedy"], ceiling=bound, ceiling_name="env+forward",
@@ -530,122 +342,15 @@ def section_train(ctx: Context) -> list[Figure]:
                                 s.repeats)
     fast.close()
     naive_envs.close()
-    updates, naive_upd = summarize(fast.updates[-s.repeats:]), summarize(naive_updates[-s.repeats:])
+    updates, naive_upd = median_spread(fast.updates[-s.repeats:]), median_spread(naive_updates[-s.repeats:])
     mode = "compiled" if compiled else "eager"
     share = ", ".join(f"{k} {fast.share(k).median:.0%}" for k in fast.shares)
     return [
         Figure.of("train", "env steps/s", stats["fast"], ceiling=stats["naive"].median,
                   ceiling_name="naive loop",
                   note=f"{mode} learner, 1 update / 4 env steps, epsilon {epsilon}; {share}; "
-                       + _paired_note(stats["fast"], stats["naive"])),
+                       + paired_note(stats["fast"], stats["naive"])),
         Figure.of("train.updates", "updates/s", updates, ceiling=naive_upd.median, ceiling_name="naive loop"),
         Figure.of("train.naive", "env steps/s", stats["naive"],
                   note="per-step tensor conversion, NumPy full-stack buffer, eager update"),
     ] + [Figure.of(f"train.share.{k}", "fraction", fast.share(k)) for k in fast.shares]
-
-
-def section_device(ctx: Context) -> list[Figure]:
-    """The device-resident replay buffer beside the NumPy one (``fastdqn/tools/bench/device.py``)."""
-    from fastdqn.tools.bench.device import section_device as run
-
-    return run(ctx)
-
-
-SECTION_FUNCS = {"env": section_env, "replay": section_replay, "feed": section_feed,
-                 "learner": section_learner,
-                 "collect": section_collect, "train": section_train, "device": section_device,
-                 "rainbow": section_rainbow}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``fastdqn bench`` flags."""
-    add = parser.add_argument
-    add("--env-id", default="Breakout-v5", help="EnvPool task id (default %(default)s)")
-    add("--num-envs", type=int, default=8, help="parallel EnvPool envs (default %(default)s)")
-    add("--device", default="cpu", help="torch device of the learner: cpu or cuda (default %(default)s)")
-    add("--async-envs", action="store_true", help="also measure EnvPool's async mode")
-    add("--env-batch-size", type=int, default=0, help="envs per async batch (0: num-envs / 2)")
-    add("--batch-size", type=int, default=32, help="replay sample and update batch size (default %(default)s)")
-    add("--quick", action="store_true", help="fewer, shorter repeats (under 2 minutes on 2 cores)")
-    add("--repeats", type=int, default=0, help="repeats per figure (0: 3 quick, 5 default)")
-    add("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    add("--no-compile", action="store_true", help="skip the torch.compile figures")
-    add("--json", default=None, metavar="PATH", help="also write the figures as JSON here")
-    add("--seed", type=int, default=0, help="seed of envs, data and networks (default %(default)s)")
-    add("--torch-threads", type=int, default=0,
-        help="CPU threads for torch (0: torch's default); 1 is steadier on a busy machine")
-
-
-def check_args(args: argparse.Namespace) -> list[str]:
-    """Validate the flags; return the sections to run."""
-    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = [s for s in sections if s not in SECTIONS]
-    if unknown or not sections:
-        raise ConfigError(f"--sections: expected names from {','.join(SECTIONS)}, got {args.sections!r}")
-    for name in ("num_envs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
-    for name in ("repeats", "torch_threads"):
-        if getattr(args, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')}: expected an int >= 0, got {getattr(args, name)}")
-    if args.async_envs and not 0 <= args.env_batch_size < args.num_envs:
-        raise ConfigError(f"--env-batch-size: async mode needs it below --num-envs ({args.num_envs}), "
-                          f"got {args.env_batch_size}; lower it or raise --num-envs")
-    check_seed("--seed", args.seed)
-    if args.json:
-        _check_output_file("--json", Path(args.json))
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device: {args.device!r} asked for but torch sees no CUDA device; "
-                              "use --device cpu")
-    elif args.device != "cpu":
-        raise ConfigError(f"--device: expected cpu or cuda, got {args.device!r}")
-    return sections
-
-
-def _check_output_file(flag: str, path: Path) -> None:
-    """Refuse, before any measuring, a file that could not be written at the end."""
-    folder = path.parent
-    if path.is_dir():
-        raise ConfigError(f"{flag}: {str(path)!r} is a folder; give a file name")
-    if not folder.is_dir():
-        raise ConfigError(f"{flag}: the folder {str(folder)!r} does not exist; create it or choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"{flag}: no permission to write {str(path)!r}; choose another path")
-
-
-def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:
-    """Run the chosen sections, print the table, write JSON when asked; 0 on success."""
-    import torch
-
-    from fastdqn.run.envs import env_info
-
-    sections = check_args(args)
-    sizes = sizes or (QUICK if args.quick else DEFAULT)
-    if args.repeats:
-        sizes = dataclasses.replace(sizes, repeats=args.repeats)
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    ctx = Context(args, sizes, env_info(args.env_id))
-    figures: list[Figure] = []
-    start = time.perf_counter()
-    for name in sections:
-        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        figures += SECTION_FUNCS[name](ctx)
-    elapsed = time.perf_counter() - start
-    machine = machine_info(args.device)
-    print(f"fastdqn bench: {args.env_id}, {args.num_envs} envs, {args.device} "
-          f"({torch.get_num_threads()} torch threads), "
-          f"{'quick' if args.quick else 'default'} ({sizes.repeats} repeats), {elapsed:.0f} s")
-    print(f"machine: {machine['cpu']}, {machine['logical_cores']} cores"
-          + (f", {machine['gpu']}" if machine["gpu"] else "") + f", {machine['date']}")
-    print(format_table(figures))
-    if args.json:
-        settings = {k: v for k, v in vars(args).items() if not callable(v)}
-        settings.update(sizes=dataclasses.asdict(sizes), elapsed_s=elapsed,
-                        torch_threads_used=torch.get_num_threads())
-        write_json(args.json, figures, machine, settings)
-    return 0
-

@@ -1,0 +1,197 @@
+"""Starting the commands that run a network: ``fastdqn train`` from its flags (a new run or a
+resumed one: the config resolved, the memory planned, the run folder locked, the components
+built, the start-up summary printed, the trainer run) and ``fastdqn eval`` (a checkpoint's
+network playing full games). Every check of the input comes before any env, buffer or file
+is made; what a signal leaves behind is said through ``StopSignals.note``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from pathlib import Path
+
+from fastdqn.errors import ConfigError
+from fastdqn.run import memory
+from fastdqn.run.build import build_buffer, build_envs, build_eval_envs, build_evaluator, build_learner
+from fastdqn.run.config import DOUBLE_DQN, TrainConfig, check_seed, derive_seed, make_config
+from fastdqn.run.envs import EnvInfo, env_info
+from fastdqn.run.resume import check_saved_buffer, load_learner_state, load_resume
+from fastdqn.run.signals import Interrupted, StopSignals
+
+
+def train(overrides: dict, *, resume: str | None, preset: str | None, signals: StopSignals) -> int:
+    """``fastdqn train``: ``overrides`` holds every ``TrainConfig`` field, None where no flag was given."""
+    signals.note = " before training started; no checkpoint was written"
+    import torch
+
+    from fastdqn.run.checkpoint import CHECKPOINT_NAME, buffer_path, resolve_checkpoint
+    from fastdqn.run.rundir import RunDirLock, check_no_run, check_run_dir
+
+    cuda_available = torch.cuda.is_available()
+    state = lock = run_dir = None
+    try:
+        if resume:
+            if preset is not None:
+                raise ConfigError(f"--preset: a resumed run keeps its checkpoint's hyperparameters, got "
+                                  f"--preset {preset}; drop --preset (single flags still apply)")
+            run_dir = resolve_checkpoint(resume).parent
+            if overrides["run_dir"] and Path(overrides["run_dir"]).resolve() != run_dir.resolve():
+                raise ConfigError(f"--run-dir: a resumed run continues in its own folder {str(run_dir)!r}, "
+                                  f"got {overrides['run_dir']!r}; drop --run-dir")
+            state, config, task = load_resume(resume, overrides, cuda_available)
+        else:
+            task = env_info(overrides["env_id"] if overrides["env_id"] is not None else TrainConfig.env_id)
+            config = make_config(task.kind, overrides, cuda_available=cuda_available,
+                                 max_episode_steps=task.max_episode_steps, preset=preset or DOUBLE_DQN)
+            run_dir = Path(config.run_dir or f"runs/{config.env_id}__{config.seed}__{int(time.time())}")
+            check_run_dir(run_dir)
+        config = dataclasses.replace(config, run_dir=str(run_dir))
+        if config.cuda and not cuda_available:
+            raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
+        replay_device = memory.choose_replay_device(config, task)
+        config = dataclasses.replace(config, replay_device=replay_device)
+        replay_bytes, free_ram = memory.check_memory(config, task)
+        lock = RunDirLock(run_dir)
+        # Under the lock, so that no other process can start a run here or write a newer checkpoint.
+        if state is None:
+            check_no_run(run_dir)
+        else:
+            state, config, task = load_resume(resume, overrides, cuda_available)
+            config = dataclasses.replace(config, run_dir=str(run_dir), replay_device=replay_device)
+        saved_buffer = buffer_path(state) if state is not None else None
+        # Validation is over: from here on envs, buffers and files are created.
+        signals.note = " before training started; no checkpoint was written" + (
+            f" (the one in {run_dir} is unchanged)" if state is not None else "")
+        return _run_training(config, task, state, saved_buffer, run_dir, replay_bytes, free_ram, signals)
+    except Interrupted:
+        if signals.received is not None:
+            kept = run_dir is not None and (run_dir / CHECKPOINT_NAME).exists()
+            signals.note = " a second time, at once; " + (
+                f"no new checkpoint was written (the last one in {run_dir} is kept)" if kept
+                else "no checkpoint was written")
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_dir: Path, replay_bytes: int,
+                  free_ram: int, signals: StopSignals) -> int:
+    """Build the components (in a fixed order: the seeds depend on it), write config.json, train."""
+    import torch
+
+    from fastdqn.run.logger import RunLogger
+    from fastdqn.run.trainer import Trainer
+    from fastdqn.util.atomic import atomic_write
+
+    torch.manual_seed(config.seed)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    resume_step = int(state["trainer"]["global_step"]) if state is not None else None
+    # New seeds on resume: EnvPool state cannot be saved, so do not replay the same games.
+    seed = derive_seed(config.seed, resume_step or 0)
+    learner = build_learner(config, task)
+    if state is not None:
+        load_learner_state(learner, state)
+    buffer = build_buffer(config, task, seed=seed, path=saved_buffer)
+    if saved_buffer is not None:
+        check_saved_buffer(buffer, config, task, saved_buffer)
+    envs = build_envs(config, seed=seed)
+    # From here a first signal is recorded and the trainer ends with a checkpoint, even one
+    # that arrives before its loop starts.
+    signals.hold()
+    print_summary(config, task, learner, replay_bytes, free_ram, resume_step, saved_buffer is not None)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / "config.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2) + "\n"))
+        logger = RunLogger(run_dir, total_timesteps=config.total_timesteps, resume_step=resume_step,
+                           progress=config.progress)
+        try:
+            trainer = Trainer(envs, buffer, learner, config, logger, evaluator=build_evaluator(learner, config))
+            if state is not None:
+                trainer.load_state_dict(state["trainer"], buffer_restored=saved_buffer is not None)
+            signals.forward_to(trainer.request_stop)
+            status = trainer.train()
+        finally:
+            logger.close()
+    finally:
+        envs.close()
+    if status:
+        print(f"stopped by {signal.Signals(trainer.stop_signal).name} at step {trainer.global_step:,}; "
+              f"checkpoint saved. Continue with: fastdqn train --resume {run_dir}")
+    else:
+        line = f"done: {trainer.global_step:,} steps, {trainer.episodes:,} episodes"
+        if trainer.last_eval is not None:
+            line += f", eval return {trainer.last_eval['mean']:.1f} ± {trainer.last_eval['std']:.1f}"
+        print(f"{line}; outputs in {run_dir}")
+    return status
+
+
+def print_summary(config: TrainConfig, task: EnvInfo, learner, replay_bytes: int, free_ram: int,
+                  resume_step: int | None, buffer_restored: bool) -> None:
+    """The start-up summary: the task, device, envs, network, replay memory and where outputs go."""
+    params = sum(p.numel() for p in learner.online.parameters())
+    network = type(learner.online).__name__
+    mode = f"async, batches of {config.env_batch}" if config.async_envs else "sync"
+    lines = [
+        f"fastdqn train: {config.env_id} ({task.kind}: obs {task.obs_shape} {task.obs_dtype}, "
+        f"{task.num_actions} actions)",
+        f"  device {config.device} | num_envs {config.num_envs} ({mode}) | {network} {params:,} params "
+        f"| compile {'on' if config.compile else 'off'}",
+        f"  replay {config.buffer_size:,} transitions: {replay_bytes / 1e9:.2f} GB of {free_ram / 1e9:.1f} GB free RAM"
+        + (f" | {config.n_step}-step" if config.n_step > 1 else "")
+        + (f" | prioritized (alpha {config.per_alpha:g}, beta {config.per_beta_start:g} -> "
+           f"{config.per_beta_end:g})" if config.prioritized else "")
+        + (" | frames on the GPU" if config.replay_device == "cuda" else " | frames in host RAM"),
+        f"  {config.total_timesteps:,} steps into {config.run_dir}",
+    ]
+    if resume_step is not None:
+        lines.append(f"  resuming at step {resume_step:,}" + (
+            " with the saved replay buffer" if buffer_restored else
+            f"; replay buffer refills for {config.learning_starts:,} steps before learning resumes"))
+    print("\n".join(lines), flush=True)
+
+
+def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float, seed: int, num_envs: int | None,
+                        cuda: bool | None, as_json: bool) -> int:
+    """``fastdqn eval``: play ``episodes`` full games with the network saved at ``path`` and
+    print their score statistics; ``num_envs`` and ``cuda`` default when None."""
+    import numpy as np
+    import torch
+
+    from fastdqn.run.checkpoint import load_checkpoint
+    from fastdqn.run.evaluate import evaluate, score_stats
+    from fastdqn.util.checks import check_int, check_number
+
+    check_int("--episodes", episodes)
+    check_number("--epsilon", epsilon, 0, 1)
+    if num_envs is not None:
+        check_int("--num-envs", num_envs)
+    check_seed("--seed", seed)
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
+    state = load_checkpoint(path)
+    saved = TrainConfig.from_dict(state["config"])  # load_checkpoint has checked it
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    config = dataclasses.replace(saved, cuda=cuda, compile=False, anneal_lr=False)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    learner = build_learner(config, env_info(config.env_id))
+    load_learner_state(learner, state)
+    envs = build_eval_envs(config, num_envs or min(episodes, 16), seed=seed)
+    try:
+        stats = score_stats(evaluate(learner, envs, episodes, epsilon, np.random.default_rng(seed)))
+    finally:
+        envs.close()
+    stats.update(env_id=config.env_id, global_step=int(state["trainer"]["global_step"]), epsilon=epsilon)
+    if as_json:
+        print(json.dumps(stats))
+    else:
+        print(f"{config.env_id} at step {stats['global_step']:,}: {stats['episodes']} games, epsilon {epsilon}")
+        print(f"  mean {stats['mean']:.2f}  std {stats['std']:.2f}  min {stats['min']:.2f}  "
+              f"max {stats['max']:.2f}  median {stats['median']:.2f}")
+    return 0

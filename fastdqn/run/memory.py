@@ -1,0 +1,84 @@
+"""Memory planning of a training run, before anything is allocated: the host RAM its replay
+buffer will take, the memory training its network takes, where the replay frames go
+(``--replay-device auto`` resolved) and the refusal of a run that would not fit.
+"""
+
+from __future__ import annotations
+
+from fastdqn.errors import ConfigError
+from fastdqn.run.build import build_network
+from fastdqn.run.config import VECTOR, TrainConfig
+from fastdqn.run.envs import EnvInfo
+
+# Copies of each network parameter that training holds: online and target weights, gradients, Adam's two moments.
+COPIES_PER_PARAMETER = 5
+
+
+def replay_bytes(config: TrainConfig, task: EnvInfo) -> int:
+    """Host memory the replay buffer for this run will allocate (the priority trees stay on
+    the host wherever the frames are)."""
+    from fastdqn.replay import ReplaySpec, replay_bytes as count
+
+    spec = ReplaySpec(config.buffer_size, task.obs_shape, config.num_envs, task.obs_dtype, task.frame_stack)
+    return count(spec, prioritized=config.prioritized, on_device=config.replay_device == "cuda")[0]
+
+
+def network_bytes(config: TrainConfig, task: EnvInfo) -> int:
+    """Memory training the network takes: its parameters counted on the meta device
+    (nothing allocated), times the copies training keeps of each."""
+    import torch
+
+    with torch.device("meta"):
+        network = build_network(task, config.hidden, config.dueling)
+    return COPIES_PER_PARAMETER * sum(p.numel() * p.element_size() for p in network.parameters())
+
+
+def choose_replay_device(config: TrainConfig, task: EnvInfo) -> str:
+    """Where this run keeps the replay frames: ``--replay-device``, with ``auto`` resolved to
+    cuda when training on CUDA and the frames fit beside the networks, else cpu."""
+    if not config.cuda or config.replay_device == "cpu":
+        return "cpu"
+    import torch
+
+    from fastdqn.errors import DeviceMemoryError
+    from fastdqn.replay import ReplaySpec, replay_bytes as count
+    from fastdqn.replay.device import DEFAULT_HEADROOM, check_device_memory
+
+    spec = ReplaySpec(config.buffer_size, task.obs_shape, config.num_envs, task.obs_dtype, task.frame_stack)
+    needed = count(spec, on_device=True)[1]
+    headroom = DEFAULT_HEADROOM + network_bytes(config, task)
+    try:
+        check_device_memory(needed, int(torch.cuda.mem_get_info()[0]), headroom, argument="--replay-device cuda")
+    except DeviceMemoryError:
+        if config.replay_device == "cuda":
+            raise
+        return "cpu"
+    return "cuda"
+
+
+def check_memory(config: TrainConfig, task: EnvInfo) -> tuple[int, int]:
+    """Refuse a replay buffer and network that do not fit; returns (replay bytes, free RAM)."""
+    import torch
+
+    from fastdqn.replay.buffer import available_memory
+
+    replay, network = replay_bytes(config, task), network_bytes(config, task)
+    free_ram = available_memory()
+    if replay > free_ram:
+        raise ConfigError(
+            f"--buffer-size {config.buffer_size}: the replay buffer would need {replay / 1e9:.2f} GB "
+            f"but only {free_ram / 1e9:.2f} GB of RAM is free; lower --buffer-size"
+        )
+    what = (f"--hidden {','.join(map(str, config.hidden))}" if task.kind == VECTOR
+            else f"the NatureCNN of {config.env_id}")
+    if config.cuda:
+        device_free, where = torch.cuda.mem_get_info()[0], "GPU memory is free"
+    else:
+        device_free, where = free_ram - replay, "RAM is free beside the replay buffer"
+    if network > device_free:
+        raise ConfigError(
+            f"{what}: training the network would need {network / 1e9:.2f} GB (weights, target, "
+            f"gradients, Adam state) but only {device_free / 1e9:.2f} GB of {where}; "
+            "use smaller --hidden widths" + ("" if config.cuda else " or a smaller --buffer-size")
+        )
+    return replay, free_ram
