@@ -45,7 +45,7 @@ import torch
 
 from fastdqn.replay.batch import ReplayBatch, allocate_batch
 from fastdqn.errors import DeviceMemoryError, ReplayError
-from fastdqn.pipeline.feeder import BlockLayout, cuda_transfer, torch_view
+from fastdqn.util.transfer import staged_transfer, torch_view
 from fastdqn.kernels import device as kd
 from fastdqn.replay.buffer import ReplayBuffer, _geometry, _positive_int, available_memory
 
@@ -163,8 +163,8 @@ class DeviceReplayBuffer(ReplayBuffer):
                          n_step=n_step, gamma=gamma, seed=seed, **options)
         E, F, R = self._num_envs, self._frame_bytes, self._k + 1
         self._before = np.zeros(E, np.int64)
-        self._stage = cuda_transfer(lambda empty: (empty((E * R,), np.int64), empty((E * R, F), np.uint8)),
-                                    self._device, _STAGE_SLOTS)
+        self._stage = staged_transfer(lambda empty: (empty((E * R,), np.int64), empty((E * R, F), np.uint8)),
+                                      self._device, _STAGE_SLOTS)
         self._stage_slot = 0
         self._stage_rows, self._stage_frames = self._stage.device
         self._frames_at = self._stage.layout.pieces[1]  # byte offset of the staged frames
@@ -240,7 +240,7 @@ class DeviceReplayBuffer(ReplayBuffer):
                 return allocate_batch(B, (self._k, ID_BYTES), np.uint8, window=window, empty=empty,
                                       batch_type=self._batch_type)
 
-            self._plans[key] = (cuda_transfer(make, self._device, _PLAN_SLOTS), make, [0])
+            self._plans[key] = (staged_transfer(make, self._device, _PLAN_SLOTS), make, [0])
         return self._plans[key]
 
     def make_batch(self, batch_size: int, *, window: bool = False) -> ReplayBatch:
