@@ -128,6 +128,27 @@ def test_a_host_slot_is_refilled_only_after_its_copy_finished(slots, monkeypatch
     assert any(not np.array_equal(w.obs, h.obs) for w, h in zip(expected, got))
 
 
+def test_a_fresh_send_lands_in_device_memory_that_later_sends_leave_alone():
+    stream, _ = stamped_stream(2, 60, seed=3)
+    buf = ReplayBuffer(2 * 40, (K, *FRAME), 2, frame_stack=K, seed=2)
+    for kwargs in stream:
+        buf.add(**kwargs)
+    queue = DeviceQueue()
+    transfer, _ = fake_transfer(buf, 6, queue, slots=1)
+    buf.sample(6, out=transfer.host[0])
+    fresh = transfer.send(0, fresh=True)
+    want = buf.gather(fresh.index)
+    for _ in range(2):
+        transfer.ready(0)  # runs the queued copies
+        buf.sample(6, out=transfer.host[0])
+        transfer.send(0)
+        transfer.send(0, fresh=True)
+    queue.run_until(len(queue.ops))
+    assert fresh.obs.base is not transfer.device.obs.base
+    for name in ("obs", "next_obs", "action", "reward", "terminated"):
+        np.testing.assert_array_equal(getattr(fresh, name), getattr(want, name))
+
+
 def test_background_error_is_raised_in_the_caller_and_the_thread_stops(monkeypatch):
     stream, _ = stamped_stream(2, 40)
     buf = ReplayBuffer(80, (K, *FRAME), 2, frame_stack=K, seed=0)

@@ -22,8 +22,8 @@ Timing: the batch for update ``i + 1`` is drawn from the buffer when batch ``i``
 out, with ``prefetch`` on or off; with ``prefetch`` its copy then runs in a background
 thread (the kernels release the GIL) while the learner runs update ``i``.
 ``wait_for_prefetch()`` waits for that copy; calling it before each ``add`` keeps the
-buffer still under the copy, so a seed gives the same batches, and the same run, with ``prefetch`` on or off.
-(The buffer stays correct without it; see ``fastdqn.replay.buffer``.)
+buffer still under the copy, so a seed gives the same batches, and the same run, with
+``prefetch`` on or off. (The buffer stays correct without it; see ``fastdqn.replay.buffer``.)
 """
 
 from __future__ import annotations

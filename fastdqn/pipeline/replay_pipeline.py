@@ -1,13 +1,10 @@
 """``ReplayPipeline``: everything between the replay buffer and the learner's update, so that
-the training loop never asks which kind of replay it runs.
-
-It owns the ``Feeder`` (batches drawn, prefetched and copied to the learner's device), the
-importance-weight exponent β (a callable asked once per draw), the write-back of TD errors
-as priorities (``PriorityFeedback``) and the batch drawn but not yet used, which a
-checkpoint carries so that a resumed run hands out the batch the interrupted one had
-drawn. Uniform and prioritized replay differ only inside it: for uniform replay ``report``
-does nothing and β is never asked. ``store`` lets a background copy finish before it adds,
-which keeps a seed's run the same with prefetch on or off.
+the training loop never asks which kind of replay it runs. It owns the ``Feeder`` (batches
+drawn, prefetched and copied to the learner's device), the importance-weight exponent β
+(a callable asked once per draw), the write-back of TD errors as priorities
+(``PriorityFeedback``) and the batch drawn but not yet used, which a checkpoint carries so
+that a resumed run hands out the batch the interrupted one had drawn. For uniform replay
+``report`` does nothing and β is never asked.
 """
 
 from __future__ import annotations
@@ -34,23 +31,20 @@ class ReplayPipeline:
     only); ``prefetch``: sample the next batch in a background thread while the learner
     updates; ``window``: as ``Feeder``'s (None: window batches where the buffer allows them).
 
-    ``store(...)`` adds rows (``buffer.add``'s arguments), ``next_batch()`` hands out the
-    next batch, ``report(batch, td_error)`` writes its errors back one update late.
     ``close()`` (or leaving a ``with`` block) stops the background thread and keeps the drawn
-    batch; the next call starts a new thread and hands that batch out first.
-    ``state_dict()``/``load_state_dict()`` carry the drawn batch and the errors not yet
-    written (under the checkpoint's keys ``next_batch`` and ``pending_priorities``).
-    ``timer`` holds the seconds spent per phase (``PHASES``).
+    batch; the next call starts a new thread and hands that batch out first. ``timer`` holds
+    the seconds spent per phase (``PHASES``).
     """
 
     def __init__(self, buffer, batch_size: int, *, device="cpu", beta: Callable[[], float] | None = None,
                  prefetch: bool = True, window: bool | None = None) -> None:
         self.buffer, self.batch_size = buffer, check_int("batch_size", batch_size)
         self.timer = PhaseTimer(PHASES)
+        prioritized = buffer.prioritized
         self._feeder_args = dict(device=device, prefetch=prefetch, window=window,
-                                 beta=beta if buffer.prioritized else None)
-        self._feedback = PriorityFeedback.for_device(buffer, batch_size, device) if buffer.prioritized else None
-        self._feeder: Feeder | None = Feeder(buffer, batch_size, **self._feeder_args)
+                                 beta=beta if prioritized else None)
+        self._feedback = PriorityFeedback.for_device(buffer, self.batch_size, device) if prioritized else None
+        self._feeder: Feeder | None = Feeder(buffer, self.batch_size, **self._feeder_args)
         self._drawn: tuple[np.ndarray, np.ndarray | None] | None = None  # while no feeder holds it
 
     def __enter__(self) -> "ReplayPipeline":
@@ -75,7 +69,8 @@ class ReplayPipeline:
         return self._feeder
 
     def store(self, obs, next_obs, action, reward, terminated, truncated, env_ids=None, valid=None) -> None:
-        """``buffer.add`` once no batch is being sampled in the background."""
+        """``buffer.add``, once no batch is being sampled in the background: the buffer stays
+        still under a copy, so a seed gives the same run with prefetch on or off."""
         feeder = self._live()
         with self.timer("wait"):
             feeder.wait_for_prefetch()
@@ -100,7 +95,8 @@ class ReplayPipeline:
             self._feedback.push(batch.index, td_error)
 
     def state_dict(self) -> dict:
-        """The drawn batch's ids and weights and the TD errors not yet written, as tensors (or None)."""
+        """The drawn batch's ids and weights and the TD errors not yet written, as tensors (or
+        None), under the checkpoint's keys ``next_batch`` and ``pending_priorities``."""
         drawn = self._feeder.drawn() if self._feeder is not None else self._drawn
         next_batch = None if drawn is None else {
             "index": torch.from_numpy(drawn[0].copy()),

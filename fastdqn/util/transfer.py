@@ -1,16 +1,13 @@
 """Staged copies between host and device: the one owner of pinned staging memory and of the
-events that say when a copy has finished, in both directions.
-
-Host to device (``StagedTransfer``): a batch is laid out as one block of bytes
-(``BlockLayout``); it is written into one of a few pinned host blocks in turn and handed out
-as one ``non_blocking`` copy of that block followed by an event, and a host block is written
-again only after its event has completed. Device to host (``Readback``): one pinned host
-tensor, a ``non_blocking`` copy into it and an event that is waited on before it is read.
-On a CPU "device" the same code runs on plain memory with copies that are done when they
-return (``HostEvent``), so the order of operations, and with it the run, is the same.
-
-torch is imported inside the functions that use it: the replay layer imports this module
-and stays torch-free at import.
+events that say when a copy has finished, in both directions. Host to device
+(``StagedTransfer``): a batch laid out as one block of bytes (``BlockLayout``) is written
+into one of a few pinned host blocks in turn and sent as one ``non_blocking`` copy followed
+by an event; a host block is written again only after its event has completed. Device to
+host (``Readback``): a ``non_blocking`` copy into one pinned host tensor and an event waited
+on before it is read. On a CPU "device" the same code runs on plain memory with copies that
+are done when they return (``HostEvent``), so the order of operations, and the run, is the
+same. torch is imported inside functions only: the replay layer imports this module and
+stays torch-free at import.
 """
 
 from __future__ import annotations
