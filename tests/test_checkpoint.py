@@ -363,10 +363,20 @@ def test_a_failed_learner_load_changes_nothing(trained_run):
 # ---- format version 1 ---------------------------------------------------------------------
 
 
+def with_slot_ids(run, doc) -> None:
+    """The uniform drawn batch's index as versions before 3 wrote it: slot ids
+    (env * slots_per_env + slot) where transition ids are absolute slot * num_envs + env."""
+    buf = ReplayBuffer.load(run / doc["buffer_file"])
+    ids = doc["trainer"]["next_batch"]["index"]
+    env, absolute = ids % buf.num_envs, ids // buf.num_envs
+    doc["trainer"]["next_batch"]["index"] = env * buf.slots_per_env + absolute % buf.slots_per_env
+
+
 def as_version_1(run):
-    """Rewrite a run's checkpoint as format version 1 wrote it: the same document plus NumPy's
-    global RNG state (a tuple holding a uint32 array) in the trainer's part."""
+    """Rewrite a run's checkpoint as format version 1 wrote it: the same document with slot
+    ids, plus NumPy's global RNG state (a tuple holding a uint32 array) in the trainer's part."""
     doc = read_document(run)
+    with_slot_ids(run, doc)
     doc["trainer"]["numpy_rng"] = np.random.RandomState(7).get_state()
     doc["version"] = 1
     write_document(run, doc)
@@ -384,7 +394,8 @@ def test_a_version_1_checkpoint_loads_as_the_same_state(trained_run, tmp_path):
     as_version_1(run)
     old, new = load_checkpoint(run), load_checkpoint(trained_run)
     assert "numpy_rng" not in old["trainer"]
-    assert_same_state(old, new, skip=("path",))
+    assert old["trainer"]["next_batch"]["slot_ids"]  # turned into transition ids on resume
+    assert_same_state(old, new, skip=("path", "next_batch"))
 
 
 def test_a_version_1_checkpoint_with_anything_else_is_refused(trained_run, tmp_path):
@@ -410,12 +421,12 @@ def read_document_v1(run):
         return torch.load(run / CHECKPOINT_NAME, weights_only=True)
 
 
-def test_version_1_and_2_checkpoints_resume_identically(trained_run, tmp_path, monkeypatch):
-    """Resuming a version-1 file continues exactly as resuming the same state in version 2:
+def test_version_1_and_3_checkpoints_resume_identically(trained_run, tmp_path, monkeypatch):
+    """Resuming a version-1 file continues exactly as resuming the same state in version 3:
     same step, same weights and optimizer, same learner, replay and torch RNG streams."""
     monkeypatch.chdir(tmp_path)
     runs = {}
-    for version in (1, 2):
+    for version in (1, 3):
         run = tmp_path / f"v{version}"
         shutil.copytree(trained_run, run)
         if version == 1:
@@ -424,11 +435,29 @@ def test_version_1_and_2_checkpoints_resume_identically(trained_run, tmp_path, m
         runs[version] = load_checkpoint(run)
     assert runs[1]["trainer"]["global_step"] == 600
     assert runs[1]["learner"]["num_updates"] == load_checkpoint(trained_run)["learner"]["num_updates"] + 100
-    assert_same_state(runs[1], runs[2], skip=("path", "run_dir"))
-    buffers = [ReplayBuffer.load(tmp_path / f"v{v}" / "replay-600.bin") for v in (1, 2)]
+    assert_same_state(runs[1], runs[3], skip=("path", "run_dir"))
+    buffers = [ReplayBuffer.load(tmp_path / f"v{v}" / "replay-600.bin") for v in (1, 3)]
     a, b = (buf.sample(64) for buf in buffers)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_version_2_uniform_batch_of_slot_ids_resumes_identically(trained_run, tmp_path, monkeypatch):
+    """Before version 3 a uniform batch's index held slot ids (env * slots_per_env + slot);
+    such a checkpoint resumes exactly as the same state written with transition ids."""
+    monkeypatch.chdir(tmp_path)
+    runs = {}
+    for version in (2, 3):
+        run = tmp_path / f"v{version}"
+        shutil.copytree(trained_run, run)
+        if version == 2:
+            doc = read_document(run)
+            with_slot_ids(run, doc)
+            doc["version"] = 2
+            write_document(run, doc)
+        assert main(["train", "--resume", str(run), "--total-timesteps", "600"]) == 0
+        runs[version] = load_checkpoint(run)
+    assert_same_state(runs[2], runs[3], skip=("path", "run_dir"))
 
 
 def assert_same_state(a, b, skip=()):

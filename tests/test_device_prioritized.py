@@ -103,11 +103,11 @@ def test_repr_names_the_class_and_device():
 
 
 def test_feeder_carries_the_drawn_batch_over_a_checkpoint():
-    """pending_draw hands back host arrays; restore_draw puts the weights on the device batch."""
+    """drawn() hands back host arrays; restore_draw puts the weights on the device batch."""
     ref, dev = stream_pair()
     with Feeder(ref, 8, beta=lambda: 0.3) as a, Feeder(dev, 8, beta=lambda: 0.3) as b:
         assert_identical(a.next(), b.next())
-        (ia, wa), (ib, wb) = a.pending_draw(), b.pending_draw()
+        (ia, wa), (ib, wb) = a.drawn(), b.drawn()
         assert isinstance(wb, np.ndarray)
         np.testing.assert_array_equal(ia, ib)
         np.testing.assert_array_equal(wa, wb)

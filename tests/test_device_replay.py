@@ -230,7 +230,7 @@ def train_through_feeder(buf, device: str, steps: int, **learner_kw) -> Learner:
     with Feeder(buf, 16, device=device) as feeder:
         for _ in range(steps):
             nxt = data.standard_normal((buf.num_envs, 4)).astype(np.float32)
-            feeder.settle()
+            feeder.wait_for_prefetch()
             buf.add(obs, nxt, data.integers(0, 2, buf.num_envs), data.random(buf.num_envs).astype(np.float32),
                     data.random(buf.num_envs) < 0.1, np.zeros(buf.num_envs, bool))
             obs = nxt

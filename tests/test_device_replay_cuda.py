@@ -96,9 +96,11 @@ def test_preflight_refuses_frames_larger_than_free_memory():
     assert torch.cuda.memory_allocated() == before
 
 
-def test_learner_fed_from_gpu_frames_matches_the_cpu_reference():
+@pytest.mark.parametrize("compile", [False, True])
+def test_learner_fed_from_gpu_frames_matches_the_cpu_reference(compile):
     """A CUDA learner fed by a Feeder over GPU frames takes the steps a CPU learner takes on
-    the same transitions gathered from the NumPy buffer (float tolerance: different kernels)."""
+    the same transitions gathered from the NumPy buffer (float tolerance: different kernels).
+    Compiled, its CUDA graph reads the feeder's two alternating batches update after update."""
     ref, dev = cuda_pair(400, (4,), 2, obs_dtype=np.float32)
     data = np.random.default_rng(3)
     obs = data.standard_normal((2, 4)).astype(np.float32)
@@ -113,7 +115,8 @@ def test_learner_fed_from_gpu_frames_matches_the_cpu_reference():
     learners = []
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
-        learners.append(Learner(MLP(4, 2), compile=False, device=device, target_update_interval=3, lr=1e-2))
+        learners.append(Learner(MLP(4, 2), compile=compile and device == "cuda", device=device,
+                                target_update_interval=3, lr=1e-2))
     cpu, gpu = learners
     with Feeder(dev, 16, device="cuda") as feeder:
         for _ in range(8):

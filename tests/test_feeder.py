@@ -14,10 +14,11 @@ from fastdqn.replay.batch import allocate_batch
 from fastdqn.run.config import TrainConfig
 from fastdqn.run.envs import env_info, make_envs
 from fastdqn.errors import ConfigError
-from fastdqn.pipeline.feeder import BlockLayout, CudaTransfer, Feeder, numpy_view
+from fastdqn.pipeline.feeder import Feeder
 from fastdqn.learn.learner import Learner
 from fastdqn.learn.networks import MLP
 from fastdqn.run.trainer import Trainer
+from fastdqn.util.transfer import BlockLayout, StagedTransfer, numpy_view
 from test_replay_window import FRAME, K, rows, stamped_stream
 
 
@@ -32,7 +33,7 @@ def run_feeder(prefetch: bool, window: bool, steps: int = 150) -> list[ReplayBat
     out = []
     with Feeder(buf, 8, prefetch=prefetch, window=window) as feeder:
         for t, kwargs in enumerate(stream):
-            feeder.settle()
+            feeder.wait_for_prefetch()
             buf.add(**kwargs)
             if t % 2 and len(buf) >= 8:
                 batch = feeder.next()
@@ -87,9 +88,9 @@ def fake_transfer(buf, batch_size, queue, slots):
     def make(empty):
         return allocate_batch(batch_size, buf.obs_shape, buf.obs_dtype, window=True, empty=empty)
 
-    return CudaTransfer(make, slots, pinned=lambda n: np.zeros(n, np.uint8),
-                        device_block=lambda n: np.zeros(n, np.uint8), as_numpy=lambda b: b,
-                        device_view=numpy_view, copy=queue.copy, event=queue.event), make
+    return StagedTransfer(make, slots, pinned=lambda n: np.zeros(n, np.uint8),
+                          device_block=lambda n: np.zeros(n, np.uint8), as_numpy=lambda b: b,
+                          device_view=numpy_view, copy=queue.copy, event=queue.event), make
 
 
 @pytest.mark.parametrize("slots", [2, 3])
@@ -111,7 +112,7 @@ def test_a_host_slot_is_refilled_only_after_its_copy_finished(slots, monkeypatch
             for _ in range(10):
                 batch = feeder.next()
                 assert batch.obs.base is transfer.device.obs.base  # the one device batch
-                feeder.settle()  # no other sampling call beside the background copy
+                feeder.wait_for_prefetch()  # no other sampling call beside the background copy
                 expected.append(buf.gather(batch.index))  # the buffer is still: ground truth
         queue.run_until(len(queue.ops))
         got = [make(layout.carve(block, numpy_view)) for block in queue.delivered]
@@ -125,6 +126,27 @@ def test_a_host_slot_is_refilled_only_after_its_copy_finished(slots, monkeypatch
     # Without the wait, sampling overwrites blocks whose copy has not run: the check sees it.
     expected, got = delivered_batches(skip_wait=True)
     assert any(not np.array_equal(w.obs, h.obs) for w, h in zip(expected, got))
+
+
+def test_a_fresh_send_lands_in_device_memory_that_later_sends_leave_alone():
+    stream, _ = stamped_stream(2, 60, seed=3)
+    buf = ReplayBuffer(2 * 40, (K, *FRAME), 2, frame_stack=K, seed=2)
+    for kwargs in stream:
+        buf.add(**kwargs)
+    queue = DeviceQueue()
+    transfer, _ = fake_transfer(buf, 6, queue, slots=1)
+    buf.sample(6, out=transfer.host[0])
+    fresh = transfer.send(0, fresh=True)
+    want = buf.gather(fresh.index)
+    for _ in range(2):
+        transfer.ready(0)  # runs the queued copies
+        buf.sample(6, out=transfer.host[0])
+        transfer.send(0)
+        transfer.send(0, fresh=True)
+    queue.run_until(len(queue.ops))
+    assert fresh.obs.base is not transfer.device.obs.base
+    for name in ("obs", "next_obs", "action", "reward", "terminated"):
+        np.testing.assert_array_equal(getattr(fresh, name), getattr(want, name))
 
 
 def test_background_error_is_raised_in_the_caller_and_the_thread_stops(monkeypatch):
@@ -258,7 +280,7 @@ def test_prioritized_draws_take_beta_from_the_callable_once_per_draw():
     with Feeder(buf, 8, prefetch=True, beta=beta) as feeder:
         for i in range(3):
             batch = feeder.next()
-            feeder.settle()
+            feeder.wait_for_prefetch()
             assert len(asked) == i + 2  # one draw ahead: this batch used the beta asked one draw ago
             # gather's weights are those at beta = 1; at beta b they are that to the power b
             want = buf.gather(batch.index).weight.astype(np.float64) ** asked[i]
@@ -275,7 +297,7 @@ def test_a_restored_draw_is_handed_out_before_the_next_draw(prefetch, tmp_path):
         buf.add(**kwargs)
     with Feeder(buf, 6, prefetch=prefetch) as feeder:
         feeder.next()
-        index, weight = feeder.pending_draw()
+        index, weight = feeder.drawn()
         assert weight is None  # uniform replay has no weights
         buf.save(tmp_path / "replay.bin")  # as a checkpoint does: the sampler after the pending draw
         expected = [np.array(feeder.next().index) for _ in range(3)]

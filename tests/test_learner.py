@@ -444,6 +444,30 @@ def test_bad_act_input():
 # -------------------------------------------------------------------------- CUDA
 
 
+def test_graph_step_replays_on_its_own_copy_of_the_inputs(monkeypatch):
+    """Each call's inputs are copied into tensors the step owns, never adopted: a feeder that
+    alternates two batches refills one of them while the other is being learned from."""
+    from fastdqn.learn.cuda_graph import CudaGraphStep
+
+    def body(x, y):
+        return (x + y,)
+
+    step = CudaGraphStep(body, lambda: [], "cpu")
+
+    def capture():  # a stand-in graph: fixed outputs, rewritten from the fixed inputs per replay
+        outputs = body(*step._inputs)
+        step._outputs = outputs
+        step._graph = SimpleNamespace(replay=lambda: [o.copy_(r) for o, r in zip(outputs, body(*step._inputs))])
+
+    monkeypatch.setattr(step, "_capture", capture)
+    a, b = (torch.ones(3), torch.full((3,), 2.0)), (torch.full((3,), 5.0), torch.zeros(3))
+    assert step(*a)[0].tolist() == [3.0] * 3
+    assert step(*b)[0].tolist() == [5.0] * 3
+    assert a[0].tolist() == [1.0] * 3 and a[1].tolist() == [2.0] * 3  # b was not copied over a
+    assert step(*a)[0].tolist() == [3.0] * 3
+
+
+
 @pytest.mark.cuda
 def test_cuda_graph_update_equals_cpu_eager():
     rng = np.random.default_rng(0)

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastdqn import ReplayBuffer, ReplayError
+from fastdqn.run.envpool_rows import EnvPoolRows
 from reference_nstep import NStepReference
 from test_replay import EVENTS, FakeEnvs, draw_step, obs_shape
 
@@ -141,25 +142,23 @@ def test_breakout_stream_matches_reference():
     buf = ReplayBuffer(capacity, (4, 84, 84), num_envs, frame_stack=4, n_step=n, gamma=gamma, seed=0)
     ref = NStepReference(capacity, num_envs, 4, n, gamma)
     rng = np.random.default_rng(0)
-    last = np.zeros((num_envs, 4, 84, 84), np.uint8)
-    actions = np.zeros(num_envs, np.int64)
+    rows = EnvPoolRows(num_envs, batch_size, (4, 84, 84), np.uint8)
     env.async_reset()
     seen = dict(life_loss=0, truncated=0, reset_rows=0)
     discounts = set()
     for step in range(300):
-        nxt, reward, term, trunc, info = env.recv()
-        ids = info["env_id"]
-        valid = info["elapsed_step"] != 0
-        buf.add(obs=last[ids], next_obs=nxt, action=actions[ids], reward=reward,
-                terminated=term, truncated=trunc, env_ids=ids, valid=valid)
+        add = rows.received(*env.recv())
+        ids, valid, term, trunc = add["env_ids"], add["valid"], add["terminated"], add["truncated"]
+        buf.add(**add)
         for i, e in enumerate(ids):
-            ref.add(e, last[e], nxt[i], actions[e], reward[i], term[i], trunc[i], valid[i])
+            ref.add(e, add["obs"][i], add["next_obs"][i], add["action"][i], add["reward"][i], term[i],
+                    trunc[i], valid[i])
         seen["life_loss"] += int(term.sum())
         seen["truncated"] += int(trunc.sum())
         seen["reset_rows"] += int((~valid).sum())
-        last[ids] = nxt
-        actions[ids] = rng.integers(0, 4, len(ids))
-        env.send(actions[ids], ids)
+        actions = rng.integers(0, 4, len(ids))
+        rows.sent(actions, ids)
+        env.send(actions, ids)
         if step % 50 == 49:
             discounts |= {float(w[5]) for w in check(buf, ref).values()}
     env.close()

@@ -254,7 +254,7 @@ def test_feeder_hands_out_prioritized_batches():
     with Feeder(buf, 4) as feeder:
         for _ in range(3):
             batch = feeder.next()
-            feeder.settle()
+            feeder.wait_for_prefetch()
             assert isinstance(batch, PrioritizedBatch) and batch.frames is not None
             np.testing.assert_array_equal(batch.weight, buf.gather(batch.index).weight)
             np.testing.assert_array_equal(batch.obs, buf.gather(batch.index).obs)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fastdqn.pipeline.priority_feedback import PriorityFeedback
+from fastdqn.util.transfer import Readback
 
 B = 4
 
@@ -50,7 +51,7 @@ class Buffer:
 
 def feedback(buffer, stream):
     host = torch.full((B,), -1.0)  # a value no TD error has: reading it early is visible
-    return PriorityFeedback(buffer, B, host=host, copy=stream.copy, event=stream.event)
+    return PriorityFeedback(buffer, B, Readback(host, copy=stream.copy, event=stream.event))
 
 
 def update(i):
@@ -75,10 +76,10 @@ def test_update_i_is_written_when_update_i_plus_1_is_pushed_after_its_copy():
     fb.flush()
     np.testing.assert_array_equal(buffer.calls[-1][1], update(4)[1].numpy())
     fb.flush()
-    assert len(buffer.calls) == 5  # nothing pending any more
+    assert len(buffer.calls) == 5  # nothing held any more
 
 
-def test_state_dict_carries_the_pending_errors_to_a_new_feedback():
+def test_state_dict_carries_the_held_errors_to_a_new_feedback():
     buffer, stream = Buffer(), LazyStream()
     fb = feedback(buffer, stream)
     fb.push(*update(0))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fastdqn import ReplayBuffer
+from fastdqn.run.envpool_rows import EnvPoolRows
 from reference_replay import ReferenceReplay
 
 envpool = pytest.importorskip("envpool")
@@ -33,40 +34,39 @@ def test_breakout_stream_matches_reference(num_envs, batch_size, tmp_path):
     buf = ReplayBuffer(capacity, (4, 84, 84), num_envs, frame_stack=4, seed=0)
     ref = ReferenceReplay(capacity, num_envs, 4)
     rng = np.random.default_rng(0)
-    last = np.zeros((num_envs, 4, 84, 84), np.uint8)
+    rows = EnvPoolRows(num_envs, batch_size, (4, 84, 84), np.uint8)
     counts = dict(life_loss=0, game_over=0, truncated=0, reset_rows=0)
-    actions = np.zeros(num_envs, np.int64)
-    if batch_size == num_envs:
-        last[:], _ = env.reset()
+    sync = batch_size == num_envs
+    if sync:
+        rows.reset(*env.reset())
     else:
         env.async_reset()
         for _ in range(num_envs // batch_size):
-            obs, *_, info = env.recv()
-            last[info["env_id"]] = obs
-            actions[info["env_id"]] = rng.integers(0, 4, batch_size)
-            env.send(actions[info["env_id"]], info["env_id"])
+            ids = rows.received(*env.recv())["env_ids"]
+            actions = rng.integers(0, 4, batch_size)
+            rows.sent(actions, ids)
+            env.send(actions, ids)
     for step in range(400):
-        if batch_size == num_envs:
-            ids = np.arange(num_envs)
-            actions[:] = rng.integers(0, 4, num_envs)
-            nxt, reward, term, trunc, info = env.step(actions)
+        if sync:
+            actions = rng.integers(0, 4, num_envs)
+            rows.sent(actions, np.arange(num_envs))
+            step_rows = env.step(actions)
         else:
-            nxt, reward, term, trunc, info = env.recv()
-            ids = info["env_id"]
-        valid = info["elapsed_step"] != 0
-        buf.add(obs=last[ids], next_obs=nxt, action=actions[ids], reward=reward,
-                terminated=term, truncated=trunc, env_ids=ids, valid=valid)
+            step_rows = env.recv()
+        add, info = rows.received(*step_rows), step_rows[-1]
+        ids, valid, term, trunc = add["env_ids"], add["valid"], add["terminated"], add["truncated"]
+        buf.add(**add)
         for i, e in enumerate(ids):
             if valid[i]:
-                ref.add(e, last[e], nxt[i], actions[e], reward[i], term[i])
+                ref.add(e, add["obs"][i], add["next_obs"][i], add["action"][i], add["reward"][i], term[i])
         counts["life_loss"] += int((term & (info["lives"] > 0)).sum())
         counts["game_over"] += int((term & (info["lives"] == 0)).sum())
         counts["truncated"] += int(trunc.sum())
         counts["reset_rows"] += int((~valid).sum())
-        last[ids] = nxt
-        if batch_size != num_envs:
-            actions[ids] = rng.integers(0, 4, len(ids))
-            env.send(actions[ids], ids)
+        if not sync:
+            actions = rng.integers(0, 4, len(ids))
+            rows.sent(actions, ids)
+            env.send(actions, ids)
         if step % 50 == 49:
             check(buf, ref)
     check(buf, ref)

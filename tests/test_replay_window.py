@@ -118,7 +118,7 @@ def test_window_batches_need_one_step():
         buf.add(**kwargs)
     with Feeder(buf, 4) as feeder:  # picks stacked batches for this buffer
         batch = feeder.next()
-        feeder.settle()
+        feeder.wait_for_prefetch()
         assert not feeder.window and batch.frames is None
         same = buf.gather(batch.index)
         for name in ReplayBatch._fields:

@@ -35,7 +35,9 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from fastdqn.errors import ReplayError
 from fastdqn.integrations.replay_pickle import Streamed
-from fastdqn.replay import ReplayBuffer
+from fastdqn.replay.batch import allocate_batch
+from fastdqn.replay.buffer import ReplayBuffer
+from fastdqn.util.transfer import staged_transfer
 
 __all__ = ["SB3ReplayBuffer", "detect_frame_stack"]
 
@@ -93,8 +95,7 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         self._seeds = np.random.SeedSequence(seed)
         self._buffer = None
         self._buffer = self._new_buffer()
-        self._staging: dict[int, tuple] = {}
-        self._copied = None
+        self._staging: dict = {}  # batch size -> StagedTransfer (on a GPU)
 
     def _new_buffer(self) -> ReplayBuffer:
         return ReplayBuffer(self.buffer_size * self.n_envs, self.obs_shape, self.n_envs,
@@ -178,25 +179,23 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
     # -- sampling -----------------------------------------------------------------------
 
     def _host_batch(self, batch_size: int):
-        """Arrays the kernels fill, as a ``ReplayBatch``, and torch tensors sharing their memory.
+        """The ``ReplayBatch`` the kernels fill, and the ``StagedTransfer`` that sends it (None
+        without a GPU).
 
-        On the CPU these are new arrays every call, returned as they are (each sample is a
-        batch of its own, as in SB3). For a GPU they are page-locked staging arrays allocated
-        once per batch size, so the copies to the device run asynchronously.
+        Without a GPU these are new arrays every call, returned as they are (each sample is a
+        batch of its own, as in SB3). For a GPU they are one pinned block per batch size, so
+        the copy to the device runs asynchronously; it is refilled once that copy has finished.
         """
         if self.device.type != "cuda":
-            host = self._buffer.make_batch(batch_size)
-            return host, {name: torch.from_numpy(arr) for name, arr in host._asdict().items()}
-        cached = self._staging.get(batch_size)
-        if cached is None:
-            host = self._buffer.make_batch(batch_size)
-            tensors = {name: torch.from_numpy(arr).pin_memory() for name, arr in host._asdict().items()}
-            cached = type(host)(**{name: t.numpy() for name, t in tensors.items()}), tensors
-            self._staging[batch_size] = cached
-        if self._copied is not None:
-            self._copied.synchronize()  # the previous batch has left the staging arrays
-            self._copied = None
-        return cached
+            return self._buffer.make_batch(batch_size), None
+        transfer = self._staging.get(batch_size)
+        if transfer is None:
+            shape, dtype = self._buffer.obs_shape, self._buffer.obs_dtype
+            transfer = staged_transfer(lambda empty: allocate_batch(batch_size, shape, dtype, empty=empty),
+                                       self.device, slots=1)
+            self._staging[batch_size] = transfer
+        transfer.ready(0)
+        return transfer.host[0], transfer
 
     def _draw(self, batch_size: int, host) -> None:
         stored = len(self._buffer)
@@ -214,8 +213,12 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         observations, actions ``(B, 1)`` int64, next_observations, dones and rewards
         ``(B, 1)`` float32, on ``self.device``. The kernels write straight into the tensors'
         memory (no copy on the CPU)."""
-        host, t = self._host_batch(batch_size)
+        host, transfer = self._host_batch(batch_size)
         self._draw(batch_size, host)
+        if transfer is None:
+            t = {name: torch.from_numpy(arr) for name, arr in host._asdict().items()}
+        else:  # one copy of every field, into device memory of this sample's own
+            t = transfer.send(0, fresh=True)._asdict()
         obs, next_obs, rewards = t["obs"], t["next_obs"], t["reward"].view(batch_size, 1)
         if env is not None:  # VecNormalize: SB3 normalises at sample time
             obs = torch.from_numpy(self._normalize_obs(host.obs, env))
@@ -226,11 +229,7 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         if self.device.type == "cpu":
             return ReplayBufferSamples(*fields[:3], fields[3].to(torch.float32), fields[4])
         out = ReplayBufferSamples(*(x.to(self.device, non_blocking=True) for x in fields))
-        out = out._replace(dones=out.dones.to(torch.float32))
-        if self.device.type == "cuda":
-            self._copied = torch.cuda.Event()
-            self._copied.record()
-        return out
+        return out._replace(dones=out.dones.to(torch.float32))
 
     # -- pickling (SB3's save_replay_buffer / load_replay_buffer) -----------------------
 
@@ -238,5 +237,4 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         state = self.__dict__.copy()
         state["_buffer"] = Streamed(self._buffer, self.scratch_dir)
         state["_staging"] = {}
-        state["_copied"] = None
         return state

@@ -1,8 +1,11 @@
-"""Checks batches handed to the learner and turns them into tensors without copying observations.
+"""Checks batches handed to the learner and turns them into tensors on the learner's device.
 
 Every check reads only shapes, dtypes and, for host arrays, the ``B`` actions and flags, so
 it costs microseconds and never syncs with a GPU. Device tensors skip the value checks
-(reading them would sync).
+(reading them would sync). A batch already on the learner's device (what the ``Feeder``
+hands a CUDA learner, and every batch of a CPU learner) passes without a copy; a host batch
+handed to a CUDA learner directly is copied here, the one place an update moves data to
+its device.
 """
 
 from __future__ import annotations
@@ -67,8 +70,8 @@ class BatchChecker:
                              f" got {tuple(obs.shape)}")
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
-        """Name -> tensor of every name in ``UPDATE_INPUTS``, each ``(B, ...)``: action int64,
-        reward, discount and weight float32, observations as given.
+        """Name -> tensor of every name in ``UPDATE_INPUTS``, each ``(B, ...)`` on the learner's
+        device: action int64, reward, discount and weight float32, observations as given.
 
         ``discount`` is the batch's own field when it has one (n-step replay), else
         ``gamma * (1 - terminated)``; ``weight`` is the batch's field (prioritized replay) or 1.
@@ -118,7 +121,7 @@ class BatchChecker:
         weight = self._optional(batch, "weight", size, high=None)
         if weight is None:
             if self._ones is None or self._ones.shape[0] != size:
-                self._ones = torch.ones(size, dtype=torch.float32)
+                self._ones = torch.ones(size, dtype=torch.float32, device=self.device)
             weight = self._ones
         values.update(action=action.to(torch.int64), reward=reward.to(torch.float32),
                       discount=discount, weight=weight)
@@ -127,7 +130,7 @@ class BatchChecker:
             # A host window batch: copy its k + 1 frames once, not obs and next_obs apart.
             frames_t = torch.from_numpy(frames).to(self.device, non_blocking=True)
             values.update(obs=frames_t[:, :-1], next_obs=frames_t[:, 1:])
-        return {name: values[name] for name in UPDATE_INPUTS}
+        return {name: values[name].to(self.device, non_blocking=True) for name in UPDATE_INPUTS}
 
     def _optional(self, batch, name: str, size: int, *, high: float | None) -> torch.Tensor | None:
         """A float field of ``OPTIONAL_FIELDS`` as float32 ``(B,)``, or None when absent."""

@@ -2,9 +2,8 @@
 
 Capture runs the step a few times on a side stream first (compiling, allocating optimizer
 state), puts every tracked tensor (weights, optimizer state, counters) back as it was, then
-captures one step. Replays read the static input tensors: the first inputs handed in, when
-they are already on the device (the feeder's device batch), so later calls with the same
-tensors copy nothing; other inputs are copied into them on the device's stream.
+captures one step. Replays read static input tensors that the step owns: each call copies
+its inputs into them on the device's stream.
 """
 
 from __future__ import annotations
@@ -35,11 +34,12 @@ class CudaGraphStep:
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not self._inputs:
-            self._inputs = tuple(x if x.device == self._device else
-                                 torch.empty_like(x, device=self._device) for x in inputs)
+            self._inputs = tuple(torch.empty_like(x, device=self._device) for x in inputs)
+        # A graph reads fixed addresses, so each batch is copied into the graph's own inputs
+        # (device to device): the caller's tensors are refilled while the graph may still read
+        # them (a feeder alternates batches, queuing the next draw before this update).
         for src, dst in zip(inputs, self._inputs):
-            if not _same_tensor(src, dst):
-                dst.copy_(src, non_blocking=True)
+            dst.copy_(src, non_blocking=True)
         if self._graph is None:
             self._capture()
         self._graph.replay()
@@ -64,8 +64,3 @@ class CudaGraphStep:
         with torch.cuda.graph(graph):
             self._outputs = self._body(*self._inputs)
         self._graph = graph
-
-
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return (a.device == b.device and a.data_ptr() == b.data_ptr() and a.shape == b.shape
-            and a.stride() == b.stride() and a.dtype == b.dtype)

@@ -9,9 +9,9 @@ With ``compile=True`` the loss (both forward passes, target, loss; its backward 
 from AOTAutograd) is compiled once with ``torch.compile`` for the fixed batch shape. On the
 CPU the optimizer step (clipping and Adam) is compiled too. On CUDA the whole update,
 backward and fused Adam step included, is captured as one CUDA graph (``CudaGraphStep``)
-that reads the device batch the feeder hands in, or a copy of any other batch.
-``compile=False`` runs the same functions
-eagerly with a default Adam and is the reference.
+that replays on its own copy of each batch. Batches reach ``update`` already on the
+learner's device from the ``Feeder``; ``BatchChecker`` copies any other batch there.
+``compile=False`` runs the same functions eagerly with a default Adam and is the reference.
 
 Non-finite losses raise ``FloatingPointError``. On the CPU the loss is checked before
 every optimizer step (reading a CPU tensor costs no device sync), so bad updates are
@@ -178,7 +178,7 @@ class Learner:
     def _plain_update(self, inputs: dict[str, torch.Tensor]):
         loss, q_mean, td_error = self._loss_fn(
             self.online, self.target, loss=self.loss, double_dqn=self.double_dqn,
-            **{name: x.to(self.device, non_blocking=True) for name, x in inputs.items()},
+            **inputs,
         )
         if not self._cuda and not torch.isfinite(loss):
             # Checked before the step, so the bad update is never applied.

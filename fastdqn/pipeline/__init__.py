@@ -1,6 +1,6 @@
-"""The pipeline between replay and learner: pinned staging blocks and events for every
-host<->device transfer, the feeder that prefetches batches, the priority write-back, and
-the ``ReplayPipeline`` that owns them for the trainer.
+"""The pipeline between replay and learner: the feeder that prefetches batches, the priority
+write-back, and the ``ReplayPipeline`` that owns them for the trainer. Their pinned staging
+blocks and events come from ``fastdqn.util.transfer``.
 
 May import ``fastdqn.replay``, ``fastdqn.learn`` and ``fastdqn.util``; never the running or
 tools layers.

@@ -5,10 +5,10 @@ learner a batch that is already where the update reads it:
 
 - CPU learner: NumPy batches, which the learner reads in place (no copy at all).
 - CUDA learner: each host batch is one block of pinned memory holding every field, and
-  the device batch one block of the same layout; handing out a batch is one
-  ``non_blocking`` host-to-device copy of that block, followed by a CUDA event. A host
-  block is sampled into again only after its event has completed, so the sampler never
-  overwrites memory a copy still reads. There is no host-to-host copy.
+  the device batch one block of the same layout (``fastdqn.util.transfer.StagedTransfer``);
+  handing out a batch is one ``non_blocking`` host-to-device copy of that block, followed
+  by a CUDA event. A host block is sampled into again only after its event has completed,
+  so the sampler never overwrites memory a copy still reads. There is no host-to-host copy.
 - A buffer whose frames are already on the device (``fastdqn.replay.device``): that
   buffer's own device batches, sampled in the calling thread (no prefetch: the work is
   queued on the device); the learner must be on the same device.
@@ -20,131 +20,22 @@ for ``k = 4``.
 
 Timing: the batch for update ``i + 1`` is drawn from the buffer when batch ``i`` is handed
 out, with ``prefetch`` on or off; with ``prefetch`` its copy then runs in a background
-thread (the kernels release the GIL) while the learner runs update ``i``. ``settle()``
-waits for that copy; calling it before each ``add`` keeps the buffer still under the
-copy, so a seed gives the same batches, and the same run, with ``prefetch`` on or off.
-(The buffer stays correct without it; see ``fastdqn.replay.buffer``.)
+thread (the kernels release the GIL) while the learner runs update ``i``.
+``wait_for_prefetch()`` waits for that copy; calling it before each ``add`` keeps the
+buffer still under the copy, so a seed gives the same batches, and the same run, with
+``prefetch`` on or off. (The buffer stays correct without it; see ``fastdqn.replay.buffer``.)
 """
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
 
-from fastdqn.replay.batch import ReplayBatch, allocate_batch
 from fastdqn.errors import ConfigError
-
-_ALIGN = 64  # bytes; every field of a block starts on a cache line
-
-
-class BlockLayout:
-    """Where each field of a batch lives in one contiguous block of bytes.
-
-    Measured by passing ``take`` as ``allocate_batch``'s ``empty``; ``carve(block, view)``
-    is then an ``empty`` that hands out the same pieces of a real block, in the same order.
-    """
-
-    def __init__(self) -> None:
-        self.pieces: list[int] = []
-        self.nbytes = 0
-
-    def take(self, shape: tuple, dtype) -> np.ndarray:
-        self.pieces.append(self.nbytes)
-        self.nbytes += -(-math.prod(shape) * np.dtype(dtype).itemsize // _ALIGN) * _ALIGN
-        return np.empty(shape, dtype)  # only measured
-
-    def carve(self, block, view: Callable) -> Callable:
-        """An ``empty(shape, dtype)`` returning ``view(block, offset, shape, dtype)`` piece by piece."""
-        offsets = iter(self.pieces)
-        return lambda shape, dtype: view(block, next(offsets), tuple(shape), np.dtype(dtype))
-
-
-class CudaTransfer:
-    """Pinned host blocks, one device block, one copy and one event per hand-out.
-
-    ``pinned``, ``device_block``, ``copy`` and ``event`` are parameters so that the slot
-    and event logic can be checked without a GPU (tests pass stand-ins).
-    """
-
-    def __init__(self, make_batch: Callable[[Callable], ReplayBatch], slots: int, *,
-                 pinned: Callable[[int], object], device_block: Callable[[int], object],
-                 as_numpy: Callable, device_view: Callable, copy: Callable, event: Callable):
-        self.layout = layout = BlockLayout()
-        make_batch(layout.take)
-        self._blocks = [pinned(layout.nbytes) for _ in range(slots)]
-        self.host = [make_batch(layout.carve(as_numpy(b), numpy_view)) for b in self._blocks]
-        self._device = device_block(layout.nbytes)
-        self.device = make_batch(layout.carve(self._device, device_view))
-        self._copy, self._event = copy, event
-        self._events: list = [None] * slots
-
-    def ready(self, slot: int) -> None:
-        """Wait until the copy out of ``slot`` (if any) has finished; then it may be refilled."""
-        event = self._events[slot]
-        if event is not None:
-            event.synchronize()
-            self._events[slot] = None
-
-    def send(self, slot: int) -> ReplayBatch:
-        """Copy ``slot`` to the device batch and return that batch (``index`` stays on the host)."""
-        self.copy_to(slot)
-        return self.device._replace(index=self.host[slot].index)
-
-    def copy_to(self, slot: int, block=None, nbytes: int | None = None) -> None:
-        """Copy the first ``nbytes`` (default: all) of ``slot`` into ``block`` (default: the
-        device block; else device memory of the same layout, see ``layout``) and record the
-        slot's event."""
-        dst, src = (self._device if block is None else block), self._blocks[slot]
-        if nbytes is not None:
-            dst, src = dst[:nbytes], src[:nbytes]
-        self._copy(dst, src)
-        event = self._event()
-        event.record()
-        self._events[slot] = event
-
-
-def numpy_view(block: np.ndarray, offset: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """``shape`` elements of ``dtype`` at byte ``offset`` of a uint8 block."""
-    n = math.prod(shape) * dtype.itemsize
-    return block[offset:offset + n].view(dtype).reshape(shape)
-
-
-def torch_view(block, offset: int, shape: tuple, dtype: np.dtype):
-    """``shape`` elements of ``dtype`` at byte ``offset`` of a uint8 torch block."""
-    import torch
-
-    n = math.prod(shape) * dtype.itemsize
-    return block[offset:offset + n].view(torch.from_numpy(np.empty(0, dtype)).dtype).view(shape)
-
-
-class HostEvent:
-    """The event of a copy that finished when it returned (a CPU "device")."""
-
-    def record(self) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        pass
-
-
-def cuda_transfer(make_batch: Callable, device, slots: int) -> CudaTransfer:
-    """A ``CudaTransfer`` with real pinned memory, device memory and CUDA events; for a CPU
-    ``device`` (a device-resident replay buffer built on the CPU) plain memory and copies
-    that finish at once."""
-    import torch
-
-    cuda = torch.device(device).type == "cuda"
-    return CudaTransfer(
-        make_batch, slots,
-        pinned=lambda n: torch.empty(n, dtype=torch.uint8, pin_memory=cuda),
-        device_block=lambda n: torch.empty(n, dtype=torch.uint8, device=device),
-        as_numpy=lambda t: t.numpy(), device_view=torch_view,
-        copy=lambda dst, src: dst.copy_(src, non_blocking=True),
-        event=torch.cuda.Event if cuda else HostEvent,
-    )
+from fastdqn.replay.batch import ReplayBatch, allocate_batch
+from fastdqn.util.transfer import StagedTransfer, staged_transfer
 
 
 def _check_resident(resident, device) -> None:
@@ -160,19 +51,20 @@ def _check_resident(resident, device) -> None:
 class Feeder:
     """Samples batches of ``batch_size`` from ``buffer`` for a learner on ``device``.
 
-    ``next()`` returns the batch for the next update; ``settle()`` waits for a background
-    copy (call it before ``buffer.add``); ``close()`` stops the background thread. Use as a
-    context manager, or call ``close()``: an exception raised in the background thread is
-    raised again by the next call of any of the three. Until ``settle()`` the buffer is
-    sampling in that thread: call its ``sample``/``gather`` only after it.
+    ``next()`` returns the batch for the next update; ``wait_for_prefetch()`` waits for a
+    background copy (call it before ``buffer.add``); ``close()`` stops the background
+    thread. Use as a context manager, or call ``close()``: an exception raised in the
+    background thread is raised again by the next call of any of the three. Until
+    ``wait_for_prefetch()`` the buffer is sampling in that thread: call its
+    ``sample``/``gather`` only after it.
 
-    ``beta``: for a ``PrioritizedReplayBuffer``, a callable giving the importance-weight
-    exponent, called once per draw (so a schedule moves with the run); None draws with the
-    buffer's default. ``pending_draw``/``restore_draw`` carry the drawn batch over a checkpoint.
+    ``beta``: for a prioritized buffer, a callable giving the importance-weight exponent,
+    called once per draw (so a schedule moves with the run); None draws with the buffer's
+    default. ``drawn``/``restore_draw`` carry the drawn batch over a checkpoint.
     """
 
     def __init__(self, buffer, batch_size: int, *, device="cpu", window: bool | None = None,
-                 prefetch: bool = True, transfer: CudaTransfer | None = None,
+                 prefetch: bool = True, transfer: StagedTransfer | None = None,
                  beta: Callable[[], float] | None = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size: expected an int >= 1, got {batch_size!r}")
@@ -199,12 +91,13 @@ class Feeder:
         else:
             buffer.make_batch(batch_size, window=window)  # checks window against the buffer
             if transfer is None and str(device).startswith("cuda"):
-                transfer = cuda_transfer(make, device, slots=3)
+                transfer = staged_transfer(make, device, slots=3)
             self._host = transfer.host if transfer is not None else [make(), make()]
         self._transfer = transfer
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="fastdqn-feeder") if prefetch else None
         self._next_slot = 0
-        self._pending: tuple[int, Future | None] | None = None
+        # The drawn batch not yet handed out: its slot, and the background fill while one runs.
+        self._in_flight: tuple[int, Future | None] | None = None
 
     def __enter__(self) -> "Feeder":
         return self
@@ -219,10 +112,10 @@ class Feeder:
 
     def next(self):
         """The batch for the next update (on the learner's device); starts sampling the one after."""
-        if self._pending is None:
+        if self._in_flight is None:
             self._start(background=False)
-        slot, _ = self._pending
-        self.settle()
+        slot, _ = self._in_flight
+        self.wait_for_prefetch()
         batch = self._host[slot] if self._transfer is None else self._transfer.send(slot)
         self._start(background=self.prefetch)
         return batch
@@ -242,28 +135,28 @@ class Feeder:
         else:
             out = self.buffer.draw(self.batch_size, self._host[slot], beta=self._beta())
         if background:
-            self._pending = (slot, self._executor.submit(self.buffer.fill, out))
+            self._in_flight = (slot, self._executor.submit(self.buffer.fill, out))
         else:
             self.buffer.fill(out)
-            self._pending = (slot, None)
+            self._in_flight = (slot, None)
 
-    def pending_draw(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def drawn(self) -> tuple[np.ndarray, np.ndarray | None] | None:
         """Copies of the ids (and importance weights) of the batch drawn but not yet handed
         out, or None: what a checkpoint needs to hand out the same batch after a resume."""
-        self.settle()
-        if self._pending is None:
+        self.wait_for_prefetch()
+        if self._in_flight is None:
             return None
-        batch = self._host[self._pending[0]]
+        batch = self._host[self._in_flight[0]]
         if not hasattr(batch, "weight"):
             return batch.index.copy(), None
         weight = batch.weight  # a device tensor when the buffer's frames live on a device
         return batch.index.copy(), (weight.copy() if isinstance(weight, np.ndarray) else weight.cpu().numpy())
 
     def restore_draw(self, index: np.ndarray, weight: np.ndarray | None = None) -> None:
-        """Make the transitions ``index`` (with importance ``weight``, as ``pending_draw``
-        returned them) the next batch handed out, instead of drawing one: a resumed run then
+        """Make the transitions ``index`` (with importance ``weight``, as ``drawn`` returned
+        them) the next batch handed out, instead of drawing one: a resumed run then
         continues with the batch the interrupted one had drawn. Call it before ``next()``."""
-        if self._pending is not None:
+        if self._in_flight is not None:
             raise ConfigError("restore_draw: a batch is already drawn; call it before the first next()")
         slot = self._take_slot()
         out = self.buffer.gather(index, self._host[slot])
@@ -273,21 +166,21 @@ class Feeder:
             import torch
 
             out.weight.copy_(torch.from_numpy(np.asarray(weight, np.float32)))
-        self._pending = (slot, None)
+        self._in_flight = (slot, None)
 
-    def settle(self) -> None:
+    def wait_for_prefetch(self) -> None:
         """Wait for the batch being sampled in the background, raising what the thread raised."""
-        if self._pending is not None and self._pending[1] is not None:
-            slot, future = self._pending
-            self._pending = (slot, None)
+        if self._in_flight is not None and self._in_flight[1] is not None:
+            slot, future = self._in_flight
+            self._in_flight = (slot, None)
             future.result()
 
     def close(self) -> None:
         """Wait for the background copy and stop the thread; the drawn batch is dropped."""
         try:
-            self.settle()
+            self.wait_for_prefetch()
         finally:
-            self._pending = None
+            self._in_flight = None
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None

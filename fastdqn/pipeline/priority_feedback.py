@@ -6,7 +6,7 @@ The trainer calls ``push(batch.index, td_error)`` right after launching update `
    with ``buffer.update_priorities(index, |td_error|)``; the buffer owns ``eps`` and
    ``alpha`` and turns them into ``(|td_error| + eps) ** alpha``;
 2. starts a ``non_blocking`` copy of update ``i``'s ``td_error`` into a pinned host tensor
-   and records an event after it.
+   and records an event after it (``fastdqn.util.transfer.Readback``).
 
 On CUDA step 1 waits for update ``i - 1`` while update ``i`` is already queued behind it,
 so the stream never runs dry for it and nothing syncs on the update being launched. On the
@@ -20,78 +20,67 @@ run). A transition sampled for update ``i`` keeps its old priority for the draws
 batches ``i + 1`` and ``i + 2`` and has its new one from batch ``i + 3`` on. Its id may
 be overwritten meanwhile; ``update_priorities`` skips such ids.
 
-``state_dict()`` holds the pending errors (plain tensors, for checkpoints) so that a
+``state_dict()`` holds the errors not yet written (plain tensors, for checkpoints) so that a
 resumed run writes them at the same update as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 
-from fastdqn.pipeline.feeder import HostEvent
+from fastdqn.util.transfer import Readback, readback
 
 
 class PriorityFeedback:
     """Writes the TD errors of update ``i`` into ``buffer`` when update ``i + 1`` is launched.
 
-    ``host``, ``copy`` and ``event`` are parameters so that the ordering can be checked
-    without a GPU (tests pass stand-ins); ``for_device`` builds the real ones.
+    ``errors`` carries them from the device (a ``Readback`` of ``(batch_size,)`` float32);
+    tests pass one with a stand-in stream, ``for_device`` builds the real one.
     """
 
-    def __init__(self, buffer, batch_size: int, *, host: torch.Tensor,
-                 copy: Callable[[torch.Tensor, torch.Tensor], object], event: Callable[[], object]) -> None:
+    def __init__(self, buffer, batch_size: int, errors: Readback) -> None:
         self.buffer = buffer
-        self._host = host  # (B,) float32: the pending update's |td_error|
+        self._errors = errors  # the held update's |td_error|, on its way to the host
         self._index = np.zeros(batch_size, np.int64)  # its transition ids
-        self._copy, self._event = copy, event
-        self._pending = None  # the event after the pending copy, or None when nothing is pending
+        self._held = False  # whether an update's errors wait to be written
 
     @classmethod
     def for_device(cls, buffer, batch_size: int, device) -> "PriorityFeedback":
         """Pinned memory and CUDA events for a CUDA learner, plain host memory otherwise."""
-        cuda = str(device).startswith("cuda")
-        host = torch.empty(batch_size, dtype=torch.float32, pin_memory=cuda)
-        return cls(buffer, batch_size, host=host, event=torch.cuda.Event if cuda else HostEvent,
-                   copy=lambda dst, src: dst.copy_(src, non_blocking=cuda))
+        return cls(buffer, batch_size, readback((batch_size,), torch.float32, device))
 
     def push(self, index: np.ndarray, td_error: torch.Tensor) -> None:
-        """Write the pending update's priorities, then hold ``td_error`` (``(B,)``, ``|target - Q|``)
+        """Write the held update's priorities, then hold ``td_error`` (``(B,)``, ``|target - Q|``)
         of the transition ids ``index`` until the next ``push``. Call it with no draw or
-        fill of ``buffer`` running (after ``Feeder.settle()``)."""
+        fill of ``buffer`` running (after ``Feeder.wait_for_prefetch()``)."""
         self.flush()
         np.copyto(self._index, index)
-        self._copy(self._host, td_error.detach())
-        event = self._event()
-        event.record()
-        self._pending = event
+        self._errors.start(td_error.detach())
+        self._held = True
 
     def flush(self) -> None:
-        """Write the pending priorities now (waiting for their copy), if any."""
-        if self._pending is None:
+        """Write the held priorities now (waiting for their copy), if any."""
+        if not self._held:
             return
-        self._pending.synchronize()
-        self._pending = None
-        self.buffer.update_priorities(self._index, self._host.numpy())
+        self._held = False
+        self.buffer.update_priorities(self._index, self._errors.result().numpy())
 
     def state_dict(self) -> dict | None:
-        """The pending ids and TD errors as tensors (waits for their copy), or None."""
-        if self._pending is None:
+        """The held ids and TD errors as tensors (waits for their copy), or None."""
+        if not self._held:
             return None
-        self._pending.synchronize()
-        return {"index": torch.from_numpy(self._index.copy()), "td_error": self._host.clone()}
+        return {"index": torch.from_numpy(self._index.copy()), "td_error": self._errors.result().clone()}
 
     def load_state_dict(self, state: dict | None) -> None:
-        """Make ``state`` (from ``state_dict``) the pending priorities; None: nothing pending.
+        """Make ``state`` (from ``state_dict``) the held priorities; None: nothing held.
         Errors of another batch size (a run resumed with a new ``--batch-size``) are written at once."""
-        self._pending = None
+        self._held = False
         if state is None:
             return
         if state["index"].shape != self._index.shape:
             self.buffer.update_priorities(state["index"].numpy(), state["td_error"].numpy())
             return
         np.copyto(self._index, state["index"].numpy())
-        self._host.copy_(state["td_error"])
-        self._pending = HostEvent()
+        self._errors.result().copy_(state["td_error"])
+        self._held = True

@@ -27,7 +27,7 @@ import numpy as np
 
 from fastdqn.errors import DeviceMemoryError, ReplayError
 from fastdqn.kernels import device as kd
-from fastdqn.pipeline.feeder import cuda_transfer, torch_view
+from fastdqn.util.transfer import staged_transfer, torch_view
 from fastdqn.replay.batch import allocate_batch
 from fastdqn.replay.frames import check_window, kernel_views
 from fastdqn.replay.ring import Ring
@@ -119,7 +119,7 @@ class TensorFrames:
                                     f"the host (device='cpu')") from None
         # The copy kernels read row ids where host frames would be: (E, L, 8) bytes.
         self.source = np.arange(E * L, dtype=np.int64).reshape(E, L, 1).view(np.uint8)
-        self._stage = cuda_transfer(lambda empty: (empty((E * R,), np.int64), empty((E * R, F), np.uint8)),
+        self._stage = staged_transfer(lambda empty: (empty((E * R,), np.int64), empty((E * R, F), np.uint8)),
                                     device, _STAGE_SLOTS)
         self._stage_slot = 0
         self._stage_rows, self._stage_frames = self._stage.device
@@ -152,7 +152,7 @@ class TensorFrames:
                 return allocate_batch(B, (k, ID_BYTES), np.uint8, window=window, empty=empty,
                                       batch_type=self.batch_type)
 
-            self._plans[key] = (cuda_transfer(make, self.batch_device, _PLAN_SLOTS), make, [0])
+            self._plans[key] = (staged_transfer(make, self.batch_device, _PLAN_SLOTS), make, [0])
         return self._plans[key]
 
     def make_batch(self, B: int, window: bool):

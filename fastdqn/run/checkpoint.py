@@ -40,7 +40,7 @@ except ImportError:  # NumPy 1.x
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "fastdqn-checkpoint"
-VERSION = 2
+VERSION = 3
 
 # What a pickle of tensors in dicts and lists refers to.
 _TENSOR_GLOBALS = frozenset({"torch._utils._rebuild_tensor_v2", "collections.OrderedDict"} | {
@@ -129,15 +129,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{where} is not a fastdqn checkpoint")
     version = state.get("version")
-    if type(version) is not int or version not in (1, VERSION):
-        raise CheckpointError(f"{where} has format version {version!r}; this fastdqn reads versions 1 and "
+    if type(version) is not int or version not in (1, 2, VERSION):
+        raise CheckpointError(f"{where} has format version {version!r}; this fastdqn reads versions 1 to "
                               f"{VERSION}: use the fastdqn that wrote it")
     if version == 1:
         _drop_numpy_rng(state, where)
     elif foreign:
-        raise CheckpointError(f"{where}: a version-{VERSION} checkpoint holds no NumPy objects, this one "
+        raise CheckpointError(f"{where}: a version-{version} checkpoint holds no NumPy objects, this one "
                               f"refers to {sorted(foreign)}; {_FIX}")
     _check_document(state, where)
+    drawn = state["trainer"]["next_batch"]
+    if version < 3 and drawn is not None and drawn["weight"] is None:
+        # Before version 3 a uniform batch's ids were slot ids; the buffer saved beside the
+        # checkpoint turns them into transition ids when the run resumes.
+        drawn["slot_ids"] = True
+    state["version"] = VERSION
     state["path"] = str(path)
     return state
 

@@ -3,20 +3,19 @@
 One loop serves sync and async EnvPool: it always talks ``send``/``recv``, so the envs
 step in their own threads while the learner trains. Everything is keyed by
 ``info["env_id"]``: a row of ``recv()`` is the transition from that env's last observation
-and action (kept in per-env arrays) to the new observation.
+and action (kept by ``EnvPoolRows``) to the new observation.
 
-Batches reach the learner through a ``Feeder`` (``fastdqn/pipeline/feeder.py``), which samples the
-next one in a background thread while the learner updates; the loop lets that copy finish
-(``settle``) before it adds to the buffer, so a seed gives the same run with or without it.
-With a ``PrioritizedReplayBuffer`` each draw takes beta from ``TrainConfig.per_beta`` and
-each update's TD errors go back into the buffer one update late (``PriorityFeedback``, which
-says how stale that leaves the priorities).
+Rows go into the buffer and batches come out of it through a ``ReplayPipeline``
+(``fastdqn/pipeline/replay_pipeline.py``), which prefetches the next batch, draws with beta
+from ``TrainConfig.per_beta`` and writes TD errors back as priorities where the replay is
+prioritized; the loop treats every kind of replay alike.
 
-Rules (docs/envpool.md describes the EnvPool behaviour behind them): a row with
-``elapsed_step == 0`` is a reset, not a transition, and is masked out of the buffer; ``terminated`` (a lost life with
-``episodic_life``, or a game over) stops bootstrapping; ``truncated`` does not; rewards
-go into the buffer as ``np.sign(reward)`` while episode scores sum the raw rewards over
-all lives of a game, and a game is over when its env's reset arrives.
+Rules (docs/envpool.md describes the EnvPool behaviour behind them): ``EnvPoolRows`` turns a
+row into a transition (a row with ``elapsed_step == 0`` is a reset, not a transition;
+rewards are stored as ``np.sign(reward)``); ``terminated`` (a lost life with
+``episodic_life``, or a game over) stops bootstrapping; ``truncated`` does not; episode
+scores sum the raw rewards over all lives of a game, and a game is over when its env's
+reset arrives.
 """
 
 from __future__ import annotations
@@ -27,14 +26,16 @@ import time
 import numpy as np
 import torch
 
+from fastdqn.errors import ConfigError, TrainingError
+from fastdqn.pipeline.replay_pipeline import ReplayPipeline
 from fastdqn.run.checkpoint import save_checkpoint
 from fastdqn.run.config import TrainConfig, linear_schedule
-from fastdqn.errors import ConfigError, ReplayError, TrainingError
-from fastdqn.pipeline.feeder import Feeder
+from fastdqn.run.envpool_rows import EnvPoolRows
 from fastdqn.util.phases import PhaseTimer, next_multiple
-from fastdqn.pipeline.priority_feedback import PriorityFeedback
 
+LOOP_PHASES = ("env", "act", "learn")
 PHASES = ("env", "act", "store", "sample", "learn", "wait", "priorities")
+"""Every phase in ``Trainer.timers``: the loop's own and its replay pipeline's."""
 
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -46,14 +47,14 @@ class Trainer:
     ``config.num_envs`` envs; ``learner``: a ``Learner``; ``logger``: a ``RunLogger`` or None
     (then nothing is written: no metrics, no checkpoints). ``evaluator``: optional callable
     returning the scores of full evaluation games with the learner's current network.
-    ``feeder``: where updates get their batches (the caller closes it); by default each
-    ``train()`` makes (and closes) a ``Feeder`` (of window batches where the buffer allows them) for the
-    learner's device, prefetching as ``config.prefetch`` says.
-    ``timers`` holds the seconds spent per phase (``PHASES``).
+    ``pipeline``: a ``ReplayPipeline`` over ``buffer`` that stores rows and hands out batches;
+    None builds one for the learner's device, prefetching as ``config.prefetch`` says and
+    drawing with beta from ``config.per_beta``. ``train()`` closes it (stopping its
+    background thread) before it returns. ``timers`` holds the seconds spent per phase (``PHASES``).
     """
 
     def __init__(self, envs, buffer, learner, config: TrainConfig, logger=None, *, evaluator=None,
-                 feeder: Feeder | None = None) -> None:
+                 pipeline: ReplayPipeline | None = None) -> None:
         # The learner bootstraps with the batch's discount, which the buffer computes.
         if buffer.gamma != learner.gamma:
             raise ConfigError(f"buffer: expected gamma {learner.gamma} like the learner's, got "
@@ -64,82 +65,66 @@ class Trainer:
         self.config = config
         self.logger = logger
         self.evaluator = evaluator
-        self.timer = PhaseTimer(PHASES)
-        self.timers = self.timer.seconds
-        self._own_feeder = feeder is None
-        self.feeder = feeder
+        self.timer = PhaseTimer(LOOP_PHASES)
         self.global_step = 0
         self.episodes = 0
         self.last_eval: dict | None = None
         self.stop_signal: int | None = None
-        self._pending = 0  # env steps not yet paid for with an update (carry of num_envs / train_frequency)
+        self._steps_owed = 0  # env steps not yet paid for with an update (carry of num_envs / train_frequency)
         self._learn_after = config.learning_starts
-        self._resumed_buffer = True
         self._metrics = None
         self._last_log_step = -1
-        # Prioritized replay: TD errors go back into the buffer (one update late, see
-        # fastdqn/pipeline/priority_feedback.py) and each draw uses the scheduled beta.
-        self._feedback = PriorityFeedback.for_device(buffer, config.batch_size, getattr(learner, "device", "cpu")) \
-            if buffer.prioritized else None
-        self._next_draw = None  # the drawn batch's (ids, weights) while no feeder holds it
+        if pipeline is None:
+            pipeline = ReplayPipeline(buffer, config.batch_size, device=getattr(learner, "device", "cpu"),
+                                      beta=self.beta, prefetch=config.prefetch)
+        self.pipeline = pipeline
 
         n, batch = config.num_envs, config.env_batch
-        obs_shape, obs_dtype = buffer.obs_shape, np.dtype(buffer.obs_dtype)
-        self._last_obs = np.zeros((n, *obs_shape), dtype=obs_dtype)
-        self._last_act = np.zeros(n, dtype=np.int64)
+        self._rows = EnvPoolRows(n, batch, buffer.obs_shape, buffer.obs_dtype)
         self._ep_return = np.zeros(n, dtype=np.float64)
         self._ep_length = np.zeros(n, dtype=np.int64)
-        self._prev_obs = np.zeros((batch, *obs_shape), dtype=obs_dtype)
-        self._prev_act = np.zeros(batch, dtype=np.int64)
-        self._reward = np.zeros(batch, dtype=np.float32)
-        self._valid = np.zeros(batch, dtype=bool)
         self._reset = np.zeros(batch, dtype=bool)
         self._ret = np.zeros(batch, dtype=np.float64)
         self._len = np.zeros(batch, dtype=np.int64)
 
+    @property
+    def timers(self) -> dict[str, float]:
+        """Seconds spent per phase (``PHASES``), the replay pipeline's included."""
+        seconds = {**self.timer.seconds, **self.pipeline.timer.seconds}
+        return {name: seconds[name] for name in PHASES}
+
     # ---- state for checkpoints -------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Counters and torch's RNG states: plain data, as checkpoints hold nothing else.
-        NumPy's global RNG is not saved: nothing in fastdqn draws from it."""
+        """Counters, torch's RNG states and the replay pipeline's state (the batch drawn but
+        not yet used, the TD errors not yet written back): plain data, as checkpoints hold
+        nothing else. NumPy's global RNG is not saved: nothing in fastdqn draws from it."""
         return {
             "global_step": self.global_step,
-            "pending": self._pending,
+            "pending": self._steps_owed,  # the checkpoint's name for the steps owed an update
             "learn_after": self._learn_after,
             "episodes": self.episodes,
             "last_eval": self.last_eval,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            **self._replay_state(),
+            **self.pipeline.state_dict(),
         }
-
-    def _replay_state(self) -> dict:
-        """The batch drawn but not yet used and the TD errors not yet written back: with the
-        saved buffer they make a resumed run draw and update exactly as an uninterrupted one."""
-        drawn = self.feeder.pending_draw() if self.feeder is not None else self._next_draw
-        next_batch = None if drawn is None else {
-            "index": torch.from_numpy(drawn[0].copy()),
-            "weight": None if drawn[1] is None else torch.from_numpy(drawn[1].copy())}
-        return {"next_batch": next_batch,
-                "pending_priorities": self._feedback.state_dict() if self._feedback is not None else None}
 
     def load_state_dict(self, state: dict, *, buffer_restored: bool) -> None:
         """Continue from a checkpoint. Without the saved buffer, learning pauses until
         ``learning_starts`` new env steps have refilled it (collected with the resumed
         epsilon and network, not at random)."""
         self.global_step = int(state["global_step"])
-        self._pending = int(state["pending"])
+        self._steps_owed = int(state["pending"])
         self.episodes = int(state["episodes"])
         self.last_eval = state.get("last_eval")
         self._learn_after = int(state["learn_after"])
         if not buffer_restored:
             self._learn_after = max(self._learn_after, self.global_step + self.config.learning_starts)
-            self._pending = 0
-        drawn, pending = state.get("next_batch"), state.get("pending_priorities")
-        if buffer_restored and drawn is not None and drawn["index"].shape == (self.config.batch_size,):
-            self._next_draw = (drawn["index"].numpy(), None if drawn["weight"] is None else drawn["weight"].numpy())
-        if buffer_restored and self._feedback is not None:
-            self._feedback.load_state_dict(pending)
+            self._steps_owed = 0
+        else:
+            # The drawn batch and the errors not yet written refer to the saved buffer's ids.
+            self.pipeline.load_state_dict(state)
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -183,25 +168,16 @@ class Trainer:
             raise self._diverged(exc) from None
 
     def _train(self) -> int:
-        c, envs, buffer, learner, timer = self.config, self.envs, self.buffer, self.learner, self.timer
-        if self._own_feeder:
-            self.feeder = Feeder(buffer, c.batch_size, device=getattr(learner, "device", "cpu"),
-                                 prefetch=c.prefetch, beta=self.beta if self._feedback is not None else None)
-        if self._next_draw is not None:
-            try:
-                self.feeder.restore_draw(*self._next_draw)
-            except ReplayError:
-                # A transition of it was overwritten after the draw (a vector step without an
-                # update came between the draw and the checkpoint): the feeder draws anew.
-                pass
-            self._next_draw = None
+        c, envs, learner, timer, rows = self.config, self.envs, self.learner, self.timer, self._rows
         start_step, start_time = self.global_step, time.perf_counter()
         next_ckpt = next_multiple(self.global_step, c.checkpoint_every)
         next_eval = next_multiple(self.global_step, c.eval_every)
         next_log = next_multiple(self.global_step, c.log_every)
         epsilon = self.epsilon()
         envs.async_reset()
-        try:
+        # Leaving the block stops the pipeline's sampler thread and raises what it raised;
+        # the drawn batch is kept for the final checkpoint.
+        with self.pipeline:
             while self.global_step < c.total_timesteps and self.stop_signal is None:
                 with timer("env"):
                     obs, reward, terminated, truncated, info = envs.recv()
@@ -209,26 +185,16 @@ class Trainer:
                 # Act and send first, so the envs step in their threads while this thread
                 # stores the transitions and tracks episodes (recv returns fresh arrays).
                 with timer("act"):
-                    np.take(self._last_obs, ids, axis=0, out=self._prev_obs)
-                    np.take(self._last_act, ids, out=self._prev_act)
+                    transitions = rows.received(obs, reward, terminated, truncated, info)
                     episode_epsilon, epsilon = epsilon, self.epsilon()
                     actions = learner.act(obs, epsilon)
                 with timer("env"):
                     envs.send(actions, ids)
-                with timer("wait"):
-                    self.feeder.settle()  # the buffer stays still under a background copy
-                with timer("store"):
-                    np.not_equal(info["elapsed_step"], 0, out=self._valid)
-                    np.logical_not(self._valid, out=self._reset)
-                    np.sign(reward, out=self._reward)
-                    buffer.add(obs=self._prev_obs, next_obs=obs, action=self._prev_act,
-                               reward=self._reward, terminated=terminated, truncated=truncated,
-                               env_ids=ids, valid=self._valid)
-                    self._track_episodes(ids, reward, episode_epsilon)
-                    self._last_obs[ids] = obs
-                    self._last_act[ids] = actions
-                    self.global_step += len(ids)
-                if self.global_step > self._learn_after and len(buffer) >= c.batch_size:
+                rows.sent(actions, ids)
+                self.pipeline.store(**transitions)
+                self._track_episodes(ids, reward, episode_epsilon)
+                self.global_step += len(ids)
+                if self.global_step > self._learn_after and len(self.buffer) >= c.batch_size:
                     self._learn(len(ids))
 
                 if self.logger is not None:
@@ -242,17 +208,6 @@ class Trainer:
                         next_ckpt = next_multiple(self.global_step, c.checkpoint_every)
                         self.checkpoint()
                     self.logger.progress(self.global_step)
-        finally:
-            # Stops the sampler thread and raises what it raised; the drawn batch is kept for
-            # the final checkpoint.
-            if self._own_feeder:
-                try:
-                    self._next_draw = self.feeder.pending_draw()
-                finally:
-                    self.feeder.close()
-                    self.feeder = None
-            else:
-                self.feeder.settle()
         if self.stop_signal is None and self.logger is not None:
             if c.eval_episodes and (self.last_eval is None or self.last_eval["global_step"] != self.global_step):
                 self._evaluate()
@@ -291,24 +246,20 @@ class Trainer:
 
     def _learn(self, env_steps: int) -> None:
         c, timer = self.config, self.timer
-        self._pending += env_steps
-        updates, self._pending = divmod(self._pending, c.train_frequency)
+        self._steps_owed += env_steps
+        updates, self._steps_owed = divmod(self._steps_owed, c.train_frequency)
         if c.anneal_lr and updates:
             # CleanRL's anneal: the fraction of steps left before this vector step (always > 0).
             self.learner.set_lr(c.learning_rate * (1.0 - (self.global_step - env_steps) / c.total_timesteps))
         for _ in range(updates):
-            with timer("sample"):
-                batch = self.feeder.next()
+            batch = self.pipeline.next_batch()
             with timer("learn"):
                 self._metrics = self.learner.update(batch)
-            if self._feedback is not None:
-                with timer("wait"):
-                    self.feeder.settle()  # the buffer takes one call at a time
-                with timer("priorities"):
-                    self._feedback.push(batch.index, self._metrics["td_error"])
+            self.pipeline.report(batch, self._metrics["td_error"])
 
     def _track_episodes(self, ids: np.ndarray, reward: np.ndarray, epsilon: float) -> None:
         """Full-game score and length per env; a reset row closes that env's game."""
+        np.logical_not(self._rows.valid, out=self._reset)
         np.take(self._ep_return, ids, out=self._ret)
         np.take(self._ep_length, ids, out=self._len)
         if self._reset.any():

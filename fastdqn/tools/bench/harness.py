@@ -68,14 +68,17 @@ def random_actions(ctx: Context, steps: int, width: int) -> np.ndarray:
 
 def record_envpool_stream(envs, actions) -> list[dict]:
     """Step sync ``envs`` through ``actions`` (one row per vector step) and close them; one
-    dict of ``ReplayBuffer.add`` kwargs per step, reset rows marked invalid."""
-    obs, _ = envs.reset()
+    dict of ``ReplayBuffer.add`` kwargs per step, as the trainer stores them (``EnvPoolRows``)."""
+    from fastdqn.run.envpool_rows import EnvPoolRows
+
+    obs, info = envs.reset()
+    rows = EnvPoolRows(len(obs), len(obs), obs.shape[1:], obs.dtype)
+    rows.reset(obs, info)
     stream = []
     for a in actions:
-        next_obs, reward, terminated, truncated, info = envs.step(a)
-        stream.append(dict(obs=obs, next_obs=next_obs, action=a, reward=reward.astype(np.float32),
-                           terminated=terminated, truncated=truncated, valid=info["elapsed_step"] > 0))
-        obs = next_obs
+        rows.sent(a, info["env_id"])
+        add = rows.received(*envs.step(a))
+        stream.append({name: np.array(value) for name, value in add.items()})  # rows reuses its arrays
     envs.close()
     return stream
 

@@ -182,7 +182,7 @@ def section_feed(ctx: Context) -> list[Figure]:
         def run():
             for _ in range(s.sample_batches):
                 feeder.next()  # the null learner step: nothing reads the batch
-            feeder.settle()
+            feeder.wait_for_prefetch()
         return Case(run, s.sample_batches)
 
     stats = measure_interleaved({key: feed(f) for key, f in feeders.items()}, s.repeats)
@@ -222,7 +222,7 @@ def main_thread_seconds(feeder, updates: int, step_s: float) -> float:
         feeder.next()
         spent += time.perf_counter() - start
         time.sleep(step_s)
-    feeder.settle()
+    feeder.wait_for_prefetch()
     return spent
 
 
