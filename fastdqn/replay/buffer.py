@@ -51,6 +51,27 @@ from fastdqn.util.checks import check_int
 _WARM: set = set()  # kernel signatures compiled (or loaded from cache) in this process
 
 
+class _TurnLock:
+    """A lock taken in the order it was asked for: a sampler waiting for it gets its turn
+    after the add in progress, not after every add a tight loop makes (a plain Lock lets
+    the releasing thread take it again first)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next = self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._cond:
+            turn, self._next = self._next, self._next + 1
+            while turn != self._serving:
+                self._cond.wait()
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
 class ReplayBuffer:
     """Replay memory for ``num_envs`` envs, allocated once at construction.
 
@@ -103,7 +124,7 @@ class ReplayBuffer:
         host, on_device = replay_bytes(spec, prioritized=prioritized, on_device=tensor)
         self._check_memory(host)
         self._rng = np.random.default_rng(seed)
-        self._lock = threading.Lock()
+        self._lock = _TurnLock()
         try:
             self._ring = ring = Ring(spec, spec.frame_stack + 1 if tensor else None)
         except MemoryError:
