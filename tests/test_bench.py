@@ -192,6 +192,30 @@ def test_run_every_section_tiny(tmp_path, capsys):
     assert "collect.greedy" in out and "CartPole-v1" in out
 
 
+def test_each_section_prints_as_it_finishes_and_a_signal_keeps_the_finished_ones(tmp_path, capsys, monkeypatch):
+    """A signal during the second section: the first one's table is already printed, and the
+    JSON holds its figures and says which sections finished."""
+    import signal
+
+    from fastdqn.run.signals import Interrupted
+
+    tiny = Sizes(repeats=1, env_steps=4, replay_capacity=256, replay_adds=4, sample_batches=2,
+                 learner_updates=2, train_steps=2, learning_starts=64, memcpy_bytes=2**20)
+
+    def stopped(ctx):
+        assert "replay.add" in capsys.readouterr().out  # the replay table came before this section ran
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setitem(bench.SECTION_FUNCS, "feed", stopped)
+    path = tmp_path / "bench.json"
+    with pytest.raises(Interrupted):
+        bench.run(parse(["--env-id", "CartPole-v1", "--sections", "replay,feed", "--json", str(path)]), sizes=tiny)
+    assert "1 of 2 sections" in capsys.readouterr().out
+    doc = json.loads(path.read_text())
+    assert doc["settings"]["sections_done"] == ["replay"]
+    assert {f["name"] for f in doc["figures"]} >= {"replay.add", "replay.sample"}
+
+
 def test_window_figures_on_atari_frames(tmp_path):
     """Breakout at a tiny size: window sampling and feeding appear beside the stacked ones,
     and a window batch moves k + 1 frames per transition where a stacked one writes 2k."""

@@ -85,12 +85,15 @@ def _check_output_file(flag: str, path: Path) -> None:
 
 
 def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:
-    """Run the chosen sections, print the table, write JSON when asked; 0 on success."""
+    """Run the chosen sections, printing each one's table as it finishes; write JSON when
+    asked. A signal keeps what finished: its tables are printed and written before the
+    command stops. 0 on success."""
     import torch
 
     from fastdqn.run.envs import env_info
 
     sections = check_args(args)
+    _quiet_libraries()
     sizes = sizes or (QUICK if args.quick else DEFAULT)
     if args.repeats:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)
@@ -98,24 +101,45 @@ def run(args: argparse.Namespace, sizes: Sizes | None = None) -> int:
         torch.set_num_threads(args.torch_threads)
     if args.device.startswith("cuda:"):  # where the learners' "cuda" (the current device) goes
         torch.cuda.set_device(torch.device(args.device))
-    ctx = Context(args, sizes, env_info(args.env_id))
-    figures: list[Figure] = []
-    start = time.perf_counter()
-    for name in sections:
-        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        figures += SECTION_FUNCS[name](ctx)
-    elapsed = time.perf_counter() - start
     machine = machine_info(args.device)
     print(f"fastdqn bench: {args.env_id}, {args.num_envs} envs, {args.device} "
           f"({torch.get_num_threads()} torch threads), "
-          f"{'quick' if args.quick else 'default'} ({sizes.repeats} repeats), {elapsed:.0f} s")
+          f"{'quick' if args.quick else 'default'} ({sizes.repeats} repeats), sections {','.join(sections)}")
     print(f"machine: {machine['cpu']}, {machine['logical_cores']} cores"
-          + (f", {machine['gpu']}" if machine["gpu"] else "") + f", {machine['date']}")
-    print(format_table(figures))
-    if args.json:
-        settings = {k: v for k, v in vars(args).items() if not callable(v)}
-        settings.update(sizes=dataclasses.asdict(sizes), elapsed_s=elapsed,
-                        torch_threads_used=torch.get_num_threads())
-        write_json(args.json, figures, machine, settings)
+          + (f", {machine['gpu']}" if machine["gpu"] else "") + f", {machine['date']}", flush=True)
+    ctx = Context(args, sizes, env_info(args.env_id))
+    figures: list[Figure] = []
+    done: list[str] = []
+    start = time.perf_counter()
+    try:
+        for name in sections:
+            began = time.perf_counter()
+            print(f"\n[{name}] measuring ...", flush=True)
+            found = SECTION_FUNCS[name](ctx)
+            figures += found
+            done.append(name)
+            print(f"[{name}] {time.perf_counter() - began:.0f} s\n{format_table(found)}", flush=True)
+    finally:
+        elapsed = time.perf_counter() - start
+        stopped = len(done) < len(sections)
+        print(f"\n{len(done)} of {len(sections)} sections in {elapsed:.0f} s"
+              + (f"; stopped during {sections[len(done)]!r}, the finished ones are kept" if stopped else ""),
+              flush=True)
+        if args.json and figures:
+            settings = {k: v for k, v in vars(args).items() if not callable(v)}
+            settings.update(sizes=dataclasses.asdict(sizes), elapsed_s=elapsed, sections_done=done,
+                            torch_threads_used=torch.get_num_threads())
+            write_json(args.json, figures, machine, settings)
     return 0
 
+
+def _quiet_libraries() -> None:
+    """Hide warnings a bench user can do nothing about (torch's compile and profiler notes,
+    gymnasium's float64 bounds), so the tables are what the command prints."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("torch", "torch._dynamo", "torch._inductor", "torch._logging"):
+        logging.getLogger(name).setLevel(logging.ERROR)
