@@ -132,3 +132,23 @@ def test_bad_plot_input(sweep, tmp_path, capsys):
     fails(["plot", "--bench", str(sweep / "runs" / "CartPole-v1__1" / "config.json"), "-o", str(tmp_path / "b.png")],
           capsys, tmp_path, "--bench")
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_few_seeds_draw_each_seed_under_the_mean_and_the_legend_names_the_band():
+    from matplotlib.figure import Figure
+
+    from fastdqn.tools.plot import Curve, _draw_curve
+
+    steps = np.linspace(0, 100, 5)
+    per_seed = np.array([[0, 1, 2, 3, 4], [0, 2, 4, 6, 8], [1, 1, 1, 1, 1]], float)
+    curve = Curve("CartPole-v1", 3, steps, per_seed, per_seed.mean(0), per_seed.min(0), per_seed.max(0),
+                  np.array([]), np.array([]))
+    ax = Figure().subplots()
+    _draw_curve(ax, curve)
+    lines = ax.get_lines()
+    thin = [line for line in lines if line.get_linewidth() < 1]
+    assert len(thin) == 3
+    for line, seed in zip(thin, per_seed):
+        np.testing.assert_array_equal(line.get_ydata(), seed)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "each seed" in labels and "95% bootstrap CI of the mean over 3 seeds" in labels

@@ -326,3 +326,26 @@ def test_a_run_that_fails_is_reported_not_retried(tmp_path):
     assert "exited with status 2" in run["error"] and "--buffer-size" in run["error"]
     assert f"failed: CartPole-v1__1: {run['error']}" in result.stderr
     assert len(attempts(sweep / "logs" / "CartPole-v1__1.log")) == 1
+
+
+def test_the_live_step_count_never_goes_backward(tmp_path):
+    """A retried run rewrites its metrics from its checkpoint's step: the live total keeps the
+    most each run reached (one line per record, as the trainer writes them)."""
+    from fastdqn.tools.sweep import _Driver
+
+    driver = _Driver.__new__(_Driver)
+    driver.folder, driver.runs, driver._steps = tmp_path, {"a": {"run_dir": "runs/a"}}, {}
+    metrics = tmp_path / "runs" / "a" / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"global_step": 500, "epsilon": 0.5}\n')
+    driver._note_steps("a")
+    metrics.write_text('{"global_step": 300, "epsilon": 0.5}\n')  # restarted from step 300
+    driver._note_steps("a")
+    assert driver._steps["a"] == 500
+
+
+def test_counts_are_singular_for_one():
+    from fastdqn.tools.sweep import _count
+
+    assert (_count(1, "CPU"), _count(2, "CPU"), _count(0.5, "GPU"), _count(0, "GPU")) == (
+        "1 CPU", "2 CPUs", "0.5 GPUs", "0 GPUs")

@@ -89,6 +89,7 @@ class Curve:
     env_id: str
     seeds: int
     steps: np.ndarray
+    per_seed: np.ndarray  # (seeds, steps): each run's smoothed curve
     mean: np.ndarray
     low: np.ndarray
     high: np.ndarray
@@ -108,7 +109,7 @@ def learning_curve(runs: list[RunResult], *, smooth_fraction: float, reps: int, 
             evals.setdefault(step, []).append(value)
     eval_steps = np.array(sorted(evals), dtype=np.float64)
     eval_means = np.array([np.mean(evals[s]) for s in sorted(evals)], dtype=np.float64)
-    return Curve(runs[0].env_id, len(runs), grid, mean, low, high, eval_steps, eval_means)
+    return Curve(runs[0].env_id, len(runs), grid, per_run, mean, low, high, eval_steps, eval_means)
 
 
 def final_score(run: RunResult) -> float | None:
@@ -175,9 +176,15 @@ def _figure(panels: int):
 
 
 def _draw_curve(ax, c: Curve) -> None:
-    ax.plot(c.steps, c.mean, color="C0", label="training games (smoothed)")
+    # With few seeds a band alone looks more certain than it is: each seed's own curve is drawn
+    # thin beneath the mean, and the legend says what the band is and over how many seeds.
     if c.seeds > 1:
-        ax.fill_between(c.steps, c.low, c.high, color="C0", alpha=0.25, linewidth=0, label="95% bootstrap CI")
+        for i, run in enumerate(c.per_seed):
+            ax.plot(c.steps, run, color="C0", alpha=0.35, linewidth=0.6, label="each seed" if i == 0 else None)
+    ax.plot(c.steps, c.mean, color="C0", label="mean of seeds (smoothed)" if c.seeds > 1 else "training games (smoothed)")
+    if c.seeds > 1:
+        ax.fill_between(c.steps, c.low, c.high, color="C0", alpha=0.2, linewidth=0,
+                        label=f"95% bootstrap CI of the mean over {c.seeds} seeds")
     if c.eval_steps.size:
         ax.plot(c.eval_steps, c.eval_means, "o", color="C3", markersize=4, label="evaluation")
     ax.set_title(f"{c.env_id} ({c.seeds} seed{'s' if c.seeds > 1 else ''})")

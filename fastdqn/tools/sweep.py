@@ -255,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         skipped = sum(r["state"] == FINISHED for r in runs.values())
         print(f"fastdqn sweep: {len(runs)} runs ({len(settings.env_ids)} envs x {len(settings.seeds)} seeds"
               + (f", {skipped} finished before" if skipped else "") + f") into {folder}; "
-              f"{settings.cpus_per_run:g} CPUs and {settings.gpus_per_run:g} GPUs per run on "
+              f"{_count(settings.cpus_per_run, 'CPU')} and {_count(settings.gpus_per_run, 'GPU')} per run on "
               f"{_describe_cluster(ray, args.address)}", flush=True)
         status = _Driver(ray, settings, folder, runs, starts).run()
     finally:
@@ -343,7 +343,12 @@ def _check_resources(ray, settings: SweepSettings) -> None:
 def _describe_cluster(ray, address: str | None) -> str:
     total = ray.cluster_resources()
     where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
-    return f"{where} ({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs)"
+    return f"{where} ({_count(total.get('CPU', 0), 'CPU')}, {_count(total.get('GPU', 0), 'GPU')})"
+
+
+def _count(n: float, unit: str) -> str:
+    """``1 CPU``, ``2 CPUs``, ``0.5 GPUs``."""
+    return f"{n:g} {unit}" + ("" if n == 1 else "s")
 
 
 class _Driver:
@@ -410,7 +415,7 @@ class _Driver:
             cause = getattr(exc, "cause", None) or exc
             r["state"], r["error"] = FAILED, str(cause).strip().splitlines()[0]
         r["attempts"] = max(r["attempts"], int(read_status(self._paths(name)["status"]).get("attempt", 0)))
-        self._steps[name] = last_step(self._paths(name)["run"])
+        self._note_steps(name)
         write_sweep_json(self.folder, self.settings, self.runs)
 
     def _poll(self, pending_names) -> None:
@@ -420,10 +425,15 @@ class _Driver:
             attempt = int(read_status(self._paths(name)["status"]).get("attempt", 0))
             if attempt > r["attempts"] or (attempt and r["state"] == QUEUED):
                 r["attempts"], r["state"], changed = max(attempt, r["attempts"]), RUNNING, True
-            self._steps[name] = last_step(self._paths(name)["run"])
+            self._note_steps(name)
         if changed:
             write_sweep_json(self.folder, self.settings, self.runs)
         self._show()
+
+    def _note_steps(self, name: str) -> None:
+        # A retried run restarts from its checkpoint and rewrites its log from there: the
+        # counter shows the most a run has reached, so the live total never goes backward.
+        self._steps[name] = max(self._steps.get(name, 0), last_step(self._paths(name)["run"]))
 
     def _show(self, final: bool = False) -> None:
         counts = {s: sum(r["state"] == s for r in self.runs.values())
