@@ -21,6 +21,7 @@ import pickle
 import tempfile
 
 from fastdqn.replay import ReplayBuffer
+from fastdqn.replay.file import write_all
 
 _PREFIX = "fastdqn-replay-"
 
@@ -52,17 +53,10 @@ def _load(blob) -> ReplayBuffer:
     fd, path = tempfile.mkstemp(prefix=_PREFIX, suffix=".bin")
     try:
         with os.fdopen(fd, "wb", buffering=0) as f:
-            _write_all(f, blob)
+            write_all(f, blob)
         if isinstance(blob, bytearray):
             blob.clear()  # free the unpickler's copy before the buffer allocates its own
         return ReplayBuffer.load(path)
     finally:
         os.unlink(path)
 
-
-def _write_all(f, data) -> None:
-    with memoryview(data) as whole:
-        view = whole.cast("B")
-        while view.nbytes:
-            view = view[f.write(view):]
-        view.release()

@@ -74,15 +74,6 @@ class PrioritizedSampler:
         self._sample(redraw, self._weight[:n], self._ids[:n])
         slots[rows], out.weight[rows], out.index[rows] = redraw, self._weight[:n], self._ids[:n]
 
-    def slots_of(self, index: np.ndarray, slots: np.ndarray) -> None:
-        """Slot ids of the sampleable transition ids ``index`` (refused otherwise)."""
-        a, spec = self.ring.arrays, self.ring.spec
-        bad = kp.ids_to_slots(a["slot_flags"], a["terminated"], a["count"], spec.keep, spec.n_step, index, slots)
-        if bad >= 0:
-            raise ReplayError(f"index: index[{bad}] = {index[bad]} is not a transition id that can "
-                              f"be sampled now (overwritten, never stored, or its n-step window "
-                              f"still open); use ids from sample().index")
-
     def gathered(self, slots: np.ndarray, out) -> None:
         """A gathered batch's weights: each transition's current weight at ``beta=1``."""
         np.divide(self.tree[1, 1], self.tree[self._leaves() + slots, 0], out=out.weight, casting="same_kind")
