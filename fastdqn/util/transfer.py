@@ -1,13 +1,10 @@
 """Staged copies between host and device: the one owner of pinned staging memory and of the
-events that say when a copy has finished, in both directions. Host to device
-(``StagedTransfer``): a batch laid out as one block of bytes (``BlockLayout``) is written
-into one of a few pinned host blocks in turn and sent as one ``non_blocking`` copy followed
-by an event; a host block is written again only after its event has completed. Device to
-host (``Readback``): a ``non_blocking`` copy into one pinned host tensor and an event waited
-on before it is read. On a CPU "device" the same code runs on plain memory with copies that
-are done when they return (``HostEvent``), so the order of operations, and the run, is the
-same. torch is imported inside functions only: the replay layer imports this module and
-stays torch-free at import.
+events that say when a copy has finished. ``StagedTransfer`` sends a batch laid out as one block
+of bytes (``BlockLayout``) from one of a few pinned host blocks in turn, as one ``non_blocking``
+copy and an event, and refills a host block only after its event; ``Readback`` copies device
+tensors into one pinned host tensor and waits for its event before it is read. On a CPU
+"device" the same code runs on plain memory (``HostEvent``), so the order of operations, and
+the run, is the same. torch is imported inside functions only: the replay layer imports this.
 """
 
 from __future__ import annotations
