@@ -1,16 +1,11 @@
 """Pickling a ``fastdqn.ReplayBuffer`` without a second copy of its frames in memory.
 
-Stable-Baselines3 saves a replay buffer by pickling it (protocol 5). ``Streamed(buffer)``
-pickles as the bytes of ``ReplayBuffer.save``: the buffer is saved to an unlinked scratch
-file, which is memory-mapped and handed to the pickler as a ``PickleBuffer``; protocol 5
-writes such a buffer straight into the output file, so the frames go disk -> page cache ->
-pickle file and never through a copy in anonymous memory. Unpickling gets the frames as one
-``bytearray`` (the unpickler's own), writes it to a scratch file, frees it, and loads the
-buffer from that file: the peak is one buffer's worth of memory, not two.
-
-The scratch files live in ``scratch_dir`` (default: ``tempfile.gettempdir()``, which follows
-``TMPDIR``); on a RAM-backed ``/tmp`` point it at a disk folder. Protocols below 5 cannot
-stream and get a plain ``bytes`` copy.
+``Streamed(buffer)`` pickles as the bytes of ``ReplayBuffer.save``, written to an unlinked
+scratch file that is memory-mapped and handed to the pickler as a ``PickleBuffer``: protocol 5
+(what SB3 uses) writes it straight into the output, so the frames never pass through anonymous
+memory. Unpickling writes the one ``bytearray`` it gets to a scratch file, frees it and loads
+from that file, so the peak is one buffer's worth of memory. Scratch files live in
+``scratch_dir`` (default: ``tempfile.gettempdir()``); protocols below 5 get a plain ``bytes`` copy.
 """
 
 from __future__ import annotations

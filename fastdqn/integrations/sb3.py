@@ -103,8 +103,6 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         self._buffer = None  # free the old storage before allocating the new one
         self._buffer = self._new_buffer()
 
-    # -- adding -------------------------------------------------------------------------
-
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
         n = self.n_envs
         obs = np.asarray(obs).reshape((n, *self.obs_shape))
@@ -159,16 +157,10 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         self._buffer.add(obs, mended, action, reward, terminated, timeout, valid=~resets)
         self.skipped_rows += int(resets.sum())
 
-    # -- sampling -----------------------------------------------------------------------
-
     def _host_batch(self, batch_size: int):
-        """The ``ReplayBatch`` the kernels fill, and the ``StagedTransfer`` that sends it (None
-        without a GPU).
-
-        Without a GPU these are new arrays every call, returned as they are (each sample is a
-        batch of its own, as in SB3). For a GPU they are one pinned block per batch size, so
-        the copy to the device runs asynchronously; it is refilled once that copy has finished.
-        """
+        """The ``ReplayBatch`` the kernels fill and the ``StagedTransfer`` that sends it: without a
+        GPU new arrays every call (each sample a batch of its own, as in SB3) and None; for a GPU one
+        pinned block per batch size, refilled once its asynchronous copy to the device has finished."""
         if self.device.type != "cuda":
             return self._buffer.make_batch(batch_size), None
         transfer = self._staging.get(batch_size)

@@ -150,8 +150,6 @@ class ReplayBuffer:
         if s.window_batches:
             scratch.sample(1, out=scratch.make_batch(1, window=True))
 
-    # -- properties ---------------------------------------------------------------------
-
     capacity = property(lambda self: self._spec.capacity)
     num_envs = property(lambda self: self._spec.num_envs)
     obs_shape = property(lambda self: self._spec.obs_shape)
@@ -226,8 +224,6 @@ class ReplayBuffer:
                 f"num_envs={s.num_envs}, obs_dtype={s.obs_dtype}, frame_stack={s.frame_stack}, "
                 f"n_step={s.n_step}, gamma={s.gamma}{extra}, len={len(self)}{where})")
 
-    # -- adding -------------------------------------------------------------------------
-
     def add(self, obs, next_obs, action, reward, terminated, truncated, env_ids=None, valid=None):
         """Store one transition per row (rows with ``valid=False`` are skipped).
 
@@ -241,8 +237,6 @@ class ReplayBuffer:
             env_ids = self._ring.add(obs, next_obs, action, reward, terminated, truncated, env_ids, valid)
             self._sampler.after_add(self._before, env_ids)
             self._frames.after_add(self._before)
-
-    # -- sampling -----------------------------------------------------------------------
 
     def make_batch(self, batch_size: int, *, window: bool = False):
         """Arrays (or device tensors) to pass as ``out=`` to ``sample``/``gather``, reused in turn.
@@ -337,8 +331,6 @@ class ReplayBuffer:
         if self._spec.n_step == 1:
             kn.fill_discount(out.terminated, self._spec.gamma, out.discount)
 
-    # -- priorities ---------------------------------------------------------------------
-
     def update_priorities(self, index, priorities) -> int:
         """Set p_i = (priorities + eps) ** alpha for the transition ids ``index``.
 
@@ -362,8 +354,6 @@ class ReplayBuffer:
         out = np.empty_like(slots)
         kr.transition_ids(self._ring.count, self._spec.slots, slots, np.arange(slots.shape[0]), out)
         return out
-
-    # -- persistence --------------------------------------------------------------------
 
     def save(self, path) -> None:
         """Write the buffer to ``path`` atomically (temp file in the same folder, then rename)."""

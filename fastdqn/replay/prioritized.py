@@ -1,13 +1,9 @@
 """``PrioritizedSampler``: proportional prioritized replay (Schaul et al. 2016).
 
-A float64 sum tree and min tree with one leaf per slot id (``kernels/sumtree.py``). A
-leaf is positive exactly while its slot holds a sampleable transition, so a draw never
-returns an overwritten, open or zero-priority transition and needs no rejection. New
-transitions get the largest priority set so far (1 before any update).
-
-A draw picks one transition from each of ``B`` equal segments of the total priority;
-its ``weight`` is ``(p_i / min_j p_j) ** -beta``, which equals the paper's
-``(N P(i))^-beta / max_j (N P(j))^-beta`` over the whole buffer.
+A float64 sum tree and min tree with one leaf per slot id (``kernels/sumtree.py``), positive
+exactly while its slot holds a sampleable transition, so a draw needs no rejection. A draw
+takes one transition from each of ``B`` equal segments of the total; its ``weight``
+``(p_i / min_j p_j) ** -beta`` equals the paper's ``(N P(i))^-beta / max_j (N P(j))^-beta``.
 """
 
 from __future__ import annotations

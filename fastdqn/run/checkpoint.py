@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickletools
-import re
 import zipfile
 from pathlib import Path
 
@@ -65,10 +64,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint: no file at {str(path)!r}; pass a checkpoint file or a run folder holding "
-            f"{CHECKPOINT_NAME}"
-        )
+        raise CheckpointError(f"checkpoint: no file at {str(path)!r}; pass a checkpoint file or a run folder "
+                              f"holding {CHECKPOINT_NAME}")
     return path
 
 
@@ -96,7 +93,7 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, buffer=None) -> Pat
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read and check a checkpoint written by ``save_checkpoint`` (format version 1 or 2).
+    """Read and check a checkpoint written by ``save_checkpoint`` (format version 1 to 3).
 
     Returns its dict in the current version's form, with ``path`` added; raises
     ``CheckpointError`` naming the first bad field. The ``learner`` part is checked
