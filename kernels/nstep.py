@@ -128,22 +128,6 @@ def keep_closed(info, term_s, count, n: int, index, start: int, stop: int) -> in
 
 
 @njit(nogil=True, cache=True)
-def _first_unsampleable(info, term_s, count, keep, n, index):
-    E, L = info.shape
-    for b in range(index.shape[0]):
-        g = index[b]
-        if g < 0 or g >= E * L or not _sampleable(info, term_s, count, keep, n, g // L, g % L):
-            return b
-    return -1
-
-
-def first_unsampleable(info, term_s, count, keep: int, n: int, index) -> int:
-    """Position of the first id in ``index`` that is not a sampleable n-step transition
-    (out of range, not valid, or its window still open), else -1."""
-    return _first_unsampleable(info, term_s, count, keep, n, index)
-
-
-@njit(nogil=True, cache=True)
 def _copy_rows_n(frames, action_s, reward_s, term_s, info, count, index, rows, n, gamma,
                  out_obs, out_next, out_action, out_reward, out_term, out_discount, oldest):
     L = frames.shape[1]

@@ -243,21 +243,6 @@ def draw_indices(info, count, keep: int, uniform, out_index, start: int) -> int:
 
 
 @njit(nogil=True, cache=True)
-def _first_invalid(info, count, keep, index):
-    E, L = info.shape
-    for b in range(index.shape[0]):
-        g = index[b]
-        if g < 0 or g >= E * L or not _is_valid(info, count, keep, g // L, g % L):
-            return b
-    return -1
-
-
-def first_invalid(info, count, keep: int, index) -> int:
-    """Position of the first id in ``index`` that is not a valid transition, else -1."""
-    return _first_invalid(info, count, keep, index)
-
-
-@njit(nogil=True, cache=True)
 def _copy_rows(frames, action_s, reward_s, term_s, info, count, index, rows, k,
                out_stack, out_next, out_action, out_reward, out_term, oldest):
     L = frames.shape[1]

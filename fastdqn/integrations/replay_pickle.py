@@ -1,16 +1,11 @@
 """Pickling a ``fastdqn.ReplayBuffer`` without a second copy of its frames in memory.
 
-Stable-Baselines3 saves a replay buffer by pickling it (protocol 5). ``Streamed(buffer)``
-pickles as the bytes of ``ReplayBuffer.save``: the buffer is saved to an unlinked scratch
-file, which is memory-mapped and handed to the pickler as a ``PickleBuffer``; protocol 5
-writes such a buffer straight into the output file, so the frames go disk -> page cache ->
-pickle file and never through a copy in anonymous memory. Unpickling gets the frames as one
-``bytearray`` (the unpickler's own), writes it to a scratch file, frees it, and loads the
-buffer from that file: the peak is one buffer's worth of memory, not two.
-
-The scratch files live in ``scratch_dir`` (default: ``tempfile.gettempdir()``, which follows
-``TMPDIR``); on a RAM-backed ``/tmp`` point it at a disk folder. Protocols below 5 cannot
-stream and get a plain ``bytes`` copy.
+``Streamed(buffer)`` pickles as the bytes of ``ReplayBuffer.save``, written to an unlinked
+scratch file that is memory-mapped and handed to the pickler as a ``PickleBuffer``: protocol 5
+(what SB3 uses) writes it straight into the output, so the frames never pass through anonymous
+memory. Unpickling writes the one ``bytearray`` it gets to a scratch file, frees it and loads
+from that file, so the peak is one buffer's worth of memory. Scratch files live in
+``scratch_dir`` (default: ``tempfile.gettempdir()``); protocols below 5 get a plain ``bytes`` copy.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ import pickle
 import tempfile
 
 from fastdqn.replay import ReplayBuffer
+from fastdqn.replay.file import write_all
 
 _PREFIX = "fastdqn-replay-"
 
@@ -52,17 +48,10 @@ def _load(blob) -> ReplayBuffer:
     fd, path = tempfile.mkstemp(prefix=_PREFIX, suffix=".bin")
     try:
         with os.fdopen(fd, "wb", buffering=0) as f:
-            _write_all(f, blob)
+            write_all(f, blob)
         if isinstance(blob, bytearray):
             blob.clear()  # free the unpickler's copy before the buffer allocates its own
         return ReplayBuffer.load(path)
     finally:
         os.unlink(path)
 
-
-def _write_all(f, data) -> None:
-    with memoryview(data) as whole:
-        view = whole.cast("B")
-        while view.nbytes:
-            view = view[f.write(view):]
-        view.release()

@@ -1,28 +1,15 @@
 """``SB3ReplayBuffer``: fastdqn's frame-ring replay buffer behind Stable-Baselines3's API.
 
-SB3's off-policy algorithms take it as ``replay_buffer_class=SB3ReplayBuffer`` and a CleanRL
-script takes it by changing its import line: the constructor, ``add``, ``sample``, ``size``,
-``reset``, ``pos``/``full`` and pickling (``save_replay_buffer``/``load_replay_buffer``)
-behave as SB3's ``ReplayBuffer``. A stacked observation ``(k, H, W)`` uint8 (SB3's
-``VecFrameStack`` + ``VecTransposeImage``, CleanRL's wrappers) is stored one frame per step
-and rebuilt bit for bit at sample time; other observations are stored as they are.
-
-What a row of ``add`` means, as in SB3:
-
-- ``done`` ends bootstrapping unless the step was a time-limit truncation:
-  ``handle_timeout_termination=True`` reads ``infos[i]["TimeLimit.truncated"]`` (SB3's
-  vector envs set it), so the stored flag is ``done and not truncated``.
-- ``next_obs`` is the real next observation. SB3 puts ``infos[i]["terminal_observation"]``
-  there for done envs; CleanRL does it for truncated envs only, so its terminated rows carry
-  the auto-reset observation. A terminated row whose ``next_obs`` does not continue ``obs`` is
-  stored with ``next_obs`` = ``obs`` shifted by one frame, its last frame repeated: the
-  target never reads it (``dones`` = 1 there). A truncated row must carry its real final
-  observation (its target bootstraps from it).
-- A row that is not done and whose ``next_obs`` is a new stack instead of ``obs`` shifted by
-  one frame is the auto-reset step of a Gymnasium >= 1.0 vector env (final observation ->
-  reset observation): it is not a transition and is skipped (counted in ``skipped_rows``).
-
-Needs stable-baselines3 (``pip install "fastdqn[sb3]"``).
+SB3's off-policy algorithms take it as ``replay_buffer_class=SB3ReplayBuffer``, a CleanRL script
+by its import line: the constructor, ``add``, ``sample``, ``size``, ``reset``, ``pos``/``full``
+and pickling behave as SB3's ``ReplayBuffer``. A ``(k, H, W)`` uint8 stack is stored one frame
+per step and rebuilt bit for bit at sample time. As in SB3, ``done`` ends bootstrapping unless
+``infos[i]["TimeLimit.truncated"]`` says otherwise. A terminated row whose ``next_obs`` is the
+auto-reset observation (CleanRL) is stored with ``obs`` shifted by one frame instead (its
+target never reads it); a row that is not done and maps a final observation to a reset one
+(Gymnasium >= 1.0 vector envs) is not a transition and is skipped (``skipped_rows``).
+Needs stable-baselines3 (``pip install "fastdqn[sb3]"``); README, "Using the buffer in
+Stable-Baselines3 or CleanRL".
 """
 
 from __future__ import annotations
@@ -60,15 +47,11 @@ def detect_frame_stack(observation_space: spaces.Space) -> int:
 class SB3ReplayBuffer(_SB3ReplayBuffer):
     """Drop-in for SB3's ``ReplayBuffer`` with frames stored once and exact stacks.
 
-    Extra keyword arguments (SB3: ``replay_buffer_kwargs=``): ``frame_stack`` (None: detect
-    from the observation space, see ``detect_frame_stack``), ``seed`` (None: drawn from
-    NumPy's global generator, which SB3 seeds), ``scratch_dir`` (where pickling puts its
-    scratch file, see ``fastdqn.integrations.replay_pickle``).
-
-    ``optimize_memory_usage`` is accepted (CleanRL passes True) and changes nothing: frames are
-    always stored once and every sample is a transition that was added. Keep it False on an
-    SB3 algorithm: with True, SB3's second ``learn()`` writes into SB3's own ``dones`` array,
-    which this buffer does not have.
+    Extra keyword arguments (SB3: ``replay_buffer_kwargs=``): ``frame_stack`` (None: see
+    ``detect_frame_stack``), ``seed`` (None: drawn from NumPy's global generator, which SB3
+    seeds), ``scratch_dir`` (for pickling, see ``fastdqn.integrations.replay_pickle``).
+    ``optimize_memory_usage`` is accepted (CleanRL passes True) and changes nothing; keep it
+    False on an SB3 algorithm, whose second ``learn()`` would then write SB3's own ``dones``.
     """
 
     def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
@@ -119,8 +102,6 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         super().reset()
         self._buffer = None  # free the old storage before allocating the new one
         self._buffer = self._new_buffer()
-
-    # -- adding -------------------------------------------------------------------------
 
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
         n = self.n_envs
@@ -176,16 +157,10 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         self._buffer.add(obs, mended, action, reward, terminated, timeout, valid=~resets)
         self.skipped_rows += int(resets.sum())
 
-    # -- sampling -----------------------------------------------------------------------
-
     def _host_batch(self, batch_size: int):
-        """The ``ReplayBatch`` the kernels fill, and the ``StagedTransfer`` that sends it (None
-        without a GPU).
-
-        Without a GPU these are new arrays every call, returned as they are (each sample is a
-        batch of its own, as in SB3). For a GPU they are one pinned block per batch size, so
-        the copy to the device runs asynchronously; it is refilled once that copy has finished.
-        """
+        """The ``ReplayBatch`` the kernels fill and the ``StagedTransfer`` that sends it: without a
+        GPU new arrays every call (each sample a batch of its own, as in SB3) and None; for a GPU one
+        pinned block per batch size, refilled once its asynchronous copy to the device has finished."""
         if self.device.type != "cuda":
             return self._buffer.make_batch(batch_size), None
         transfer = self._staging.get(batch_size)

@@ -1,11 +1,9 @@
 """Checks batches handed to the learner and turns them into tensors on the learner's device.
 
-Every check reads only shapes, dtypes and, for host arrays, the ``B`` actions and flags, so
-it costs microseconds and never syncs with a GPU. Device tensors skip the value checks
-(reading them would sync). A batch already on the learner's device (what the ``Feeder``
-hands a CUDA learner, and every batch of a CPU learner) passes without a copy; a host batch
-handed to a CUDA learner directly is copied here, the one place an update moves data to
-its device.
+The checks read only shapes, dtypes and, for host arrays, the ``B`` actions and flags, so they
+cost microseconds and never sync with a GPU (device tensors skip the value checks). A batch
+already on the learner's device passes without a copy; a host batch handed to a CUDA learner
+is copied here, the one place an update moves data to its device.
 """
 
 from __future__ import annotations

@@ -1,24 +1,14 @@
-"""The learner: owns the online and target networks and the optimizer, and runs DQN updates.
+"""The learner: owns the online and target networks and the optimizer, and runs DQN updates
+(both forward passes, the (Double) DQN target, the TD loss, backward, optional global
+grad-norm clipping and an Adam step; a hard target copy every ``target_update_interval``).
 
-One ``update(batch)`` is both forward passes, the (Double) DQN target, the TD loss, the
-backward pass, optional global grad-norm clipping and an Adam step. Every
-``target_update_interval`` updates the target network becomes a copy of the online one
-(one fused in-place copy of all parameters).
-
-With ``compile=True`` the loss (both forward passes, target, loss; its backward comes
-from AOTAutograd) is compiled once with ``torch.compile`` for the fixed batch shape. On the
-CPU the optimizer step (clipping and Adam) is compiled too. On CUDA the whole update,
-backward and fused Adam step included, is captured as one CUDA graph (``CudaGraphStep``)
-that replays on its own copy of each batch. Batches reach ``update`` already on the
-learner's device from the ``Feeder``; ``BatchChecker`` copies any other batch there.
-``compile=False`` runs the same functions eagerly with a default Adam and is the reference.
-
-Non-finite losses raise ``FloatingPointError``. On the CPU the loss is checked before
-every optimizer step (reading a CPU tensor costs no device sync), so bad updates are
-never applied. On CUDA a device-side flag remembers the first bad update and is read
-every ``NONFINITE_CHECK_INTERVAL`` updates, in ``check_finite()`` and in
-``state_dict()``: the error then names the first bad update, and weights may already
-have taken up to that many bad steps.
+``compile=True`` compiles the loss once for the fixed batch shape with ``torch.compile``, and
+on the CPU the optimizer step too; on CUDA the whole update is captured as one CUDA graph
+(``CudaGraphStep``). ``compile=False`` runs the same functions eagerly: the reference.
+A non-finite loss raises ``FloatingPointError``: on the CPU before the bad step is applied;
+on CUDA, where reading the loss would sync, a device-side flag remembers the first bad update
+and is read every ``NONFINITE_CHECK_INTERVAL`` updates, in ``check_finite()`` and in
+``state_dict()``, so weights may already have taken up to that many bad steps.
 """
 
 from __future__ import annotations
@@ -47,49 +37,31 @@ def _own_code(fn):
     Dynamo caches compiled graphs per code object (with a recompile limit); giving each
     learner its own copy keeps learners in one process from evicting each other's graphs.
     """
-    return types.FunctionType(
-        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
-    )
-
-
-def _check_config(lr, gamma, target_update_interval, loss, max_grad_norm, adam_eps, batch_size):
-    check_number("lr", lr, 0, low_open=True, fix="pass e.g. lr=1e-4")
-    check_number("gamma", gamma, 0, 1, fix="pass e.g. gamma=0.99")
-    check_int("target_update_interval", target_update_interval, why=" (gradient updates between target copies)",
-              fix="pass e.g. target_update_interval=1000")
-    if loss not in LOSSES:
-        fail("loss", f"one of {LOSSES}", loss, "pick 'mse' or 'huber'")
-    if max_grad_norm is not None:
-        check_number("max_grad_norm", max_grad_norm, 0, low_open=True, fix="pass None to switch clipping off")
-    check_number("adam_eps", adam_eps, 0, low_open=True, fix="pass e.g. adam_eps=1e-8")
-    if batch_size is not None:
-        check_int("batch_size", batch_size, fix="pass the replay batch size, or None to fix it at the first update")
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 class Learner:
     """Double DQN (or DQN) updates with Adam and a hard target copy every C updates."""
 
-    def __init__(
-        self,
-        q_network: nn.Module,
-        *,
-        lr: float = 1e-4,
-        gamma: float = 0.99,
-        target_update_interval: int = 1000,
-        loss: str = "mse",
-        max_grad_norm: float | None = None,
-        adam_eps: float = 1e-8,
-        double_dqn: bool = True,
-        compile: bool = True,
-        device: str | torch.device = "cpu",
-        batch_size: int | None = None,
-        seed: int | None = None,
-    ) -> None:
+    def __init__(self, q_network: nn.Module, *, lr: float = 1e-4, gamma: float = 0.99,
+                 target_update_interval: int = 1000, loss: str = "mse", max_grad_norm: float | None = None,
+                 adam_eps: float = 1e-8, double_dqn: bool = True, compile: bool = True,
+                 device: str | torch.device = "cpu", batch_size: int | None = None, seed: int | None = None) -> None:
         if not isinstance(q_network, nn.Module):
             raise TypeError(f"q_network: expected a torch.nn.Module, got {type(q_network).__name__}")
         num_actions = check_int("q_network.num_actions", getattr(q_network, "num_actions", None),
                                 fix="use NatureCNN/MLP or set num_actions on your module")
-        _check_config(lr, gamma, target_update_interval, loss, max_grad_norm, adam_eps, batch_size)
+        check_number("lr", lr, 0, low_open=True, fix="pass e.g. lr=1e-4")
+        check_number("gamma", gamma, 0, 1, fix="pass e.g. gamma=0.99")
+        check_int("target_update_interval", target_update_interval, why=" (gradient updates between target copies)",
+                  fix="pass e.g. target_update_interval=1000")
+        if loss not in LOSSES:
+            fail("loss", f"one of {LOSSES}", loss, "pick 'mse' or 'huber'")
+        if max_grad_norm is not None:
+            check_number("max_grad_norm", max_grad_norm, 0, low_open=True, fix="pass None to switch clipping off")
+        check_number("adam_eps", adam_eps, 0, low_open=True, fix="pass e.g. adam_eps=1e-8")
+        if batch_size is not None:
+            check_int("batch_size", batch_size, fix="pass the replay batch size, or None to fix it at the first update")
         self.device = parse_device(device)
         self.num_actions = num_actions
         self.gamma = float(gamma)
@@ -116,21 +88,14 @@ class Learner:
         adam_kwargs = {"capturable": True, "fused": True} if self._use_graph else {}
         # Compiled steps read lr from a tensor: a Python float would be baked into the graph
         # (a recompile per change on the CPU, a silently stale lr in a CUDA graph).
-        self._lr_t = None
-        if self.compiled:
-            lr_dtype = torch.float32 if self._cuda else torch.float64
-            self._lr_t = torch.tensor(float(lr), dtype=lr_dtype, device=self.device)
+        lr_dtype = torch.float32 if self._cuda else torch.float64
+        self._lr_t = torch.tensor(float(lr), dtype=lr_dtype, device=self.device) if self.compiled else None
         self.optimizer = torch.optim.Adam(self._params, lr=self._lr_t if self.compiled else lr,
                                           eps=adam_eps, **adam_kwargs)
 
-        self._checker = BatchChecker(
-            obs_shape=getattr(q_network, "obs_shape", None),
-            obs_dtype=getattr(q_network, "obs_dtype", None),
-            num_actions=num_actions,
-            batch_size=batch_size,
-            device=self.device,
-            gamma=self.gamma,
-        )
+        self._checker = BatchChecker(obs_shape=getattr(q_network, "obs_shape", None),
+                                     obs_dtype=getattr(q_network, "obs_dtype", None), num_actions=num_actions,
+                                     batch_size=batch_size, device=self.device, gamma=self.gamma)
         self._rng = np.random.default_rng(seed)
 
         # Device-side record of the first update whose loss was not finite (-1: none yet).
@@ -149,25 +114,21 @@ class Learner:
         self._graph = CudaGraphStep(self._graph_body, self._tracked_tensors, self.device) \
             if self._use_graph else None
 
-    # ------------------------------------------------------------------ update
-
     def update(self, batch) -> dict[str, torch.Tensor]:
         """One gradient update on ``batch``; returns ``{"td_loss", "q_values", "td_error"}``.
 
-        ``batch`` has ``obs, action, reward, next_obs, terminated`` and optionally
-        ``discount`` (per-sample bootstrap factor, e.g. from an n-step buffer; default
-        ``gamma * (1 - terminated)``) and ``weight`` (importance weights of prioritized
-        replay; the loss is ``sum_i w_i * l_i / B``). ``td_loss`` and ``q_values`` (mean
-        online Q of the taken actions) are 0-d tensors, ``td_error`` is ``|target - Q|``
-        per sample ``(B,)`` on the learner's device, for priority updates. Reading a metric
-        with ``float()`` syncs with the device; ``update`` itself does not (on CUDA).
+        ``batch`` has ``obs, action, reward, next_obs, terminated`` and optionally ``discount``
+        (default ``gamma * (1 - terminated)``) and ``weight`` (importance weights; the loss is
+        ``sum_i w_i * l_i / B``). ``td_loss`` and ``q_values`` (mean online Q of the taken
+        actions) are 0-d tensors, ``td_error`` is ``|target - Q|`` ``(B,)`` on the learner's
+        device. ``update`` itself does not sync with a CUDA device; ``float()`` of a metric does.
         """
         inputs = self._checker(batch)
         self._adopt_lr()
         if self._graph is not None:
             loss, q_mean, td_error = self._graph(*inputs.values())
         else:
-            loss, q_mean, td_error = self._plain_update(inputs)
+            loss, q_mean, td_error = self._step(inputs)
         self.num_updates += 1
         if self.num_updates % self.target_update_interval == 0:
             self.sync_target()
@@ -175,18 +136,15 @@ class Learner:
             self.check_finite()
         return {"td_loss": loss, "q_values": q_mean, "td_error": td_error}
 
-    def _plain_update(self, inputs: dict[str, torch.Tensor]):
-        loss, q_mean, td_error = self._loss_fn(
-            self.online, self.target, loss=self.loss, double_dqn=self.double_dqn,
-            **inputs,
-        )
+    def _step(self, inputs: dict[str, torch.Tensor]):
+        """The update itself: eager or compiled, or the body a CUDA graph captures."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, q_mean, td_error = self._loss_fn(self.online, self.target, loss=self.loss, double_dqn=self.double_dqn,
+                                               **inputs)
         if not self._cuda and not torch.isfinite(loss):
             # Checked before the step, so the bad update is never applied.
-            raise FloatingPointError(
-                f"update {self.num_updates + 1}: td_loss is {float(loss.detach())}; check rewards "
-                "and observations for NaN/inf, or lower lr"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"update {self.num_updates + 1}: td_loss is {float(loss.detach())}; check "
+                                     "rewards and observations for NaN/inf, or lower lr")
         loss.backward()
         self._step_fn(loss.detach())
         return loss.detach(), q_mean, td_error
@@ -203,9 +161,7 @@ class Learner:
 
     def set_lr(self, lr: float) -> None:
         """Change Adam's learning rate (for schedules); takes effect at the next update."""
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
-            raise ConfigError(f"lr: expected a finite number > 0, got {lr!r}")
-        self.optimizer.param_groups[0]["lr"] = float(lr)
+        self.optimizer.param_groups[0]["lr"] = check_number("lr", lr, 0, low_open=True)
         self._adopt_lr()
 
     def _adopt_lr(self) -> None:
@@ -222,17 +178,8 @@ class Learner:
             self._lr_t.fill_(float(group["lr"]))
             group["lr"] = self._lr_t
 
-    # ------------------------------------------------------------- CUDA graph
-
     def _graph_body(self, *inputs: torch.Tensor):
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, q_mean, td_error = self._loss_fn(
-            self.online, self.target, loss=self.loss, double_dqn=self.double_dqn,
-            **dict(zip(UPDATE_INPUTS, inputs)),
-        )
-        loss.backward()
-        self._step_fn(loss.detach())
-        return loss.detach(), q_mean, td_error
+        return self._step(dict(zip(UPDATE_INPUTS, inputs)))
 
     def _tracked_tensors(self):
         yield from self._online_tensors
@@ -243,34 +190,22 @@ class Learner:
                 if isinstance(value, torch.Tensor):
                     yield value
 
-    # ------------------------------------------------------------ target copy
-
     @torch.no_grad()
     def sync_target(self) -> None:
         """Copy the online network into the target network (one fused in-place copy)."""
         torch._foreach_copy_(self._target_tensors, self._online_tensors)
 
-    # ------------------------------------------------------------------ checks
-
     def check_finite(self) -> None:
         """Raise ``FloatingPointError`` if any update so far had a non-finite loss (syncs on CUDA)."""
         first_bad = int(self._first_bad_t)
         if first_bad >= 0:
-            raise FloatingPointError(
-                f"update {first_bad}: td_loss was not finite (found at update {self.num_updates}); "
-                "check rewards and observations for NaN/inf, or lower lr"
-            )
-
-    # ------------------------------------------------------------------- acting
+            raise FloatingPointError(f"update {first_bad}: td_loss was not finite (found at update "
+                                     f"{self.num_updates}); check rewards and observations for NaN/inf, or lower lr")
 
     def act(self, obs, epsilon: float, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Epsilon-greedy actions, NumPy int64 ``(n,)``, one per row of ``obs``.
-
-        Each row explores with probability ``epsilon``; with ``epsilon >= 1`` the network
-        is not run at all. The draws come from ``rng``, by default the learner's own seeded
-        generator (saved in checkpoints); evaluation passes its own so that it never shifts
-        the training run's exploration.
-        """
+        """Epsilon-greedy actions, NumPy int64 ``(n,)``, one per row of ``obs`` (no forward pass at
+        ``epsilon >= 1``). Draws come from ``rng``, by default the learner's own seeded generator
+        (saved in checkpoints); evaluation passes its own so as not to shift the training run's."""
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating)) \
                 or not 0.0 <= epsilon or np.isnan(epsilon):
             raise ConfigError(f"epsilon: expected a number >= 0, got {epsilon!r}")
@@ -282,28 +217,21 @@ class Learner:
     def _greedy(self, obs) -> np.ndarray:
         return self.online(self._checker.obs_tensor(obs)).argmax(dim=1).cpu().numpy()
 
-    # ------------------------------------------------------------- checkpoints
-
     def state_dict(self) -> dict:
         """Networks, optimizer, update count and RNG state (copies, safe to keep)."""
         if self._cuda:
             self.check_finite()
-        return copy.deepcopy({
-            "online": self.online.state_dict(),
-            "target": self.target.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "num_updates": self.num_updates,
-            "rng": self._rng.bit_generator.state,
-        })
+        return copy.deepcopy({"online": self.online.state_dict(), "target": self.target.state_dict(),
+                              "optimizer": self.optimizer.state_dict(), "num_updates": self.num_updates,
+                              "rng": self._rng.bit_generator.state})
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned; training then continues exactly as it would have.
 
         Every field is checked first (``fastdqn.learn.state_check``): a bad one raises
         ``CheckpointError`` and changes nothing."""
-        check_learner_state(state, networks={"online": self.online.state_dict(),
-                                             "target": self.target.state_dict()},
-                            optimizer=self.optimizer)
+        networks = {"online": self.online.state_dict(), "target": self.target.state_dict()}
+        check_learner_state(state, networks=networks, optimizer=self.optimizer)
         with torch.no_grad():
             self.online.load_state_dict(state["online"])
             self.target.load_state_dict(state["target"])

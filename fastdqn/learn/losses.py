@@ -1,14 +1,8 @@
-"""The DQN update math as pure functions of tensors.
-
-These functions hold no state and read no Python values that change between calls, so
-``torch.compile`` traces them once for a fixed batch shape. ``B`` is the batch size and
-``A`` the number of actions.
-
-Every target is ``reward + discount * next_value`` with a per-sample ``discount``: for
-one-step batches it is ``gamma * (1 - terminated)``; an n-step buffer gives
-``gamma ** m`` for a window of m steps that ended without a termination (a truncation or
-n steps) and 0 for one that ended in a termination. One formula serves both, so mixing
-them never recompiles.
+"""The DQN update math as pure functions of tensors (``B`` the batch size, ``A`` the number of
+actions), holding no state and reading no Python values that change between calls, so
+``torch.compile`` traces them once for a fixed batch shape. Every target is
+``reward + discount * next_value`` with a per-sample ``discount`` (``gamma * (1 - terminated)``
+for one step, an n-step buffer's ``gamma ** m`` or 0), so mixing them never recompiles.
 """
 
 from __future__ import annotations

@@ -17,11 +17,8 @@ from fastdqn.util.checks import check_flag, check_int
 
 
 class DuelingHead(nn.Module):
-    """Value and advantage streams, each ``Linear(width_in, width) -> ReLU -> Linear``.
-
-    Subtracting the mean advantage (Wang et al. 2016, eq. 9) makes V and A identifiable
-    without changing which action is greedy.
-    """
+    """Value and advantage streams, each ``Linear(width_in, width) -> ReLU -> Linear``; subtracting
+    the mean advantage (Wang et al. 2016, eq. 9) makes V and A identifiable, the greedy action unchanged."""
 
     def __init__(self, width_in: int, width: int, num_actions: int) -> None:
         super().__init__()
@@ -35,13 +32,9 @@ class DuelingHead(nn.Module):
 
 
 class NatureCNN(nn.Module):
-    """The network of Mnih et al. (2015): three convolutions and a 512-unit hidden layer.
-
-    Takes uint8 frames ``(B, frame_stack, 84, 84)`` and scales them by 1/255 inside, so
-    replay batches go in untouched (no float copy of a batch on the host). ``dueling=True``
-    gives the dueling network of Wang et al. (2016): the same convolutions, then a value
-    and an advantage stream of 512 units each.
-    """
+    """The network of Mnih et al. (2015): three convolutions and a 512-unit hidden layer (with
+    ``dueling=True`` a value and an advantage stream of 512 units each). It takes uint8 frames
+    ``(B, frame_stack, 84, 84)`` and scales them by 1/255 inside, so batches go in untouched."""
 
     obs_shape: tuple[int, ...]
 
@@ -76,11 +69,8 @@ class NatureCNN(nn.Module):
 
 
 class MLP(nn.Module):
-    """A fully connected Q-network with ReLU hidden layers, for vector observations.
-
-    ``dueling=True`` shares all hidden layers but the last, which becomes a value and an
-    advantage stream of that width each (the shape of the dueling NatureCNN).
-    """
+    """A fully connected Q-network with ReLU hidden layers, for vector observations; with
+    ``dueling=True`` the last hidden layer becomes a value and an advantage stream of its width."""
 
     obs_shape: tuple[int, ...]
 

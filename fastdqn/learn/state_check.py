@@ -1,10 +1,7 @@
-"""Checks of a learner state (a checkpoint's ``learner`` part) before any of it is applied.
-
-``Learner.load_state_dict`` calls ``check_learner_state`` with its own networks' and
-optimizer's state: every tensor must have the learner's own shape and dtype, the
-optimizer's groups the learner's keys and parameters, the update counter must be an
-int >= 0 and the exploration generator's state a PCG64 state. The first bad field
-raises ``CheckpointError`` naming it, and the learner is left as it was.
+"""Checks of a learner state (a checkpoint's ``learner`` part) before any of it is applied:
+every tensor must have the loading learner's own shape and dtype, the optimizer's groups its
+keys and parameters, the update counter an int >= 0 and the exploration generator's state a
+PCG64 state. The first bad field raises ``CheckpointError`` naming it; nothing is changed.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import math
 import torch
 
 from fastdqn.errors import CheckpointError
-from fastdqn.util.checks import is_number
+from fastdqn.util.checks import describe, is_number
 from fastdqn.util.rngstate import pcg64_state
 
 KEYS = ("online", "target", "optimizer", "num_updates", "rng")
@@ -111,11 +108,9 @@ def _plain_setting(value) -> bool:
 
 
 def _describe(value) -> str:
-    if isinstance(value, dict):
-        return f"a dict with keys {sorted(map(str, value))}"
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return repr(value) if isinstance(value, (int, float, str)) or value is None else f"a {type(value).__name__}"
+    return describe(value)
 
 
 def _bad(field: str, expected, got) -> None:

@@ -1,29 +1,18 @@
 """``Feeder``: the one owner of batches on their way from the replay buffer to the learner.
 
-It allocates the host batches once, asks the buffer to sample into them and hands the
-learner a batch that is already where the update reads it:
+It allocates the host batches once, has the buffer sample into them and hands the learner a
+batch already where the update reads it: NumPy batches read in place by a CPU learner; for a
+CUDA learner one pinned block per host batch, sent as one ``non_blocking`` copy and an event
+(``fastdqn.util.transfer.StagedTransfer``), sampled into again only after that event; for a
+buffer whose frames are on the device, that buffer's own device batches, sampled in the
+calling thread (the work is queued on the device, so there is nothing to prefetch).
+Window batches (the default where the buffer allows them) move ``(k + 1) / 2k`` of the bytes.
 
-- CPU learner: NumPy batches, which the learner reads in place (no copy at all).
-- CUDA learner: each host batch is one block of pinned memory holding every field, and
-  the device batch one block of the same layout (``fastdqn.util.transfer.StagedTransfer``);
-  handing out a batch is one ``non_blocking`` host-to-device copy of that block, followed
-  by a CUDA event. A host block is sampled into again only after its event has completed,
-  so the sampler never overwrites memory a copy still reads. There is no host-to-host copy.
-- A buffer whose frames are already on the device (``fastdqn.replay.device``): that
-  buffer's own device batches, sampled in the calling thread (no prefetch: the work is
-  queued on the device); the learner must be on the same device.
-
-With ``window=True`` (the default where the buffer allows it: stacked frames and
-``n_step=1``) a batch stores each transition's ``k + 1`` frames once (see
-``fastdqn.replay.batch``), so sampling and the device copy move 5/8 of a stacked batch's bytes
-for ``k = 4``.
-
-Timing: the batch for update ``i + 1`` is drawn from the buffer when batch ``i`` is handed
-out, with ``prefetch`` on or off; with ``prefetch`` its copy then runs in a background
-thread (the kernels release the GIL) while the learner runs update ``i``.
-``wait_for_prefetch()`` waits for that copy; calling it before each ``add`` keeps the
-buffer still under the copy, so a seed gives the same batches, and the same run, with
-``prefetch`` on or off. (The buffer stays correct without it; see ``fastdqn.replay.buffer``.)
+Timing: the batch for update ``i + 1`` is drawn when batch ``i`` is handed out, with
+``prefetch`` on or off; with ``prefetch`` its copy runs in a background thread (the kernels
+release the GIL) during update ``i``. Calling ``wait_for_prefetch()`` before each ``add``
+keeps the buffer still under the copy, so a seed gives the same run with ``prefetch`` on or
+off (the buffer stays correct without it; see ``fastdqn.replay.buffer``).
 """
 
 from __future__ import annotations
@@ -35,6 +24,7 @@ import numpy as np
 
 from fastdqn.errors import ConfigError
 from fastdqn.replay.batch import ReplayBatch, allocate_batch
+from fastdqn.util.checks import check_int
 from fastdqn.util.transfer import StagedTransfer, staged_transfer
 
 
@@ -66,12 +56,10 @@ class Feeder:
     def __init__(self, buffer, batch_size: int, *, device="cpu", window: bool | None = None,
                  prefetch: bool = True, transfer: StagedTransfer | None = None,
                  beta: Callable[[], float] | None = None) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+        batch_size = check_int("batch_size", batch_size)
         if beta is not None and not buffer.prioritized:
             raise ConfigError(f"beta: only a prioritized buffer draws with beta, got {type(buffer).__name__}; "
                               "pass beta=None or a PrioritizedReplayBuffer")
-        # Called once per draw: the importance-weight exponent of that batch (prioritized replay).
         self._beta = beta
         window = buffer.window_batches if window is None else bool(window)
         self.buffer, self.batch_size, self.window, self.prefetch = buffer, batch_size, window, prefetch
@@ -82,8 +70,6 @@ class Feeder:
 
         resident = buffer.batch_device
         if resident is not None:
-            # Frames already on the device (fastdqn.replay.device): the buffer fills device
-            # batches itself, queued on the device in this thread, so nothing is prefetched.
             _check_resident(resident, device)
             self.prefetch = prefetch = False
             self._host = [buffer.make_batch(batch_size, window=window) for _ in range(2)]

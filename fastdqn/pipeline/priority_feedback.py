@@ -1,26 +1,15 @@
 """``PriorityFeedback``: each update's TD errors written back as priorities, one update late.
 
-The trainer calls ``push(batch.index, td_error)`` right after launching update ``i``. It
+``push(batch.index, td_error)``, right after update ``i`` is launched, writes update ``i - 1``'s
+errors (``buffer.update_priorities``, once their copy's event has completed) and starts a
+``non_blocking`` copy of update ``i``'s into pinned memory (``fastdqn.util.transfer.Readback``):
+on CUDA nothing waits for the update just launched; on the CPU the copy is immediate and the
+order, and so the run, is the same.
 
-1. waits for the host copy of update ``i - 1``'s TD errors (its event) and writes them
-   with ``buffer.update_priorities(index, |td_error|)``; the buffer owns ``eps`` and
-   ``alpha`` and turns them into ``(|td_error| + eps) ** alpha``;
-2. starts a ``non_blocking`` copy of update ``i``'s ``td_error`` into a pinned host tensor
-   and records an event after it (``fastdqn.util.transfer.Readback``).
-
-On CUDA step 1 waits for update ``i - 1`` while update ``i`` is already queued behind it,
-so the stream never runs dry for it and nothing syncs on the update being launched. On the
-CPU the copy is immediate and the event does nothing; the order, and so the run, is the same.
-
-How stale the priorities are: the ``Feeder`` draws batch ``j`` when it hands out batch
-``j - 1``, before update ``j - 1`` runs (with prefetch on or off), and by then ``push``
-has written the errors of updates up to ``j - 3``. So every draw lacks exactly the errors
-of the two updates before it: ``j - 2`` (waiting in pinned memory) and ``j - 1`` (not yet
-run). A transition sampled for update ``i`` keeps its old priority for the draws of
-batches ``i + 1`` and ``i + 2`` and has its new one from batch ``i + 3`` on. Its id may
-be overwritten meanwhile; ``update_priorities`` skips such ids.
-
-``state_dict()`` holds the errors not yet written (plain tensors, for checkpoints) so that a
+Staleness: the ``Feeder`` draws batch ``j`` when it hands out batch ``j - 1``, by when ``push``
+has written the errors of updates up to ``j - 3``; so a transition sampled for update ``i`` is
+drawn with its new priority from batch ``i + 3`` on (its id may be overwritten meanwhile;
+``update_priorities`` skips such ids). ``state_dict()`` holds the errors not yet written, so a
 resumed run writes them at the same update as an uninterrupted one.
 """
 

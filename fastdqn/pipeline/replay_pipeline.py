@@ -1,10 +1,8 @@
-"""``ReplayPipeline``: everything between the replay buffer and the learner's update, so that
-the training loop never asks which kind of replay it runs. It owns the ``Feeder`` (batches
-drawn, prefetched and copied to the learner's device), the importance-weight exponent β
-(a callable asked once per draw), the write-back of TD errors as priorities
-(``PriorityFeedback``) and the batch drawn but not yet used, which a checkpoint carries so
-that a resumed run hands out the batch the interrupted one had drawn. For uniform replay
-``report`` does nothing and β is never asked.
+"""``ReplayPipeline``: everything between the replay buffer and the learner's update, so the
+training loop never asks which kind of replay it runs: the ``Feeder``, the importance-weight
+exponent β (asked once per draw), the write-back of TD errors as priorities
+(``PriorityFeedback``) and the drawn batch not yet used, which a checkpoint carries so that a
+resumed run hands out the batch the interrupted one had drawn.
 """
 
 from __future__ import annotations

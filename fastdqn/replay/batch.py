@@ -2,16 +2,11 @@
 
 ``FIELDS`` names every field of a sampled batch with its dtype and whether it is shaped
 like an observation; ``PRIORITIZED_FIELDS`` adds prioritized replay's importance weights.
-``ReplayBatch`` and ``PrioritizedBatch``, ``allocate_batch`` (what ``make_batch`` and the
-feeder's pinned batches use), ``check_batch`` (the ``out=`` check) and the learner's batch
-checks all derive from them. A new field is one more ``Field`` here.
-
-A *window* batch (``frame_stack = k > 1``) holds each transition's ``k + 1`` distinct
-frames once, in ``frames (B, k + 1, H, W)``; its ``obs`` and ``next_obs`` are the views
-``frames[:, :k]`` and ``frames[:, 1:]``, so readers of ``obs``/``next_obs`` work unchanged
-while copies move ``(k + 1) / 2k`` of the stacked bytes (5/8 for k = 4).
-
-Importing this module pulls in NumPy only.
+``ReplayBatch`` and ``PrioritizedBatch``, ``allocate_batch``, ``check_batch`` (the ``out=``
+check) and the learner's batch checks all derive from them. A *window* batch (``k > 1``
+stacked frames) holds each transition's ``k + 1`` frames once, in ``frames (B, k + 1, H, W)``,
+and its ``obs`` and ``next_obs`` are the views ``frames[:, :k]`` and ``frames[:, 1:]``.
+Imports NumPy only.
 """
 
 from __future__ import annotations

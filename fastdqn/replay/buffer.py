@@ -1,21 +1,12 @@
-"""``ReplayBuffer``: a preallocated replay memory for vector environments, built from parts.
-
-Each env owns a ring of frame slots (``Ring``). With ``frame_stack=k`` every frame is
-stored once and stacks are rebuilt at sample time, bit for bit equal to the ``obs``/
-``next_obs`` that were added (reset stacks, life losses, truncations, skipped steps,
-wraparound). With ``frame_stack=1`` whole observations of any dtype and shape are stored
-the same way. The variant is chosen by keywords and composed, not inherited:
-
-- a sampler: ``UniformSampler`` or, with ``prioritized=True``, ``PrioritizedSampler``;
-- a frame store: ``HostFrames`` (NumPy, the default ``device="cpu"``) or, with
-  ``device="cuda"``, ``TensorFrames`` (torch, imported only then).
+"""``ReplayBuffer``: a preallocated replay memory for vector environments, composed of a
+``Ring`` (frames and bookkeeping), a sampler (``UniformSampler``, or ``PrioritizedSampler``
+with ``prioritized=True``) and a frame store (``HostFrames``, or ``TensorFrames`` with a torch
+``device``), chosen by keywords rather than subclasses.
 
 Capacity: each env keeps its newest ``keep = ceil(capacity / num_envs) + k`` frames
-sampleable. A step that continues the env's previous ``next_obs`` costs one slot; a step
-that starts a new stack (reset, or a row that does not continue the previous one) costs
-``2 + (k - 1 - m)`` slots, where ``m + 1`` is the number of equal leading frames of its
-``obs`` (2 for a reset stack). A long episode keeps exactly ``ceil(capacity / num_envs)``
-transitions per env and each episode boundary in the window costs about one more slot.
+sampleable. A step that continues the env's previous ``next_obs`` costs one slot; one that
+starts a new stack costs ``2 + (k - 1 - m)``, where ``m + 1`` is the number of equal leading
+frames of its ``obs``; so each episode boundary in the window costs about one slot more.
 
 Threads, the same for every variant: ``add`` and ``update_priorities`` may run in one
 thread while another samples (``draw``, ``fill``, ``sample``, ``gather``); calls on the
@@ -25,8 +16,6 @@ the buffer's lock in turn; ``fill`` copies frames without it, beside ``add``, wh
 only into the ``k + 1`` guard slots behind each ring's sampleable ones, then under the lock
 draws again (and copies again) each row that an add pushed out meanwhile. This relies on
 the adding thread writing frames before it advances the env's count, as the kernel does.
-
-Importing this module pulls in NumPy and Numba only.
 """
 
 from __future__ import annotations
@@ -46,7 +35,7 @@ from fastdqn.replay.prioritized import PrioritizedSampler
 from fastdqn.replay.ring import Ring
 from fastdqn.replay.spec import ReplaySpec, available_memory, replay_bytes
 from fastdqn.replay.uniform import UniformSampler
-from fastdqn.util.checks import check_int
+from fastdqn.util.checks import check_flag, check_int, parse_device
 
 _WARM: set = set()  # kernel signatures compiled (or loaded from cache) in this process
 
@@ -75,35 +64,17 @@ class _TurnLock:
 class ReplayBuffer:
     """Replay memory for ``num_envs`` envs, allocated once at construction.
 
-    ``n_step=n`` samples n-step transitions: from step t of an env, ``reward`` is
-    ``sum(gamma**i * r[t+i] for i < m)``, ``next_obs`` the stack ``m`` steps on and
-    ``discount`` ``gamma**m``, where ``m = n`` unless the window ends early:
+    ``n_step=n``: ``reward`` is the discounted sum of the window's ``m <= n`` rewards,
+    ``next_obs`` the stack ``m`` steps on and ``discount`` ``gamma**m``, or 0 after a
+    termination (with ``n_step=1``: ``gamma`` or 0, so one target serves every n). A window
+    ends early at a termination, a truncation or a step that does not continue it (another
+    ``obs``, or a ``valid=False`` row between), and is not sampled (nor counted in ``len``)
+    while still open. Window batches need ``n_step=1``. README, "n-step returns".
 
-    - at a termination (``terminated=True``: a game over, or a lost life with
-      ``episodic_life``): ``discount`` is 0 and ``terminated`` True;
-    - at a truncation, bootstrapping from that step's real final ``next_obs``;
-    - where the env's next stored step does not continue it (its ``obs`` differs from
-      ``next_obs``, or a row of the env came with ``valid=False`` in between, as
-      EnvPool's reset rows do): windows never cross into another episode or env.
-
-    A window still open at the env's newest step is not sampled (nor counted in
-    ``len``) until the env's next step closes it. With ``n_step=1`` ``discount`` is
-    ``gamma``, or 0 after a termination, so a learner can use one target
-    ``reward + discount * Q(next_obs)`` for every n. Window batches
-    (``make_batch(window=True)``) need ``n_step=1``: their ``next_obs`` is ``obs`` one frame on.
-
-    ``prioritized=True``: draws follow ``(|td_error| + eps) ** alpha`` (see
-    ``fastdqn.replay.prioritized``); ``sample(B, beta=...)`` returns ``PrioritizedBatch``es
-    with importance weights, and ``update_priorities`` takes the TD errors.
-
-    ``device``: ``"cpu"`` keeps the frames in host RAM and hands out NumPy batches;
-    ``"cuda"``/``"cuda:N"`` keeps them in GPU memory (free memory checked against them plus
-    ``headroom`` bytes first) and hands out batches of device tensors whose ``index`` is a
-    host array (see ``fastdqn.replay.device``).
-
-    ``index`` in every batch holds transition ids: they never repeat, so an id whose
-    transition was overwritten is recognised (``gather`` refuses it, ``update_priorities``
-    skips it).
+    ``prioritized=True``: draws follow priorities (``fastdqn.replay.prioritized``).
+    ``device`` other than ``"cpu"``: frames in a torch tensor there, batches of device tensors
+    whose ``index`` is a host array (``fastdqn.replay.device``). ``index`` holds transition
+    ids, which never repeat: ``gather`` refuses an overwritten one, ``update_priorities`` skips it.
     """
 
     _TENSOR_FRAMES = False  # DeviceReplayBuffer: frames in a torch tensor even on the CPU
@@ -113,16 +84,14 @@ class ReplayBuffer:
                  n_step: int = 1, gamma: float = 0.99, prioritized: bool = False, alpha: float = 0.6,
                  eps: float = 1e-6, device="cpu", headroom: int | None = None, seed=None):
         self._spec = spec = ReplaySpec(capacity, obs_shape, num_envs, obs_dtype, frame_stack, n_step, gamma)
-        if not isinstance(prioritized, bool):
-            raise ReplayError(f"prioritized: expected True or False, got {prioritized!r}")
+        check_flag("prioritized", prioritized, error=ReplayError)
         tensor = self._TENSOR_FRAMES or not (isinstance(device, str) and device == "cpu")
-        torch_device = None
-        if tensor:
-            from fastdqn.util.checks import parse_device
-
-            torch_device = parse_device(device, error=ReplayError, fix="pass device='cpu'")
+        torch_device = parse_device(device, error=ReplayError, fix="pass device='cpu'") if tensor else None
         host, on_device = replay_bytes(spec, prioritized=prioritized, on_device=tensor)
-        self._check_memory(host)
+        available = available_memory()
+        if host > available:
+            raise MemoryError(f"{self._figures(host)} but only {available / 1e9:.2f} GB of memory is "
+                              f"available; lower capacity")
         self._rng = np.random.default_rng(seed)
         self._lock = _TurnLock()
         try:
@@ -149,12 +118,6 @@ class ReplayBuffer:
         s = self._spec
         return (f"ReplayBuffer(capacity={s.capacity}, obs_shape={s.obs_shape}, num_envs={s.num_envs}) "
                 f"needs {host / 1e9:.2f} GB ({host} bytes)")
-
-    def _check_memory(self, host: int) -> None:
-        available = available_memory()
-        if host > available:
-            raise MemoryError(f"{self._figures(host)} but only {available / 1e9:.2f} GB of memory is "
-                              f"available; lower capacity")
 
     def _size_scratch(self, B: int) -> None:
         """Per-batch-size scratch, allocated when the batch size changes."""
@@ -187,8 +150,6 @@ class ReplayBuffer:
         if s.window_batches:
             scratch.sample(1, out=scratch.make_batch(1, window=True))
 
-    # -- properties ---------------------------------------------------------------------
-
     capacity = property(lambda self: self._spec.capacity)
     num_envs = property(lambda self: self._spec.num_envs)
     obs_shape = property(lambda self: self._spec.obs_shape)
@@ -201,26 +162,12 @@ class ReplayBuffer:
     slots_per_env = property(lambda self: self._spec.slots, doc="Frame slots in each env's ring.")
     nbytes = property(lambda self: self._nbytes, doc="Bytes of storage held, host and device.")
 
-    @property
-    def prioritized(self) -> bool:
-        """Whether draws follow priorities (and ``update_priorities`` takes TD errors)."""
-        return self._sampler.prioritized
-
-    @property
-    def batch_type(self) -> type:
-        """The type of this buffer's batches; its ``FIELDS`` declare them."""
-        return self._sampler.batch_type
-
-    @property
-    def batch_device(self):
-        """The ``torch.device`` of this buffer's batches when its frames live in a torch
-        tensor, else None (NumPy batches in host RAM)."""
-        return self._frames.batch_device
-
-    @property
-    def device(self):
-        """Where the frames are: ``"cpu"`` (host NumPy arrays) or a ``torch.device``."""
-        return "cpu" if self._frames.batch_device is None else self._frames.batch_device
+    prioritized = property(lambda self: self._sampler.prioritized, doc="Whether draws follow priorities.")
+    batch_type = property(lambda self: self._sampler.batch_type, doc="The batches' type; its ``FIELDS`` declare them.")
+    batch_device = property(lambda self: self._frames.batch_device,
+                            doc="The batches' ``torch.device`` when the frames live in a torch tensor, else None.")
+    device = property(lambda self: self._frames.batch_device or "cpu",
+                      doc="Where the frames are: ``\"cpu\"`` (host NumPy arrays) or a ``torch.device``.")
 
     @property
     def device_nbytes(self) -> int:
@@ -249,7 +196,7 @@ class ReplayBuffer:
         sampler = self._prioritized_only("priorities")
         idx = _index_array(index)
         slots = np.empty(idx.shape[0], np.int64)
-        sampler.slots_of(idx, slots)
+        self._ring.slots_of(idx, slots)
         return sampler.priorities(slots)
 
     def _prioritized_only(self, name: str) -> PrioritizedSampler:
@@ -277,8 +224,6 @@ class ReplayBuffer:
                 f"num_envs={s.num_envs}, obs_dtype={s.obs_dtype}, frame_stack={s.frame_stack}, "
                 f"n_step={s.n_step}, gamma={s.gamma}{extra}, len={len(self)}{where})")
 
-    # -- adding -------------------------------------------------------------------------
-
     def add(self, obs, next_obs, action, reward, terminated, truncated, env_ids=None, valid=None):
         """Store one transition per row (rows with ``valid=False`` are skipped).
 
@@ -293,8 +238,6 @@ class ReplayBuffer:
             self._sampler.after_add(self._before, env_ids)
             self._frames.after_add(self._before)
 
-    # -- sampling -----------------------------------------------------------------------
-
     def make_batch(self, batch_size: int, *, window: bool = False):
         """Arrays (or device tensors) to pass as ``out=`` to ``sample``/``gather``, reused in turn.
 
@@ -305,13 +248,9 @@ class ReplayBuffer:
 
     def draw(self, batch_size: int, out=None, *, beta: float = 1.0):
         """Draw ``batch_size`` transitions into ``out.index`` (and ``out.weight``); ``fill``
-        copies them. ``sample`` is the two in one; split, the draw (microseconds) can happen
-        where the buffer is still, and the copy in another thread beside ``add``.
-
-        Uniform draws are with replacement; prioritized ones take one transition from each
-        of ``batch_size`` equal segments of the total priority, with weights
-        ``(p_i / min_j p_j) ** -beta`` (``beta`` in [0, 1]; uniform draws have no weights).
-        """
+        copies them. Split from ``sample``, the draw (microseconds) can happen where the buffer
+        is still, and the copy in another thread beside ``add``. Uniform draws are with
+        replacement; prioritized ones are stratified, weighted ``(p_i / min_j p_j) ** -beta``."""
         B = check_int("batch_size", batch_size, error=ReplayError)
         with self._lock:
             if len(self) == 0:
@@ -363,7 +302,7 @@ class ReplayBuffer:
         with self._lock:
             if self._slots.shape[0] != B:
                 self._size_scratch(B)
-            self._sampler.slots_of(idx, self._slots)
+            self._ring.slots_of(idx, self._slots)
             host, views, handle = self._frames.target(out, B)
             self._copy(host, views, self._all_rows, self._ring.count)
             self._one_step_discount(host)
@@ -392,8 +331,6 @@ class ReplayBuffer:
         if self._spec.n_step == 1:
             kn.fill_discount(out.terminated, self._spec.gamma, out.discount)
 
-    # -- priorities ---------------------------------------------------------------------
-
     def update_priorities(self, index, priorities) -> int:
         """Set p_i = (priorities + eps) ** alpha for the transition ids ``index``.
 
@@ -403,8 +340,9 @@ class ReplayBuffer:
         A uniform buffer refuses the call.
         """
         idx = _index_array(index)
+        sampler = self._prioritized_only("update_priorities")
         with self._lock:
-            return self._sampler.update_priorities(idx, priorities)
+            return sampler.update_priorities(idx, priorities)
 
     def transition_ids(self, slot_ids) -> np.ndarray:
         """Transition ids of slot ids ``env * slots_per_env + slot`` (what uniform batches'
@@ -416,8 +354,6 @@ class ReplayBuffer:
         out = np.empty_like(slots)
         kr.transition_ids(self._ring.count, self._spec.slots, slots, np.arange(slots.shape[0]), out)
         return out
-
-    # -- persistence --------------------------------------------------------------------
 
     def save(self, path) -> None:
         """Write the buffer to ``path`` atomically (temp file in the same folder, then rename)."""
@@ -460,13 +396,11 @@ class ReplayBuffer:
             try:
                 spec = ReplaySpec(*(args[k] for k in ("capacity", "obs_shape", "num_envs", "obs_dtype",
                                                       "frame_stack")))
-            except ReplayError as exc:
-                raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
-            sampler_type = PrioritizedSampler if prioritized else UniformSampler
-            rf.check_size(header, spec, sampler_type.saved_layout(spec.num_envs, spec.slots), start, size, path)
-            if cls._PRIORITIZED is None:
-                build["prioritized"] = prioritized
-            try:
+                sampler_type = PrioritizedSampler if prioritized else UniformSampler
+                rf.check_size(header, spec, sampler_type.saved_layout(spec.num_envs, spec.slots), start, size,
+                              path)
+                if cls._PRIORITIZED is None:
+                    build["prioritized"] = prioritized
                 buf = cls(**args, **build)
             except ReplayError as exc:
                 raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None

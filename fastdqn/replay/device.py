@@ -2,21 +2,13 @@
 
 Only the frames move. Slot depths, validity, continuity, eviction, drawing and n-step
 windows stay in the ring's Numba kernels on the host, which also plan the frame traffic
-(``kernels/device.py``):
-
-- ``add``: the host kernel writes each env's new frames into a short host ring of
-  ``k + 1`` slots per env (the newest frames, all the continuity check compares against,
-  so it never reads device memory); the frames of the add are then staged in one (pinned,
-  on CUDA) block, copied once with ``non_blocking`` and written by one ``index_copy_``.
-- ``sample``/``gather``: the copy kernels run on a table of row ids instead of frames, so
-  they write the device row of every frame a batch reads, plus its actions, rewards,
-  flags, discounts (and weights), into a small host block (about 2 KB for a window batch
-  of 32); one ``non_blocking`` copy sends it and one ``index_select`` per observation
-  array gathers the frames into a preallocated device batch.
-
-The same seed and stream therefore give exactly the batches of host frames. Batches are
-batches of device tensors (``index`` stays a host NumPy array). Files are the same as
-with host frames. torch is imported when a ``TensorFrames`` is built, not with this module.
+(``kernels/device.py``): ``add`` keeps each env's newest ``k + 1`` frames in a host ring
+(all the continuity check reads, so it never reads device memory) and sends the add's frames
+as one staged ``non_blocking`` copy and one ``index_copy_``; ``sample``/``gather`` run the
+copy kernels on a table of row ids, send the small plan they write (rows, actions, rewards,
+flags...) in one copy and gather the frames with one ``index_select`` per observation array.
+So the same seed and stream give exactly the batches, and the files, of host frames. torch is
+imported when a ``TensorFrames`` is built, not with this module.
 """
 
 from __future__ import annotations
@@ -52,15 +44,6 @@ def check_device_memory(needed: int, free: int, headroom: int, *, device: str = 
             f"of headroom for the networks and the CUDA graph, but only {free / 1e9:.2f} GB is free; keep "
             f"the frames on the host (device='cpu', or --replay-device cpu) or lower the "
             f"capacity (--buffer-size)")
-
-
-def free_device_memory(device: torch.device) -> int:
-    """Free bytes of ``device``: torch's count on CUDA, available RAM on the CPU."""
-    import torch
-
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    return available_memory()
 
 
 class _SavedFrames:
@@ -109,8 +92,9 @@ class TensorFrames:
             raise ReplayError(f"obs_dtype: expected a dtype torch can hold, got {spec.obs_dtype}; "
                               f"keep the frames on the host (device='cpu') for it") from None
         needed = E * L * F
-        check_device_memory(needed, free_device_memory(device), headroom if device.type == "cuda" else 0,
-                            device=str(device))
+        cuda = device.type == "cuda"
+        free = int(torch.cuda.mem_get_info(device)[0]) if cuda else available_memory()
+        check_device_memory(needed, free, headroom if cuda else 0, device=str(device))
         try:
             self.frames = torch.zeros((E * L, F), dtype=torch.uint8, device=device)
         except torch.OutOfMemoryError:
@@ -128,8 +112,6 @@ class TensorFrames:
         self._batches: dict[int, _DeviceBatch] = {}
         kd.stage_writes(ring.arrays["frames"], ring.count, ring.count, L, *self._stage.host[0])
         kd.newest_slots(ring.count, L, R, np.empty(0, np.int64), np.empty(0, np.int64))
-
-    host_slots = property(lambda self: self.ring.spec.frame_stack + 1)
 
     def after_add(self, before: np.ndarray) -> None:
         """Send the frames the add wrote into the host ring to their device rows."""

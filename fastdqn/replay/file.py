@@ -44,10 +44,10 @@ def write(path, header: dict, arrays: list) -> None:
 
     def body(tmp):
         with open(tmp, "wb", buffering=0) as f:
-            _write_all(f, MAGIC + len(blob).to_bytes(8, "little") + blob)
+            write_all(f, MAGIC + len(blob).to_bytes(8, "little") + blob)
             for arr in arrays:
                 for part in (arr,) if isinstance(arr, np.ndarray) else arr.parts():
-                    _write_all(f, memoryview(part).cast("B"))
+                    write_all(f, memoryview(part).cast("B"))
 
     atomic_write(os.fspath(path), body)
 
@@ -135,10 +135,13 @@ def read_arrays(f, arrays: Iterable, path: str) -> None:
             read_into(f, memoryview(part).cast("B"), path)
 
 
-def _write_all(f, data) -> None:
-    view = memoryview(data).cast("B")
-    while view.nbytes:
-        view = view[f.write(view):]
+def write_all(f, data) -> None:
+    """Write every byte of ``data`` (any buffer) to the unbuffered file ``f``."""
+    with memoryview(data) as whole:
+        view = whole.cast("B")
+        while view.nbytes:
+            view = view[f.write(view):]
+        view.release()
 
 
 def read_into(f, view: memoryview, path: str) -> None:

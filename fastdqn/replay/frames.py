@@ -41,7 +41,6 @@ def kernel_views(batch, k: int, frame_bytes: int) -> tuple:
 class HostFrames:
     """Frames in the ring's host array; batches are NumPy arrays."""
 
-    host_slots = None  # the ring keeps every frame
     batch_device = None
 
     def __init__(self, ring: Ring, batch_type: type) -> None:

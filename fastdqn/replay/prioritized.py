@@ -1,13 +1,9 @@
 """``PrioritizedSampler``: proportional prioritized replay (Schaul et al. 2016).
 
-A float64 sum tree and min tree with one leaf per slot id (``kernels/sumtree.py``). A
-leaf is positive exactly while its slot holds a sampleable transition, so a draw never
-returns an overwritten, open or zero-priority transition and needs no rejection. New
-transitions get the largest priority set so far (1 before any update).
-
-A draw picks one transition from each of ``B`` equal segments of the total priority;
-its ``weight`` is ``(p_i / min_j p_j) ** -beta``, which equals the paper's
-``(N P(i))^-beta / max_j (N P(j))^-beta`` over the whole buffer.
+A float64 sum tree and min tree with one leaf per slot id (``kernels/sumtree.py``), positive
+exactly while its slot holds a sampleable transition, so a draw needs no rejection. A draw
+takes one transition from each of ``B`` equal segments of the total; its ``weight``
+``(p_i / min_j p_j) ** -beta`` equals the paper's ``(N P(i))^-beta / max_j (N P(j))^-beta``.
 """
 
 from __future__ import annotations
@@ -73,15 +69,6 @@ class PrioritizedSampler:
         redraw = scratch[:n]
         self._sample(redraw, self._weight[:n], self._ids[:n])
         slots[rows], out.weight[rows], out.index[rows] = redraw, self._weight[:n], self._ids[:n]
-
-    def slots_of(self, index: np.ndarray, slots: np.ndarray) -> None:
-        """Slot ids of the sampleable transition ids ``index`` (refused otherwise)."""
-        a, spec = self.ring.arrays, self.ring.spec
-        bad = kp.ids_to_slots(a["slot_flags"], a["terminated"], a["count"], spec.keep, spec.n_step, index, slots)
-        if bad >= 0:
-            raise ReplayError(f"index: index[{bad}] = {index[bad]} is not a transition id that can "
-                              f"be sampled now (overwritten, never stored, or its n-step window "
-                              f"still open); use ids from sample().index")
 
     def gathered(self, slots: np.ndarray, out) -> None:
         """A gathered batch's weights: each transition's current weight at ``beta=1``."""

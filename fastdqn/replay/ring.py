@@ -13,6 +13,7 @@ import numpy as np
 
 from fastdqn.errors import ReplayError
 from fastdqn.kernels import nstep as kn
+from fastdqn.kernels import priority as kp
 from fastdqn.kernels import replay as kr
 from fastdqn.replay.spec import ReplaySpec
 
@@ -111,6 +112,15 @@ class Ring:
                               f"obs[i, 1:]), got a different stack in row {row}; pass "
                               f"valid=False for env reset steps")
         raise AssertionError(f"unknown add status {code}")
+
+    def slots_of(self, index: np.ndarray, slots: np.ndarray) -> None:
+        """Slot ids of the sampleable transition ids ``index`` (refused otherwise)."""
+        a, spec = self.arrays, self.spec
+        bad = kp.ids_to_slots(a["slot_flags"], a["terminated"], a["count"], spec.keep, spec.n_step, index, slots)
+        if bad >= 0:
+            raise ReplayError(f"index: index[{bad}] = {index[bad]} is not a transition id that can "
+                              f"be sampled now (overwritten, never stored, or its n-step window "
+                              f"still open); use ids from sample().index")
 
     def recount(self) -> int:
         """Rebuild the open-window counts from the arrays (after a load); returns ``len``."""

@@ -1,9 +1,6 @@
-"""``ReplaySpec``: a replay buffer's arguments, checked once, with the geometry and the
-byte counts derived from them.
-
-Every allocation and every memory check in fastdqn asks this module how many bytes a
-configuration holds (``replay_bytes``): the buffer itself, the trainer's start-up check
-and the file loader. Imports NumPy only.
+"""``ReplaySpec``: a replay buffer's arguments, checked once, with the geometry and the byte
+counts derived from them: every allocation and memory check in fastdqn asks ``replay_bytes``
+how many bytes a configuration holds. Imports NumPy only.
 """
 
 from __future__ import annotations

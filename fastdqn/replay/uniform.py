@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastdqn.errors import ReplayError
 from fastdqn.kernels import nstep as kn
-from fastdqn.kernels import priority as kp
 from fastdqn.kernels import replay as kr
 from fastdqn.replay.batch import ReplayBatch
 from fastdqn.replay.ring import Ring
@@ -58,24 +56,11 @@ class UniformSampler:
         slots[rows] = redraw
         kr.transition_ids(self.snapshot, self.ring.spec.slots, slots, rows, out.index)
 
-    def slots_of(self, index: np.ndarray, slots: np.ndarray) -> None:
-        """Slot ids of the sampleable transition ids ``index`` (refused otherwise)."""
-        a, spec = self.ring.arrays, self.ring.spec
-        bad = kp.ids_to_slots(a["slot_flags"], a["terminated"], a["count"], spec.keep, spec.n_step, index, slots)
-        if bad >= 0:
-            raise ReplayError(f"index: index[{bad}] = {index[bad]} is not a transition id that can "
-                              f"be sampled now (overwritten, never stored, or its n-step window "
-                              f"still open); use ids from sample().index")
-
     def gathered(self, slots: np.ndarray, out) -> None:
         """Fields of a gathered batch beyond the copied transitions: none."""
 
     def after_add(self, before: np.ndarray, env_ids: np.ndarray) -> None:
         """Nothing to refresh: draws read the rings themselves."""
-
-    def update_priorities(self, index, priorities) -> int:
-        raise ReplayError("update_priorities: this buffer draws uniformly and keeps no priorities; "
-                          "build it with prioritized=True")
 
     def saved_arrays(self) -> dict:
         return {}

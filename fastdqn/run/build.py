@@ -1,9 +1,7 @@
-"""Building a run's components from its frozen ``TrainConfig`` and its task's description
-(``fastdqn.run.envs.EnvInfo``): the Q-network (chosen by the kind of env, here only), the
-learner, the replay buffer (uniform or prioritized, frames in host RAM or on a device),
-the training and evaluation envs, and the evaluator. ``fastdqn train``, ``fastdqn eval``
-and the bench sections all build through here, so each component is wired one way.
-torch, envpool and the replay classes are imported on first use.
+"""Building a run's components from its frozen ``TrainConfig`` and its task's ``EnvInfo``: the
+Q-network (chosen by the kind of env, here only), the learner, the replay buffer, the training
+and evaluation envs and the evaluator. ``fastdqn train``, ``fastdqn eval`` and the bench all
+build through here, so each component is wired one way; heavy imports happen on first use.
 """
 
 from __future__ import annotations

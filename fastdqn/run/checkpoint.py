@@ -1,27 +1,19 @@
-"""Checkpoint files: written atomically, read without running anything in them.
+"""Checkpoint files: written atomically (``fastdqn.util.atomic``), read without running anything
+in them. The optional replay buffer goes to a sibling file named after the step, written before
+the checkpoint that points to it; older buffer files are removed afterwards.
 
-A checkpoint is written to a temporary file in the same folder, flushed and fsynced,
-then renamed over the old one with ``os.replace`` and the folder fsynced: a crash or a
-``kill -9`` at any moment leaves either the previous or the new checkpoint, never a torn
-one. The optional replay buffer goes to a sibling file named after the step, written
-before the checkpoint that points to it; older buffer files are removed afterwards.
-
-A checkpoint holds plain data only: tensors, numbers, strings, booleans, None, and
-lists, tuples and dicts of those. Reading one first lists the globals its pickle refers
-to, without building anything, and refuses the file unless they are only those of
-tensors; then ``torch.load(weights_only=True)`` builds it, and every field is checked
-(the learner's own part by ``Learner.load_state_dict``) before anything uses it.
-
-Format version 1 also held NumPy's global RNG state, which nothing in fastdqn draws
-from; its one NumPy array pickles through NumPy's array-rebuilding globals. A version-1
-file is read with exactly those globals allowed as well, and the RNG state is dropped.
+Reading lists the globals the pickle refers to, without building anything, and refuses the
+file unless they are only those of tensors; then ``torch.load(weights_only=True)`` builds it
+and every field is checked before use (the learner's part by ``Learner.load_state_dict``).
+Format version 1 also held NumPy's global RNG state: it is read with exactly NumPy's
+array-rebuilding globals allowed as well, and that state is dropped (README, "What a
+checkpoint holds, and how it is read").
 """
 
 from __future__ import annotations
 
 import os
 import pickletools
-import re
 import zipfile
 from pathlib import Path
 
@@ -31,7 +23,7 @@ import torch
 from fastdqn.util.atomic import atomic_write
 from fastdqn.run.config import TrainConfig
 from fastdqn.errors import CheckpointError, ConfigError
-from fastdqn.util.checks import is_number
+from fastdqn.util.checks import describe, is_number
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -72,10 +64,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint: no file at {str(path)!r}; pass a checkpoint file or a run folder holding "
-            f"{CHECKPOINT_NAME}"
-        )
+        raise CheckpointError(f"checkpoint: no file at {str(path)!r}; pass a checkpoint file or a run folder "
+                              f"holding {CHECKPOINT_NAME}")
     return path
 
 
@@ -103,7 +93,7 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, buffer=None) -> Pat
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read and check a checkpoint written by ``save_checkpoint`` (format version 1 or 2).
+    """Read and check a checkpoint written by ``save_checkpoint`` (format version 1 to 3).
 
     Returns its dict in the current version's form, with ``path`` added; raises
     ``CheckpointError`` naming the first bad field. The ``learner`` part is checked
@@ -197,7 +187,7 @@ def _drop_numpy_rng(state: dict, where: str) -> None:
     saved = trainer.pop("numpy_rng", None) if isinstance(trainer, dict) else None
     if not (isinstance(saved, tuple) and len(saved) == 5 and saved[0] == "MT19937"
             and isinstance(saved[1], np.ndarray) and saved[1].dtype == np.uint32 and saved[1].shape == (624,)):
-        _bad(where, "trainer.numpy_rng", "np.random.get_state() (format version 1)", _describe(saved))
+        _bad(where, "trainer.numpy_rng", "np.random.get_state() (format version 1)", describe(saved))
     state["version"] = VERSION
 
 
@@ -212,11 +202,11 @@ def _check_document(state: dict, where: str) -> None:
     if not (isinstance(shape, (tuple, list)) and shape and all(_count(x) and x > 0 for x in shape)):
         _bad(where, "obs_shape", "a non-empty tuple of positive ints", repr(shape))
     if not isinstance(state["learner"], dict):
-        _bad(where, "learner", "a dict", _describe(state["learner"]))
+        _bad(where, "learner", "a dict", describe(state["learner"]))
     trainer = state["trainer"]
     if not isinstance(trainer, dict) or not _TRAINER_KEYS <= set(trainer) <= _TRAINER_KEYS | _TRAINER_REPLAY_KEYS:
         _bad(where, "trainer", f"a dict with keys {sorted(_TRAINER_KEYS)} (and optionally "
-                               f"{sorted(_TRAINER_REPLAY_KEYS)})", _describe(trainer))
+                               f"{sorted(_TRAINER_REPLAY_KEYS)})", describe(trainer))
     for name in _TRAINER_REPLAY_KEYS:
         trainer.setdefault(name, None)
     _check_replay_state(trainer, where)
@@ -228,7 +218,7 @@ def _check_document(state: dict, where: str) -> None:
     cuda_rng = trainer["cuda_rng"]
     if cuda_rng is not None:
         if not isinstance(cuda_rng, list):
-            _bad(where, "trainer.cuda_rng", "None or a list of uint8 tensors", _describe(cuda_rng))
+            _bad(where, "trainer.cuda_rng", "None or a list of uint8 tensors", describe(cuda_rng))
         for i, value in enumerate(cuda_rng):
             _check_rng_tensor(value, where, f"trainer.cuda_rng[{i}]", None)
     name = state["buffer_file"]
@@ -246,7 +236,7 @@ def _check_replay_state(trainer: dict, where: str) -> None:
         if value is None:
             continue
         if not isinstance(value, dict) or set(value) != {"index", second}:
-            _bad(where, f"trainer.{name}", f"None or a dict with keys index, {second}", _describe(value))
+            _bad(where, f"trainer.{name}", f"None or a dict with keys index, {second}", describe(value))
         index = value["index"]
         if not (isinstance(index, torch.Tensor) and index.dtype == torch.int64 and index.dim() == 1
                 and index.numel() > 0 and bool((index >= 0).all())):
@@ -269,14 +259,14 @@ def _describe_tensor(value) -> str:
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}" + (
             f" with min {value.min().item()!r}" if value.numel() and not value.dtype.is_complex else "")
-    return _describe(value)
+    return describe(value)
 
 
 def _check_last_eval(value, where: str) -> None:
     if value is None:
         return
     if not isinstance(value, dict) or set(value) != {"global_step", "mean", "std"}:
-        _bad(where, "trainer.last_eval", "None or a dict with keys global_step, mean, std", _describe(value))
+        _bad(where, "trainer.last_eval", "None or a dict with keys global_step, mean, std", describe(value))
     if not _count(value["global_step"]):
         _bad(where, "trainer.last_eval.global_step", "an int >= 0", repr(value["global_step"]))
     for key in ("mean", "std"):
@@ -289,7 +279,7 @@ def _check_rng_tensor(value, where: str, name: str, shape) -> None:
     if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
             and (shape is None or value.shape == shape)):
         got = f"{value.dtype} tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) \
-            else _describe(value)
+            else describe(value)
         want = "a 1-D uint8 tensor" + ("" if shape is None else f" of shape {tuple(shape)}")
         _bad(where, name, f"{want} (torch's RNG state)", got)
 
@@ -297,11 +287,6 @@ def _check_rng_tensor(value, where: str, name: str, shape) -> None:
 def _count(value) -> bool:
     return type(value) is int and value >= 0
 
-
-def _describe(value) -> str:
-    if isinstance(value, dict):
-        return f"a dict with keys {sorted(map(str, value))}"
-    return repr(value) if isinstance(value, (int, float, str)) or value is None else f"a {type(value).__name__}"
 
 
 def _bad(where: str, field: str, expected, got) -> None:

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from fastdqn.errors import ConfigError
-from fastdqn.util.checks import check_flag, check_int, check_number, is_int
+from fastdqn.util.checks import check_flag, check_int, check_number, fail, is_int
 
 ATARI = "atari"
 VECTOR = "vector"
@@ -96,6 +96,8 @@ class TrainConfig:
                 check_flag(f"--{_flag(f.name)}", value)
             if f.type == "str" and not isinstance(value, str):
                 raise ConfigError(f"--{_flag(f.name)}: expected a string, got {value!r}")
+            if value not in f.metadata.get("choices", (value,)):
+                fail(f"--{_flag(f.name)}", f"one of {', '.join(f.metadata['choices'])}", value)
         positive_ints = ("total_timesteps", "num_envs", "buffer_size", "target_network_frequency",
                          "batch_size", "train_frequency", "max_episode_steps", "log_every")
         for name in positive_ints:
@@ -109,11 +111,9 @@ class TrainConfig:
             check_number(f"--{_flag(name)}", getattr(self, name), 0, 1)
         check_number("--exploration-fraction", self.exploration_fraction, 0, 1, low_open=True)
         if self.exploration_steps < 1:
-            raise ConfigError(
-                f"--exploration-fraction {self.exploration_fraction!r}: epsilon would decay over "
-                f"{self.exploration_steps!r} of {self.total_timesteps} steps; expected at least 1 step, "
-                f"so at least {1 / self.total_timesteps!r}"
-            )
+            raise ConfigError(f"--exploration-fraction {self.exploration_fraction!r}: epsilon would decay over "
+                              f"{self.exploration_steps!r} of {self.total_timesteps} steps; expected at least 1 "
+                              f"step, so at least {1 / self.total_timesteps!r}")
         check_number("--max-grad-norm", self.max_grad_norm, 0)
         check_int("--n-step", self.n_step, minimum=1)
         check_number("--per-alpha", self.per_alpha, 0)
@@ -121,37 +121,25 @@ class TrainConfig:
             check_number(f"--{_flag(name)}", getattr(self, name), 0, 1)
         for name in ("per_eps", "adam_eps"):
             check_number(f"--{_flag(name)}", getattr(self, name), 0, low_open=True)
-        if self.loss not in ("mse", "huber"):
-            raise ConfigError(f"--loss: expected 'mse' or 'huber', got {self.loss!r}")
-        if self.replay_device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--replay-device: expected auto, cpu or cuda, got {self.replay_device!r}")
         if self.replay_device == "cuda" and not self.cuda:
             raise ConfigError("--replay-device cuda: the learner runs on the CPU; pass --cuda, or "
                               "--replay-device cpu")
         if not isinstance(self.hidden, tuple) or not self.hidden or any(not is_int(w) or w < 1 for w in self.hidden):
             raise ConfigError(f"--hidden: expected positive layer widths like 120,84, got {self.hidden!r}")
         if self.batch_size > self.buffer_size:
-            raise ConfigError(
-                f"--batch-size {self.batch_size} is larger than --buffer-size {self.buffer_size}; "
-                "lower the batch size or raise the buffer size"
-            )
+            raise ConfigError(f"--batch-size {self.batch_size} is larger than --buffer-size {self.buffer_size}; "
+                              "lower the batch size or raise the buffer size")
         if self.learning_starts < self.batch_size:
-            raise ConfigError(
-                f"--learning-starts {self.learning_starts} is smaller than --batch-size {self.batch_size}; "
-                f"set --learning-starts to at least {self.batch_size}"
-            )
+            raise ConfigError(f"--learning-starts {self.learning_starts} is smaller than --batch-size "
+                              f"{self.batch_size}; set --learning-starts to at least {self.batch_size}")
         if self.target_network_frequency % self.train_frequency:
-            raise ConfigError(
-                f"--target-network-frequency {self.target_network_frequency} is not a multiple of "
-                f"--train-frequency {self.train_frequency} (the target is copied every "
-                "target-network-frequency / train-frequency updates); pick a multiple"
-            )
+            raise ConfigError(f"--target-network-frequency {self.target_network_frequency} is not a multiple of "
+                              f"--train-frequency {self.train_frequency} (the target is copied every "
+                              "target-network-frequency / train-frequency updates); pick a multiple")
         if self.async_envs and not 1 <= self.env_batch_size < self.num_envs:
-            raise ConfigError(
-                f"--env-batch-size: async mode needs 1 <= env-batch-size < num-envs ({self.num_envs}), "
-                f"got {self.env_batch_size}; raise --num-envs or lower --env-batch-size"
-            )
-
+            raise ConfigError(f"--env-batch-size: async mode needs 1 <= env-batch-size < num-envs "
+                              f"({self.num_envs}), got {self.env_batch_size}; raise --num-envs or lower "
+                              "--env-batch-size")
 
     @property
     def device(self) -> str:

@@ -1,14 +1,10 @@
 """``EnvPoolRows``: the one rule that turns the rows of EnvPool's ``recv()``/``step()`` into
 ``ReplayBuffer.add`` arguments, for the trainer, the benchmarks and the tests. A row is the
-transition from its env's previous observation, under the action that env was sent last,
-to the row's observation; rows are matched to envs by ``info["env_id"]``, so async EnvPool
-may return its envs in any order. A row with ``info["elapsed_step"] == 0`` is EnvPool's
-reset step (an episode's final observation -> the next one's first): not a transition, so
-it goes to ``add`` with ``valid=False``, which stores nothing but tells the buffer that the
-env's next step does not continue its last one. Rewards are stored as their sign (DQN's
-reward clipping; episode scores sum the raw ones). Every array is allocated once, so the
-loop that calls it allocates nothing. ``docs/envpool.md`` describes the EnvPool behaviour
-behind this.
+transition from its env's previous observation, under the action that env was sent last, to
+the row's observation, matched by ``info["env_id"]`` (async EnvPool returns envs in any order).
+A row with ``elapsed_step == 0`` is EnvPool's reset step, not a transition: it goes to ``add``
+with ``valid=False``, which stores nothing but says the env's next step does not continue its
+last one. Rewards are stored as their sign; every array is allocated once (``docs/envpool.md``).
 """
 
 from __future__ import annotations

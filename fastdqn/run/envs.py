@@ -64,30 +64,15 @@ def env_info(env_id: str) -> EnvInfo:
             "trains on Atari frame stacks (uint8) and 1-D float32 vectors only; pick an Atari task "
             "(e.g. Breakout-v5) or a vector one (e.g. CartPole-v1)"
         )
-    return EnvInfo(
-        env_id=env_id,
-        kind=ATARI if is_atari else VECTOR,
-        obs_shape=tuple(int(d) for d in obs_space.shape),
-        obs_dtype=obs_dtype,
-        num_actions=int(action_space.n),
-        frame_stack=int(config.stack_num) if is_atari else 1,
-        max_episode_steps=int(config.max_episode_steps),
-    )
+    return EnvInfo(env_id=env_id, kind=ATARI if is_atari else VECTOR, obs_shape=tuple(int(d) for d in obs_space.shape),
+                   obs_dtype=obs_dtype, num_actions=int(action_space.n),
+                   frame_stack=int(config.stack_num) if is_atari else 1,
+                   max_episode_steps=int(config.max_episode_steps))
 
 
-def make_envs(
-    env_id: str,
-    num_envs: int,
-    *,
-    seed: int,
-    async_envs: bool = False,
-    batch_size: int | None = None,
-    episodic_life: bool = True,
-    sticky_actions: float = 0.0,
-    max_episode_steps: int | None = None,
-    noop_max: int = 30,
-    num_threads: int = 0,
-):
+def make_envs(env_id: str, num_envs: int, *, seed: int, async_envs: bool = False, batch_size: int | None = None,
+              episodic_life: bool = True, sticky_actions: float = 0.0, max_episode_steps: int | None = None,
+              noop_max: int = 30, num_threads: int = 0):
     """One ``envpool.make`` call with every option fastdqn relies on spelled out.
 
     Training envs use ``episodic_life=True`` (a lost life ends bootstrapping); evaluation
@@ -101,29 +86,12 @@ def make_envs(
     task = env_info(env_id)
     if batch_size is None or not async_envs:
         batch_size = num_envs
-    options = dict(
-        env_type="gymnasium",
-        num_envs=num_envs,
-        batch_size=batch_size,
-        seed=seed,
-        num_threads=num_threads,
-        max_episode_steps=max_episode_steps or task.max_episode_steps,
-    )
+    options = dict(env_type="gymnasium", num_envs=num_envs, batch_size=batch_size, seed=seed, num_threads=num_threads,
+                   max_episode_steps=max_episode_steps or task.max_episode_steps)
     if task.kind == ATARI:
-        options.update(
-            episodic_life=episodic_life,
-            reward_clip=False,
-            repeat_action_probability=float(sticky_actions),
-            noop_max=noop_max,
-            frame_skip=4,
-            stack_num=4,
-            img_height=84,
-            img_width=84,
-            gray_scale=True,
-            use_fire_reset=True,
-            full_action_space=False,
-            zero_discount_on_life_loss=False,
-        )
+        options.update(episodic_life=episodic_life, reward_clip=False, repeat_action_probability=float(sticky_actions),
+                       noop_max=noop_max, frame_skip=4, stack_num=4, img_height=84, img_width=84, gray_scale=True,
+                       use_fire_reset=True, full_action_space=False, zero_discount_on_life_loss=False)
     elif sticky_actions:
         raise ConfigError(f"--sticky-actions: only Atari tasks take it, {env_id!r} is {VECTOR}; drop the flag")
     return envpool.make(env_id, **options)

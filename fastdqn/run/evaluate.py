@@ -42,11 +42,5 @@ def evaluate(learner, envs, episodes: int, epsilon: float, rng: np.random.Genera
 
 def score_stats(scores: np.ndarray) -> dict:
     """Mean, std, min, max and median of the scores, as plain floats."""
-    return {
-        "episodes": int(scores.size),
-        "mean": float(np.mean(scores)),
-        "std": float(np.std(scores)),
-        "min": float(np.min(scores)),
-        "max": float(np.max(scores)),
-        "median": float(np.median(scores)),
-    }
+    return {"episodes": int(scores.size), "mean": float(np.mean(scores)), "std": float(np.std(scores)),
+            "min": float(np.min(scores)), "max": float(np.max(scores)), "median": float(np.median(scores))}

@@ -1,8 +1,7 @@
-"""Starting the commands that run a network: ``fastdqn train`` from its flags (a new run or a
-resumed one: the config resolved, the memory planned, the run folder locked, the components
-built, the start-up summary printed, the trainer run) and ``fastdqn eval`` (a checkpoint's
-network playing full games). Every check of the input comes before any env, buffer or file
-is made; what a signal leaves behind is said through ``StopSignals.note``.
+"""The bodies of the commands that run a network: ``fastdqn train`` (a new or resumed run: config,
+memory plan, run-folder lock, components, summary, trainer) and ``fastdqn eval`` (a checkpoint's
+network playing full games). Every check of the input comes before any env, buffer or file is
+made; what a signal leaves behind is said through ``StopSignals.note``.
 """
 
 from __future__ import annotations

@@ -1,21 +1,12 @@
 """The training loop: EnvPool -> replay buffer -> learner, with logging and checkpoints.
 
-One loop serves sync and async EnvPool: it always talks ``send``/``recv``, so the envs
-step in their own threads while the learner trains. Everything is keyed by
-``info["env_id"]``: a row of ``recv()`` is the transition from that env's last observation
-and action (kept by ``EnvPoolRows``) to the new observation.
-
-Rows go into the buffer and batches come out of it through a ``ReplayPipeline``
-(``fastdqn/pipeline/replay_pipeline.py``), which prefetches the next batch, draws with beta
-from ``TrainConfig.per_beta`` and writes TD errors back as priorities where the replay is
-prioritized; the loop treats every kind of replay alike.
-
-Rules (docs/envpool.md describes the EnvPool behaviour behind them): ``EnvPoolRows`` turns a
-row into a transition (a row with ``elapsed_step == 0`` is a reset, not a transition;
-rewards are stored as ``np.sign(reward)``); ``terminated`` (a lost life with
-``episodic_life``, or a game over) stops bootstrapping; ``truncated`` does not; episode
-scores sum the raw rewards over all lives of a game, and a game is over when its env's
-reset arrives.
+One loop serves sync and async EnvPool: it always talks ``send``/``recv``, so the envs step
+in their own threads while the learner trains. ``EnvPoolRows`` turns each row of ``recv()``
+into a transition (by ``info["env_id"]``; resets are not transitions, rewards are stored as
+their sign), and a ``ReplayPipeline`` stores it and hands out batches (prefetch, β, priority
+write-back), so the loop treats every kind of replay alike. ``terminated`` (a lost life with
+``episodic_life``, or a game over) stops bootstrapping, ``truncated`` does not; episode
+scores sum the raw rewards of a whole game, which ends when its env's reset arrives.
 """
 
 from __future__ import annotations
@@ -41,16 +32,12 @@ EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class Trainer:
-    """Runs ``config.total_timesteps`` env steps of DQN with the components handed in.
-
-    ``envs``: EnvPool envs (sync or async); ``buffer``: a ``ReplayBuffer`` for
-    ``config.num_envs`` envs; ``learner``: a ``Learner``; ``logger``: a ``RunLogger`` or None
-    (then nothing is written: no metrics, no checkpoints). ``evaluator``: optional callable
-    returning the scores of full evaluation games with the learner's current network.
-    ``pipeline``: a ``ReplayPipeline`` over ``buffer`` that stores rows and hands out batches;
-    None builds one for the learner's device, prefetching as ``config.prefetch`` says and
-    drawing with beta from ``config.per_beta``. ``train()`` closes it (stopping its
-    background thread) before it returns. ``timers`` holds the seconds spent per phase (``PHASES``).
+    """Runs ``config.total_timesteps`` env steps of DQN with the components handed in: EnvPool
+    ``envs`` (sync or async), a ``ReplayBuffer`` for ``config.num_envs`` envs, a ``Learner``, a
+    ``RunLogger`` or None (then nothing is written), an ``evaluator`` (scores of full games with
+    the current network) and a ``pipeline`` over ``buffer`` (None: one for the learner's device,
+    as ``config.prefetch`` and ``config.per_beta`` say), which ``train()`` closes before it
+    returns. ``timers`` holds the seconds spent per phase (``PHASES``).
     """
 
     def __init__(self, envs, buffer, learner, config: TrainConfig, logger=None, *, evaluator=None,
@@ -59,12 +46,8 @@ class Trainer:
         if buffer.gamma != learner.gamma:
             raise ConfigError(f"buffer: expected gamma {learner.gamma} like the learner's, got "
                               f"{buffer.gamma}; build the buffer with gamma={learner.gamma}")
-        self.envs = envs
-        self.buffer = buffer
-        self.learner = learner
-        self.config = config
-        self.logger = logger
-        self.evaluator = evaluator
+        self.envs, self.buffer, self.learner, self.config = envs, buffer, learner, config
+        self.logger, self.evaluator = logger, evaluator
         self.timer = PhaseTimer(LOOP_PHASES)
         self.global_step = 0
         self.episodes = 0
@@ -92,8 +75,6 @@ class Trainer:
         """Seconds spent per phase (``PHASES``), the replay pipeline's included."""
         seconds = {**self.timer.seconds, **self.pipeline.timer.seconds}
         return {name: seconds[name] for name in PHASES}
-
-    # ---- state for checkpoints -------------------------------------------------------
 
     def state_dict(self) -> dict:
         """Counters, torch's RNG states and the replay pipeline's state (the batch drawn but
@@ -133,19 +114,13 @@ class Trainer:
         if self.logger is None:
             return
         self.logger.flush()
-        state = {
-            "config": self.config.to_dict(),
-            "learner": self.learner.state_dict(),
-            "trainer": self.state_dict(),
-            "obs_shape": tuple(self.buffer.obs_shape),
-        }
+        state = {"config": self.config.to_dict(), "learner": self.learner.state_dict(), "trainer": self.state_dict(),
+                 "obs_shape": tuple(self.buffer.obs_shape)}
         save_checkpoint(self.logger.run_dir, state, self.buffer if self.config.save_buffer else None)
 
     def request_stop(self, signum: int) -> None:
         """Finish the current vector step, save a checkpoint and return (signal-safe)."""
         self.stop_signal = signum
-
-    # ---- the loop ----------------------------------------------------------------------
 
     def epsilon(self) -> float:
         c = self.config

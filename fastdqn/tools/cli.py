@@ -1,15 +1,8 @@
 """The ``fastdqn`` command line: its parser, the dispatch to ``train``, ``eval`` (both in
-``fastdqn.run.launch``), ``bench``, ``sweep`` and ``plot``, and the exit statuses.
-
-Train flags are generated from ``TrainConfig``'s fields (CleanRL's names and units). They
-default to None here; ``make_config`` fills in the preset of the environment's kind, so
-the frozen config only ever holds concrete values.
-
-Exit statuses (README, "Exit statuses"): every failure is one line ``fastdqn: error: ...``
-or ``fastdqn: stopped ...`` on stderr. Bad input is found before any env, buffer or file is
-made (status 2); a run that has to stop after it started says which checkpoint it kept
-(status 1); a signal either lets the trainer write a checkpoint (130 SIGINT, 143 SIGTERM)
-or, when there is nothing to save yet, stops at once (status 3).
+``fastdqn.run.launch``), ``bench``, ``sweep`` and ``plot``, and the exit statuses (README,
+"Exit statuses"): every failure is one line on stderr. Train flags are generated from
+``TrainConfig``'s fields and default to None here; ``make_config`` fills in the preset of the
+environment's kind, so the frozen config only ever holds concrete values.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
-"""``fastdqn plot``: learning curves, Atari aggregates and bench figures as one picture.
-
-Drawn from run folders alone (``config.json`` + ``metrics.jsonl``), with matplotlib's
-object API on its Agg canvas: no pyplot, no display, so it works on a headless server.
-The file type follows the output's extension (PNG, SVG or PDF).
-
-Panels, three to a row: one learning curve per env (training-game scores smoothed over a
-window of env steps, the mean over seeds and a 95% percentile-bootstrap band over seeds,
-evaluations marked); then, when Atari games are among the runs, the human-normalised
-final score of each game and the aggregate across games and seeds: IQM and mean with
-95% stratified-bootstrap intervals (Agarwal et al. 2021).
+"""``fastdqn plot``: learning curves, Atari aggregates and bench figures as one picture (see
+``DESCRIPTION``), drawn from run folders alone with matplotlib's object API on its Agg canvas:
+no pyplot, no display, so it works on a headless server. Aggregates follow Agarwal et al. 2021.
 """
 
 from __future__ import annotations

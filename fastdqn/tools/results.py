@@ -121,14 +121,10 @@ def sweep_summary(runs: Sequence[RunResult]) -> list[dict]:
         of_env = [r for r in runs if r.env_id == env_id]
         per_seed = {r.seed: r.final_eval for r in of_env if r.final_eval is not None}
         values = np.array(list(per_seed.values()), dtype=np.float64)
-        rows.append({
-            "env_id": env_id,
-            "runs": len(of_env),
-            "evaluated": len(per_seed),
-            "eval_mean": float(values.mean()) if values.size else None,
-            "eval_std": float(values.std()) if values.size else None,
-            "eval_per_seed": {str(seed): value for seed, value in sorted(per_seed.items())},
-        })
+        rows.append({"env_id": env_id, "runs": len(of_env), "evaluated": len(per_seed),
+                     "eval_mean": float(values.mean()) if values.size else None,
+                     "eval_std": float(values.std()) if values.size else None,
+                     "eval_per_seed": {str(seed): value for seed, value in sorted(per_seed.items())}})
     return rows
 
 

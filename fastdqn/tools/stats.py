@@ -1,10 +1,7 @@
-"""Aggregate statistics over runs: IQM, bootstrap confidence intervals, smoothing.
-
-The aggregate follows Agarwal et al. 2021 ("Deep RL at the Edge of the Statistical
-Precipice"): the interquartile mean of all (game, seed) scores pooled, with a percentile
-confidence interval from a *stratified* bootstrap, which resamples the seeds of each game
-separately so that every resample keeps every game. Everything here is NumPy on small
-arrays; randomness comes from a seeded ``numpy.random.Generator`` passed in.
+"""Aggregate statistics over runs: IQM, bootstrap confidence intervals, smoothing. The aggregate
+follows Agarwal et al. 2021: the interquartile mean of all (game, seed) scores pooled, with a
+percentile interval from a *stratified* bootstrap, which resamples the seeds of each game
+separately so that every resample keeps every game. Randomness comes from a ``Generator`` passed in.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """``fastdqn sweep``: every (env, seed) pair as its own ``fastdqn train`` run, on Ray.
 
-Each run is one Ray task that reserves ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs
-and runs ``fastdqn train`` as a child process into its own run folder under the sweep
-folder. Ray does the scheduling, placement and retries; this module only builds the
-command lines, watches the runs and keeps ``sweep.json`` (one writer: the driver).
-
-Fault tolerance rests on ``fastdqn train --resume``: a task that starts on a run folder
-holding a checkpoint resumes it, and the resumed run drops log records written after that
-checkpoint, so no step is counted twice. A killed child (or a dead Ray worker, whose child
-the kernel then kills) makes Ray retry the task, up to ``--max-retries`` times.
-
-Stopping: the driver creates a ``STOP`` file in the sweep folder; each task sees it within
-a second and sends SIGINT to its child, which saves a checkpoint and exits 130. A file
-works on every node of a cluster, because the sweep folder must be on storage every node
-reaches anyway.
+Each run is one Ray task (``fastdqn.tools.sweep_task``) that reserves ``--cpus-per-run`` CPUs
+and ``--gpus-per-run`` GPUs and runs ``fastdqn train`` as a child process into its own run
+folder. Ray does the scheduling, placement and retries; this module builds the command lines,
+watches the runs and keeps ``sweep.json`` (one writer: the driver). Fault tolerance rests on
+``fastdqn train --resume``. Stopping is a ``STOP`` file in the sweep folder, which every node
+reaches anyway: each task forwards it to its child as SIGINT (README, "Many runs").
 """
 
 from __future__ import annotations
@@ -42,6 +34,7 @@ FORMAT = "fastdqn-sweep"
 VERSION = 1
 # Set per run from the flags of the sweep, never forwarded from the command line.
 PER_RUN_FIELDS = ("env_id", "seed", "run_dir")
+
 
 @dataclasses.dataclass(frozen=True)
 class SweepSettings:
@@ -94,6 +87,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[SweepSettings, Path, b
     """
     train_given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                    if f.name not in PER_RUN_FIELDS and getattr(args, f.name, None) is not None}
+    resources = {name: getattr(args, name) for name in ("cpus_per_run", "gpus_per_run", "max_retries")
+                 if getattr(args, name) is not None}
     if args.resume:
         if args.sweep_dir:
             raise ConfigError("--sweep-dir: --resume names the sweep folder already; drop --sweep-dir")
@@ -103,13 +98,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[SweepSettings, Path, b
             raise ConfigError(f"{given[0]}: a resumed sweep keeps the runs and train flags saved in its "
                               f"{SWEEP_NAME}; drop {' '.join(given)} or start a new sweep")
         folder = Path(args.resume)
-        saved = load_settings(folder)
-        settings = dataclasses.replace(
-            saved,
-            cpus_per_run=saved.cpus_per_run if args.cpus_per_run is None else args.cpus_per_run,
-            gpus_per_run=saved.gpus_per_run if args.gpus_per_run is None else args.gpus_per_run,
-            max_retries=saved.max_retries if args.max_retries is None else args.max_retries,
-        )
+        settings = dataclasses.replace(load_settings(folder), **resources)
     else:
         if not args.sweep_dir:
             raise ConfigError("--sweep-dir: expected the folder for the sweep's runs, got none; "
@@ -124,12 +113,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[SweepSettings, Path, b
         seeds = _split(args.seeds or "1", "--seeds", int)
         for env_id in env_ids:
             _check_train_config(env_id, train_given)
-        settings = SweepSettings(
-            env_ids=env_ids, seeds=seeds, train_flags=tuple(train_flags(train_given)),
-            cpus_per_run=1.0 if args.cpus_per_run is None else args.cpus_per_run,
-            gpus_per_run=0.0 if args.gpus_per_run is None else args.gpus_per_run,
-            max_retries=3 if args.max_retries is None else args.max_retries,
-        )
+        settings = SweepSettings(env_ids=env_ids, seeds=seeds, train_flags=tuple(train_flags(train_given)),
+                                 **{"cpus_per_run": 1.0, "gpus_per_run": 0.0, "max_retries": 3, **resources})
         if train_given.get("cuda") and not settings.gpus_per_run:
             raise ConfigError("--cuda: the runs reserve no GPU; pass --gpus-per-run (e.g. 1 or 0.5) or drop --cuda")
     check_number("--cpus-per-run", settings.cpus_per_run, 0, low_open=True)
@@ -179,12 +164,8 @@ def _split(text: str, flag: str, kind) -> tuple:
 
 
 def check_address(address: str) -> None:
-    """Refuse an ``--address`` that names no reachable Ray head, in a few seconds at most.
-
-    ``ray.init`` itself keeps retrying an unreachable address for minutes; a plain TCP
-    connection to HOST:PORT answers at once. ``auto`` is left to Ray, which fails fast
-    when this machine runs no cluster.
-    """
+    """Refuse an ``--address`` that names no reachable Ray head, in seconds: ``ray.init`` keeps
+    retrying one for minutes. ``auto`` is left to Ray, which fails fast without a cluster."""
     if address == "auto":
         return
     target = address.split("://", 1)[-1]

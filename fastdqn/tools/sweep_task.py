@@ -1,13 +1,7 @@
-"""One run of a sweep: the body of a Ray task that runs ``fastdqn train`` as a child process.
-
-The task starts the run, or resumes it when its folder holds a checkpoint
-(``fastdqn train --resume`` drops log records written after that checkpoint, so no step
-is counted twice). A child killed by a signal raises ``RunKilled``, which Ray retries; the
-kernel kills the child when the Ray worker itself dies, and Ray retries that too. The
-task watches the sweep's stop file and forwards it to the child as SIGINT, which saves a
-checkpoint and exits 130.
-
-Imports nothing heavy: Ray workers import this module to run the task.
+"""One run of a sweep: the body of a Ray task that runs ``fastdqn train`` as a child process,
+starting the run or resuming it from its checkpoint. A child killed by a signal raises
+``RunKilled``, which Ray retries; the stop file is forwarded to the child as SIGINT, which
+saves a checkpoint and exits 130. Imports nothing heavy: Ray workers import it to run the task.
 """
 
 from __future__ import annotations
@@ -38,7 +32,6 @@ class RunKilled(RunError):
     """The child ``fastdqn train`` died from a signal: Ray retries the task, which resumes it."""
 
 
-
 def run_training(run_dir: str, log_path: str, status_path: str, stop_path: str,
                  start_argv: Sequence[str], threads: int) -> str:
     """Train one run to its end in a child ``fastdqn train``; runs inside a Ray task.
@@ -62,7 +55,7 @@ def run_training(run_dir: str, log_path: str, status_path: str, stop_path: str,
     # BLAS read their own variables. Each run gets exactly the CPUs it reserved.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = str(threads)
-    previous = _read_json(status_path)
+    previous = read_status(status_path)
     attempt = int(previous.get("attempt", 0)) + 1
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"== attempt {attempt} on {socket.gethostname()} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
@@ -116,10 +109,6 @@ def _child_setup() -> None:
 
 def read_status(path) -> dict:
     """The status file of a run's latest attempt: attempt number, child pid and host."""
-    return _read_json(path)
-
-
-def _read_json(path) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):

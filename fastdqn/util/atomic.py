@@ -1,9 +1,6 @@
-"""Durable, atomic file replacement shared by checkpoints, logs and the replay buffer.
-
-The data goes to a temporary file in the target's folder, which is fsynced and renamed
-over the target with ``os.replace``; then the folder is fsynced. A crash or ``kill -9`` at
-any moment leaves either the old file or the new one, never a torn one. NumPy-only
-callers (the replay buffer) use it too, so it imports nothing heavy.
+"""Durable, atomic file replacement shared by checkpoints, logs and the replay buffer: a crash
+or ``kill -9`` at any moment leaves either the old file or the new one, never a torn one.
+Imports nothing heavy (the replay buffer uses it).
 """
 
 from __future__ import annotations

@@ -26,6 +26,13 @@ def is_number(value) -> bool:
             and math.isfinite(value))
 
 
+def describe(value) -> str:
+    """``value`` as a message shows it: a dict by its keys, a plain value by its repr, else its type."""
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))}"
+    return repr(value) if isinstance(value, (int, float, str)) or value is None else f"a {type(value).__name__}"
+
+
 def fail(name: str, expected: str, value, fix: str = "", *, error: type = ConfigError):
     """Raise ``error`` with the one message format of these checks."""
     raise error(f"{name}: expected {expected}, got {value!r}" + (f"; {fix}" if fix else ""))

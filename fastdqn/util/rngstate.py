@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastdqn.errors import CheckpointError
+from fastdqn.util.checks import describe
 
 _KEYS = {"bit_generator", "state", "has_uint32", "uinteger"}
 
@@ -25,12 +26,12 @@ def pcg64_state(value, where: str) -> dict:
                               "damaged or was edited: use an older copy or start a new run")
 
     if not isinstance(value, dict) or set(value) != _KEYS:
-        bad(f"got {_describe(value)}")
+        bad(f"got {describe(value)}")
     if value["bit_generator"] != "PCG64":
         bad(f"got bit_generator {value['bit_generator']!r}")
     inner = value["state"]
     if not isinstance(inner, dict) or set(inner) != {"state", "inc"}:
-        bad(f"got state {_describe(inner)}")
+        bad(f"got state {describe(inner)}")
     for name, number, bits in (("state.state", inner["state"], 128), ("state.inc", inner["inc"], 128),
                                ("has_uint32", value["has_uint32"], 1), ("uinteger", value["uinteger"], 32)):
         if type(number) is not int or not 0 <= number < 1 << bits:
@@ -41,8 +42,3 @@ def pcg64_state(value, where: str) -> dict:
         bad(f"NumPy refused it ({exc})")
     return value
 
-
-def _describe(value) -> str:
-    if isinstance(value, dict):
-        return f"a dict with keys {sorted(map(str, value))}"
-    return f"a {type(value).__name__}"

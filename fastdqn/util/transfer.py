@@ -1,13 +1,10 @@
 """Staged copies between host and device: the one owner of pinned staging memory and of the
-events that say when a copy has finished, in both directions. Host to device
-(``StagedTransfer``): a batch laid out as one block of bytes (``BlockLayout``) is written
-into one of a few pinned host blocks in turn and sent as one ``non_blocking`` copy followed
-by an event; a host block is written again only after its event has completed. Device to
-host (``Readback``): a ``non_blocking`` copy into one pinned host tensor and an event waited
-on before it is read. On a CPU "device" the same code runs on plain memory with copies that
-are done when they return (``HostEvent``), so the order of operations, and the run, is the
-same. torch is imported inside functions only: the replay layer imports this module and
-stays torch-free at import.
+events that say when a copy has finished. ``StagedTransfer`` sends a batch laid out as one block
+of bytes (``BlockLayout``) from one of a few pinned host blocks in turn, as one ``non_blocking``
+copy and an event, and refills a host block only after its event; ``Readback`` copies device
+tensors into one pinned host tensor and waits for its event before it is read. On a CPU
+"device" the same code runs on plain memory (``HostEvent``), so the order of operations, and
+the run, is the same. torch is imported inside functions only: the replay layer imports this.
 """
 
 from __future__ import annotations
@@ -47,9 +44,8 @@ class StagedTransfer:
     """Pinned host blocks, one device block, one copy and one event per hand-out.
 
     ``make_batch(empty)`` builds a batch (a tuple of arrays) from ``empty(shape, dtype)``.
-    ``pinned``, ``device_block``, ``copy`` and ``event`` are parameters so that the slot
-    and event logic can be checked without a GPU (tests pass stand-ins); ``staged_transfer``
-    builds the real ones.
+    ``pinned``, ``device_block``, ``copy`` and ``event`` are parameters so that tests can check
+    the slot and event logic without a GPU; ``staged_transfer`` builds the real ones.
     """
 
     def __init__(self, make_batch: Callable, slots: int, *, pinned: Callable[[int], object],
@@ -82,12 +78,10 @@ class StagedTransfer:
     def send(self, slot: int, *, fresh: bool = False):
         """Copy ``slot`` to the device batch and return that batch (``index`` stays on the host).
         ``fresh``: into newly allocated device memory instead, which later hand-outs leave alone."""
-        if not fresh:
-            self.copy_to(slot)
-            return self.device._replace(index=self.host[slot].index)
-        block = self._new_block(self.layout.nbytes)
+        block = self._new_block(self.layout.nbytes) if fresh else None
         self.copy_to(slot, block)
-        return self._make(self.layout.carve(block, self._device_view))._replace(index=self.host[slot].index)
+        batch = self.device if block is None else self._make(self.layout.carve(block, self._device_view))
+        return batch._replace(index=self.host[slot].index)
 
     def copy_to(self, slot: int, block=None, nbytes: int | None = None) -> None:
         """Copy the first ``nbytes`` (default: all) of ``slot`` into ``block`` (default: the
@@ -103,13 +97,9 @@ class StagedTransfer:
 
 
 class Readback:
-    """Device tensors copied into one host tensor without waiting for them.
-
-    ``start(src)`` queues the copy of ``src`` into ``host`` and records an event after it;
-    ``result()`` waits for that event and returns ``host``. ``copy`` and ``event`` are
-    parameters so that the ordering can be checked without a GPU (tests pass stand-ins);
-    ``readback`` builds the real ones.
-    """
+    """Device tensors copied into one host tensor without waiting for them: ``start(src)`` queues
+    the copy and records an event after it, ``result()`` waits for that event and returns ``host``.
+    ``copy`` and ``event`` are parameters so that tests can check the order without a GPU."""
 
     def __init__(self, host, *, copy: Callable, event: Callable) -> None:
         self.host = host
@@ -144,13 +134,9 @@ def torch_view(block, offset: int, shape: tuple, dtype: np.dtype):
 
 
 class HostEvent:
-    """The event of a copy that finished when it returned (a CPU "device")."""
+    """The event of a copy that finished when it returned (a CPU "device"): nothing to wait for."""
 
-    def record(self) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        pass
+    record = synchronize = lambda self: None
 
 
 def _copy_and_event(device) -> tuple[bool, Callable, Callable]:

@@ -13,11 +13,7 @@ import numpy as np
 
 
 class NumpyStackBuffer:
-    """The plain baseline: full stacks for obs and next_obs, NumPy fancy indexing to sample.
-
-    What one writes without thinking about memory: every transition stores two whole
-    observations, and each sample allocates fresh arrays.
-    """
+    """Full stacks for obs and next_obs; NumPy fancy indexing, fresh arrays every sample."""
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype=np.uint8, seed=None):
         self.capacity = capacity
@@ -54,12 +50,8 @@ class NumpyStackBuffer:
 
 
 class NaiveDQNLoop:
-    """The DQN training loop written the obvious way, as the reference for the train figure.
-
-    What a plain, correct loop over EnvPool looks like without any attention to speed:
-    observations converted to a float tensor every step, a ``NumpyStackBuffer``, reset
-    rows dropped by boolean indexing, and an eager PyTorch Double-DQN update.
-    """
+    """The reference for the train figure: observations converted to a float tensor every step,
+    a ``NumpyStackBuffer``, reset rows dropped by boolean indexing, an eager Double-DQN update."""
 
     def __init__(self, envs, q_network, *, buffer_size: int, batch_size: int = 32,
                  learning_starts: int, train_frequency: int = 4, gamma: float = 0.99,

@@ -1,14 +1,8 @@
-"""``fastdqn bench``: throughput of every part of the training loop, each beside its ceiling.
-
-One process, one run: raw EnvPool steps/s (the ceiling), replay add/sample (stacked and
-window batches, beside this machine's memcpy and a NumPy full-stack buffer), the host's cost
-of feeding one update (sample, stage, hand-off), learner updates/s (eager and compiled),
-the trainer's loop with learning off (random and greedy acting) and the full trainer
-(beside the same loop written naively), the device-resident replay buffer beside the
-NumPy one (``--sections device``), and the full trainer with n-step targets, prioritized
-replay and a dueling network beside plain Double DQN (``--sections rainbow``). Every figure
-is the median over repeats, with the spread (half the range) shown. This module owns the
-command: its flags, their checks, the order of the sections, the table and the JSON.
+"""``fastdqn bench``: throughput of every part of the training loop, each beside its ceiling, in
+one process: env, replay, feed, learner, collect and train (``sections``), the device-resident
+replay buffer (``device``) and n-step, prioritized replay and dueling beside plain Double DQN
+(``rainbow``). Every figure is the median over repeats, with the spread (half the range). This
+module owns the command: its flags, their checks, the order of the sections, the table and the JSON.
 """
 
 from __future__ import annotations

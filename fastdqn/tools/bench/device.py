@@ -1,11 +1,7 @@
-"""``fastdqn bench --sections device``: the device-resident replay buffer beside the NumPy one.
-
-Both buffers are filled from the same recorded stream and measured in turn (a, b, a, b,
-...) in one process: add (transitions/s), sample into a reused batch (batches/s, the
-device's work waited for at the end of each repeat) and the host's time per sample
-(the device's queue drained, untimed, after each call, so the figure is what the
-training loop's thread pays). With ``--device cuda`` the frames are on the GPU; with
-``--device cpu`` in a torch CPU tensor.
+"""``fastdqn bench --sections device``: the device-resident replay buffer beside the NumPy one,
+filled from the same stream and measured in turn: add, sample into a reused batch, and the
+host's time per sample (what the training loop's thread pays). With ``--device cpu`` the
+frames are in a torch CPU tensor.
 """
 
 from __future__ import annotations

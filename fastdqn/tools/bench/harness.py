@@ -126,12 +126,9 @@ def train_config(ctx: Context, **overrides) -> TrainConfig:
 
 
 class TrainerRuns:
-    """Repeats of ``Trainer.train`` for ``vector_steps`` vector steps each, as a ``Case``.
-
-    Each repeat is a fresh ``Trainer`` with fresh envs (made untimed) on the same buffer and
-    learner, resuming from the previous one's ``state_dict``, so a run that has passed
-    ``learning_starts`` keeps learning from its first step. Records each repeat's phase
-    shares (``Trainer.timers``) and updates/s.
+    """Repeats of ``Trainer.train`` for ``vector_steps`` vector steps each, as a ``Case``: a fresh
+    ``Trainer`` and envs (made untimed) on the same buffer and learner, resuming from the previous
+    repeat's ``state_dict``. Records each repeat's phase shares (``Trainer.timers``) and updates/s.
     """
 
     def __init__(self, ctx: Context, buffer, learner, vector_steps: int, state: dict | None = None,

@@ -1,12 +1,7 @@
 """``fastdqn bench --sections rainbow``: the full trainer with n-step targets and prioritized
-replay, and with a dueling network on top, beside plain Double DQN, in one run.
-
-The three trainers start past ``learning_starts`` on buffers filled the same way, and their
-repeats are taken in turn (``measure_interleaved``), so their ratio holds up on a busy
-machine. The prioritized run's phase shares say where its extra time goes: ``sample``
-(drawing from the sum tree, filling n-step windows), ``priorities`` (writing the TD errors
-back) and ``learn``. The first comparison is the replay's cost alone; the second adds the
-dueling head's, which is learner work (its two streams double the MLP's last hidden layer).
+replay, and with a dueling network on top, beside plain Double DQN, their repeats taken in turn
+from the same start past ``learning_starts``. The phase shares say where the extra time goes:
+``sample`` (sum tree, n-step windows), ``priorities`` (the TD errors written back) and ``learn``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """The sections of ``fastdqn bench`` that measure the training loop part by part, each beside
-its ceiling: raw EnvPool steps/s (``env``), replay add/sample (``replay``: stacked and window
-batches, beside this machine's memcpy and a NumPy full-stack buffer), the host's cost of
-feeding one update (``feed``: sample, stage, hand-off), learner updates/s (``learner``: eager
-and compiled), the trainer's loop with learning off (``collect``: random and greedy acting)
-and the full trainer beside the same loop written naively (``train``). Heavy imports happen
-inside the sections.
+its ceiling: ``env``, ``replay``, ``feed``, ``learner``, ``collect`` and ``train`` (see
+``fastdqn.tools.bench.command``). Heavy imports happen inside the sections.
 """
 
 from __future__ import annotations
