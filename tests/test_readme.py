@@ -1,11 +1,17 @@
-"""The README's promises about the command line, read from the README itself.
+"""The README's and docs' promises about the command line, read from the files themselves.
 
-The defaults table and the list of CleanRL flag names are parsed out of README.md and
-compared with what ``fastdqn train`` resolves and accepts, so the two cannot drift apart.
+The defaults table and the list of CleanRL flag names are parsed out of README.md, the
+presets table out of docs/training.md, and compared with what ``fastdqn train`` resolves and
+accepts, so the two cannot drift apart. Every flag named in the README or docs/ must exist,
+every relative link must lead to a file and heading that exist, the test commands must be
+the ones CI runs, and the Stable-Baselines3 example must name real classes and keywords.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -14,7 +20,10 @@ import pytest
 from fastdqn.tools.cli import build_parser
 from fastdqn.run.config import ATARI, VECTOR, make_config
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+DOCS = {path.name: path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))}
+TRAINING = DOCS["training.md"]
 
 
 def _number(token: str) -> float:
@@ -78,16 +87,18 @@ def _train_options(command: str = "train") -> set[str]:
     return {opt for action in sub.choices[command]._actions for opt in action.option_strings}
 
 
-def test_every_flag_the_readme_names_exists_exactly():
-    # The "Many runs" section names the flags of fastdqn sweep and fastdqn plot too.
+@pytest.mark.parametrize("name", ["README.md", *DOCS])
+def test_every_flag_the_docs_name_exists_exactly(name):
+    # The sweep and plot sections name the flags of fastdqn sweep and fastdqn plot too.
     options = _train_options() | _train_options("sweep") | _train_options("plot")
-    named = set(re.findall(r"`(--[a-z][a-z0-9-]*)", README))
+    text = README if name == "README.md" else DOCS[name]
+    named = set(re.findall(r"`(--[a-z][a-z0-9-]*)", text))
     # Flags of the other commands (and of pytest and bench/gpu_check.sh), named in their own sections.
     others = {"--episodes", "--json", "--epsilon", "--address", "--env-ids", "--seeds", "--sweep-dir",
               "--cpus-per-run", "--gpus-per-run", "--bench", "--device", "--quick", "--sections",
               "--repeats", "--benchmark-disable", "--smoke"}
     missing = sorted(flag for flag in named - others if flag not in options)
-    assert not missing, f"README names flags `fastdqn train` does not have: {missing}"
+    assert not missing, f"{name} names flags `fastdqn train` does not have: {missing}"
 
 
 def test_cleanrl_flag_list_is_accepted_by_train():
@@ -102,9 +113,9 @@ def test_cleanrl_flag_list_is_accepted_by_train():
 def test_rainbow_lite_presets_table_is_the_resolved_preset():
     from fastdqn.run.config import RAINBOW_LITE
 
-    start = README.index("| | `double-dqn` (the default)")
+    start = TRAINING.index("| | `double-dqn` (the default)")
     rows = {}
-    for line in README[start:].splitlines()[2:]:
+    for line in TRAINING[start:].splitlines()[2:]:
         if not line.startswith("|"):
             break
         cells = [cell.strip() for cell in line.split("|")[1:-1]]
@@ -121,3 +132,72 @@ def test_rainbow_lite_presets_table_is_the_resolved_preset():
     plain = _resolved(ATARI)
     assert _numbers(rows["Adam lr, eps"][0]) == [plain.learning_rate, plain.adam_eps]
     assert (plain.n_step, plain.prioritized, plain.dueling) == (1, False, False)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(text: str) -> set[str]:
+    body = re.sub(r"```.*?```", "", text, flags=re.S)
+    return {_slug(m) for m in re.findall(r"^#+ (.+)$", body, flags=re.M)}
+
+
+@pytest.mark.parametrize("name", ["README.md", *DOCS])
+def test_relative_links_lead_to_files_and_headings_that_exist(name):
+    source = ROOT / name if name == "README.md" else ROOT / "docs" / name
+    text = source.read_text()
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+://", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (source.parent / path).resolve() if path else source
+        if not file.exists():
+            broken.append(target)
+        elif anchor and file.suffix == ".md" and anchor not in _anchors(file.read_text()):
+            broken.append(target)
+    assert not broken, f"{name} links to missing files or headings: {broken}"
+
+
+def _first_code_block(heading: str, language: str) -> str:
+    """The first ```language block of the README after ``heading``, as it is written."""
+    fence = f"```{language}\n"
+    begin = README.index(fence, README.index(heading)) + len(fence)
+    return README[begin:README.index("```", begin)]
+
+
+def test_readme_test_commands_are_the_ones_ci_runs():
+    commands = [line for line in _first_code_block("## Tests", "bash").splitlines() if line.strip()]
+    assert len(commands) == 2 and "-m \"not slow\"" in commands[0] and commands[1].endswith("-m slow")
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in commands:
+        assert command in ci, f"README test command not in .ci/run: {command}"
+
+
+def test_sb3_example_names_real_classes_and_keywords():
+    """The example itself takes about a minute (an SB3 DQN on Atari; its time is in
+    bench/RESULTS.md); here its names are checked: every import resolves, the ALE ids are
+    registered with gymnasium, and the keywords it passes are ones DQN accepts."""
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("ale_py")
+    source = _first_code_block("## Stable-Baselines3", "python")
+    assert "gymnasium.register_envs(ale_py)" in source
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                importlib.import_module(alias.name)
+    from stable_baselines3 import DQN
+
+    accepted = set(inspect.signature(DQN).parameters)
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "DQN"]
+    assert len(calls) == 1
+    keywords = {k.arg for k in calls[0].keywords}
+    assert "replay_buffer_class" in keywords and keywords <= accepted, sorted(keywords - accepted)
+    assert any(isinstance(k.value, ast.Name) and k.value.id == "SB3ReplayBuffer" for k in calls[0].keywords)
