@@ -57,3 +57,19 @@ def test_fewer_games_than_envs():
 def test_episodes_must_be_positive():
     with pytest.raises(ValueError, match="episodes"):
         evaluate(ZeroActions(), ScriptedEnvs([1], [1.0]), 0, 0.0, np.random.default_rng(0))
+
+
+def test_the_mean_interval_matches_the_binomial_reference():
+    """Scores of 0 and 10, half each, over 30 games: the bootstrap mean is 10 * Binomial(30, 1/2)
+    / 30, whose 2.5% and 97.5% quantiles are 10 * 10 / 30 and 10 * 20 / 30 (scipy-free: the
+    binomial quantiles of n = 30 by summing its probabilities)."""
+    from math import comb
+
+    scores = np.array([0.0, 10.0] * 15)
+    cdf = np.cumsum([comb(30, k) / 2**30 for k in range(31)])
+    low_k, high_k = int(np.searchsorted(cdf, 0.025)), int(np.searchsorted(cdf, 0.975))
+    stats = score_stats(scores)
+    assert stats["scores"] == scores.tolist()
+    assert stats["mean_ci95"][0] == pytest.approx(10 * low_k / 30, abs=0.34)
+    assert stats["mean_ci95"][1] == pytest.approx(10 * high_k / 30, abs=0.34)
+    assert score_stats(np.full(30, 7.0))["mean_ci95"] == [7.0, 7.0]

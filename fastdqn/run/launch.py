@@ -192,5 +192,6 @@ def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float, seed: int, 
     else:
         print(f"{config.env_id} at step {stats['global_step']:,}: {stats['episodes']} games, epsilon {epsilon}")
         print(f"  mean {stats['mean']:.2f}  std {stats['std']:.2f}  min {stats['min']:.2f}  "
-              f"max {stats['max']:.2f}  median {stats['median']:.2f}")
+              f"max {stats['max']:.2f}  median {stats['median']:.2f}  "
+              f"mean's 95% CI [{stats['mean_ci95'][0]:.2f}, {stats['mean_ci95'][1]:.2f}]")
     return 0
