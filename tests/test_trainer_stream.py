@@ -121,6 +121,7 @@ class PositionalRows(EnvPoolRows):
                                 dict(info, env_id=np.arange(len(info["env_id"]))))
 
 
+@pytest.mark.slow  # two more training runs
 def test_rows_mapped_to_the_wrong_envs_are_caught(monkeypatch):
     monkeypatch.setattr(trainer_module, "EnvPoolRows", PositionalRows)
     extra, missing = check(*run(async_envs=True))
