@@ -43,7 +43,7 @@ def buffers(capacity: int, n_envs: int) -> dict:
 
     space, actions = spaces.Box(0, 255, STACK, np.uint8), spaces.Discrete(4)
     return {
-        "fastdqn SB3ReplayBuffer": SB3ReplayBuffer(capacity, space, actions, "cpu", n_envs, seed=0),
+        "fastdqn SB3ReplayBuffer": SB3ReplayBuffer(capacity, space, actions, "cpu", n_envs, seed=0, frame_stack=4),
         "sb3 optimize_memory_usage=False": ReplayBuffer(capacity, space, actions, "cpu", n_envs),
         "sb3 optimize_memory_usage=True": ReplayBuffer(capacity, space, actions, "cpu", n_envs,
                                                        optimize_memory_usage=True,
@@ -154,13 +154,15 @@ def dqn_run(buffer_class, env_steps: int, n_envs: int, buffer_size: int, learnin
     """(env steps/s of ``learn``, fraction of it inside the buffer's add and sample)."""
     from stable_baselines3 import DQN
 
+    from fastdqn.integrations.sb3 import SB3ReplayBuffer
     from fastdqn.integrations.sb3_stream import atari_vec_env
 
     timed = type("Timed" + buffer_class.__name__, (_Timed, buffer_class), {"spent": 0.0})
     env = atari_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
     model = DQN("CnnPolicy", env, buffer_size=buffer_size, learning_starts=learning_starts, batch_size=32,
                 train_freq=4, gradient_steps=1, target_update_interval=1000, exploration_fraction=0.1,
-                replay_buffer_class=timed, device="cpu", seed=seed)
+                replay_buffer_class=timed, device="cpu", seed=seed,
+                replay_buffer_kwargs=dict(frame_stack=4) if issubclass(buffer_class, SB3ReplayBuffer) else None)
     start = time.perf_counter()
     model.learn(total_timesteps=env_steps)
     seconds = time.perf_counter() - start

@@ -106,7 +106,8 @@ def test_same_transitions_as_sb3_at_the_same_place(sb3_stream):
     n_envs, rows, capacity = 2, 150, 300  # the stream (500 rows) wraps both rings
     space = spaces.Box(0, 255, STACK, np.uint8)
     theirs = SB3Buffer(capacity, space, spaces.Discrete(4), device="cpu", n_envs=n_envs)
-    ours = SB3ReplayBuffer(capacity, space, spaces.Discrete(4), device="cpu", n_envs=n_envs, seed=1)
+    ours = SB3ReplayBuffer(capacity, space, spaces.Discrete(4), device="cpu", n_envs=n_envs, seed=1,
+                          frame_stack=4)
     add_all(theirs, sb3_stream)
     add_all(ours, sb3_stream)
     assert (ours.pos, ours.full, ours.buffer_size) == (theirs.pos, theirs.full, theirs.buffer_size)
@@ -167,7 +168,8 @@ def test_sb3_dqn_trains_and_round_trips_its_buffer(tmp_path, one_torch_thread):
     env = atari_vec_env(ENV_ID, n_envs=2, seed=0)
     model = DQN("CnnPolicy", env, buffer_size=4000, learning_starts=1000, batch_size=32, train_freq=16,
                 target_update_interval=200, exploration_initial_eps=1.0, exploration_final_eps=1.0,
-                replay_buffer_class=SB3ReplayBuffer, device="cpu", seed=0)
+                replay_buffer_class=SB3ReplayBuffer, replay_buffer_kwargs=dict(frame_stack=4), device="cpu",
+                seed=0)
     params = [p.detach().clone() for p in model.q_net.parameters()]
     model.learn(total_timesteps=2000)
     rb = model.replay_buffer
@@ -195,7 +197,7 @@ def test_sb3_dqn_trains_and_round_trips_its_buffer(tmp_path, one_torch_thread):
 def test_pickle_streams_frames_without_a_second_copy(tmp_path):
     capacity = 20_000  # about 140 MB of frames
     ours = SB3ReplayBuffer(capacity, spaces.Box(0, 255, STACK, np.uint8), spaces.Discrete(4),
-                           device="cpu", n_envs=1, seed=0)
+                           device="cpu", n_envs=1, seed=0, frame_stack=4)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (capacity // 4 + 4, 84, 84), dtype=np.uint8)
     frames[:, 0, 0], frames[:, 0, 1] = np.arange(len(frames)) % 256, np.arange(len(frames)) // 256
@@ -268,7 +270,7 @@ def test_cleanrl_loop(mode, one_torch_thread):
     target_network = QNetwork(envs.single_action_space.n)
     target_network.load_state_dict(q_network.state_dict())
     rb = ReplayBuffer(1000, envs.single_observation_space, envs.single_action_space, "cpu",
-                      optimize_memory_usage=True, handle_timeout_termination=False)
+                      optimize_memory_usage=True, handle_timeout_termination=False, frame_stack=4)
     obs, _ = envs.reset(seed=0)
     recorded, pseudo, ended = [], [], False
     for global_step in range(500):
@@ -376,12 +378,12 @@ def test_bad_input_is_refused():
         SB3ReplayBuffer(100, stack, spaces.Box(-1, 1, (2,)), device="cpu")
     with pytest.raises(ReplayError, match="observation_space"):
         SB3ReplayBuffer(100, spaces.Dict({"a": stack}), spaces.Discrete(4), device="cpu")
-    rb = SB3ReplayBuffer(100, stack, spaces.Discrete(4), device="cpu", seed=0)
+    rb = SB3ReplayBuffer(100, stack, spaces.Discrete(4), device="cpu", seed=0, frame_stack=4)
     rng = np.random.default_rng(0)
     obs, other = rng.integers(0, 255, (2, 1, *STACK), dtype=np.uint8)
     with pytest.raises(ReplayError, match="truncation"):  # bootstraps from a wrong stack
         rb.add(obs, other, np.array([0]), np.array([0.0]), np.array([True]), [{"TimeLimit.truncated": True}])
-    with pytest.raises(ReplayError, match="frame_stack=1"):  # not frame stacks at all
+    with pytest.raises(ReplayError, match="leave frame_stack out"):  # not frame stacks at all
         rb.add(obs, other, np.array([0]), np.array([0.0]), np.array([False]), [{}])
     assert len(rb) == 0 and rb.pos == 0
 
@@ -391,7 +393,8 @@ def test_cuda_samples_equal_cpu_samples():
     space = spaces.Box(0, 255, STACK, np.uint8)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (60, 84, 84), dtype=np.uint8)
-    bufs = [SB3ReplayBuffer(200, space, spaces.Discrete(4), device=d, seed=3) for d in ("cpu", "cuda")]
+    bufs = [SB3ReplayBuffer(200, space, spaces.Discrete(4), device=d, seed=3, frame_stack=4)
+            for d in ("cpu", "cuda")]
     for t in range(50):
         for rb in bufs:
             rb.add(frames[t:t + 4][None], frames[t + 1:t + 5][None], np.array([t % 4]),
@@ -401,3 +404,133 @@ def test_cuda_samples_equal_cpu_samples():
         for a, b in zip(cpu, gpu):
             if a is not None:
                 assert b.device.type == "cuda" and torch.equal(a, b.cpu())
+
+
+def sampled_rows(rb, batch_size: int = 256) -> list[tuple]:
+    data = rb.sample(batch_size)
+    return [tuple(np.asarray(x[i]).tobytes() for x in (data.observations, data.actions, data.next_observations,
+                                                          data.rewards, data.dones)) for i in range(batch_size)]
+
+
+@pytest.mark.parametrize("space", [spaces.Discrete(5), spaces.MultiDiscrete([3, 4]), spaces.MultiBinary(6),
+                                   spaces.MultiBinary([2, 3])], ids=lambda s: type(s).__name__)
+def test_discrete_and_binary_observation_spaces_are_stored_as_sb3_does(space):
+    """SB3 stores these spaces as arrays of ``obs_shape`` in the space's dtype; so does the buffer,
+    and every sampled row is one that was added, field by field, in SB3's dtypes."""
+    space.seed(0)
+    theirs = SB3Buffer(100, space, spaces.Discrete(3), device="cpu", n_envs=2)
+    ours = SB3ReplayBuffer(100, space, spaces.Discrete(3), device="cpu", n_envs=2, seed=0)
+    rng = np.random.default_rng(0)
+    obs = np.array([space.sample() for _ in range(2)])
+    for t in range(40):
+        next_obs = np.array([space.sample() for _ in range(2)])
+        step = (obs, next_obs, rng.integers(0, 3, 2), rng.random(2).astype(np.float32), rng.random(2) < 0.2,
+                [{}, {}])
+        theirs.add(*step)
+        ours.add(*step)
+        obs = next_obs
+    ref = theirs.sample(64)
+    got = ours.sample(64)
+    for a, b in zip(got, ref):
+        if b is not None:
+            assert (a.dtype, a.shape) == (b.dtype, b.shape)
+    want = {(theirs.observations[t, i].tobytes(), theirs.actions[t, i].astype(np.int64).tobytes(),
+             theirs.next_observations[t, i].tobytes(), theirs.rewards[t, i].tobytes(),
+             theirs.dones[t, i].astype(np.float32).tobytes()) for t in range(40) for i in range(2)}
+    got_rows = sampled_rows(ours)
+    assert set(got_rows) <= want and len(set(got_rows)) > 20
+
+
+def test_image_like_observations_that_are_not_stacks_are_stored_whole():
+    """A (4, 84, 84) uint8 space whose observations are not frame stacks (SB3's image-like test
+    envs): without ``frame_stack`` the buffer stores whole observations and never refuses a row."""
+    space = spaces.Box(0, 255, STACK, np.uint8)
+    rb = SB3ReplayBuffer(200, space, spaces.Discrete(2), device="cpu", n_envs=2, seed=0)
+    rng = np.random.default_rng(0)
+    rows = set()
+    obs = rng.integers(0, 255, (2, *STACK), dtype=np.uint8)
+    for t in range(30):
+        next_obs = rng.integers(0, 255, (2, *STACK), dtype=np.uint8)
+        action, reward = rng.integers(0, 2, 2), rng.random(2).astype(np.float32)
+        rb.add(obs, next_obs, action, reward, np.zeros(2, bool), [{}, {}])
+        rows |= {(obs[i].tobytes(), action[i].astype(np.int64).tobytes(), next_obs[i].tobytes(),
+                  reward[i].tobytes(), np.float32(0).tobytes()) for i in range(2)}
+        obs = next_obs
+    assert rb.frame_stack == 1 and len(rb) == 60
+    assert set(sampled_rows(rb)) <= rows
+
+
+def test_observations_keep_the_space_dtype():
+    """uint8 observations added to a float32 space come back float32, as SB3 casts them."""
+    space = spaces.Box(0, 255, (3, 8, 8), np.float32)
+    theirs = SB3Buffer(50, space, spaces.Discrete(2), device="cpu")
+    ours = SB3ReplayBuffer(50, space, spaces.Discrete(2), device="cpu", seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        obs, next_obs = rng.integers(0, 255, (2, 1, 3, 8, 8), dtype=np.uint8)
+        for rb in (theirs, ours):
+            rb.add(obs, next_obs, np.array([1]), np.array([1.0]), np.array([False]), [{}])
+    got, ref = ours.sample(4), theirs.sample(4)
+    assert got.observations.dtype == ref.observations.dtype == torch.float32
+    assert got.next_observations.dtype == torch.float32
+
+
+def nstep_reference(reward, terminated, truncated, n: int, gamma: float):
+    """Plain NumPy: for each step t of one env, the n-step return, the steps m in its window
+    (up to n, ending at the first termination or truncation) and whether it terminated."""
+    T = len(reward)
+    ret, steps, term = np.zeros(T), np.zeros(T, np.int64), np.zeros(T, bool)
+    for t in range(T):
+        for i in range(n):
+            if t + i >= T:
+                steps[t] = -1  # the window is still open at the end of the stream
+                break
+            ret[t] += gamma ** i * reward[t + i]
+            steps[t] = i + 1
+            if terminated[t + i] or truncated[t + i]:
+                term[t] = terminated[t + i]
+                break
+    return ret, steps, term
+
+
+def test_n_step_returns_match_a_numpy_reference_and_sb3():
+    """``replay_buffer_kwargs=dict(n_steps=3, gamma=0.9)``: each sampled transition (its obs
+    encodes its step) carries the n-step return, ``discounts = gamma**m`` and ``dones`` of the
+    reference above, and of SB3's ``NStepReplayBuffer`` at the same step."""
+    from stable_baselines3.common.buffers import NStepReplayBuffer
+
+    n, gamma, T = 3, 0.9, 60
+    space = spaces.Box(-1e6, 1e6, (2,), np.float32)
+    ours = SB3ReplayBuffer(200, space, spaces.Discrete(2), device="cpu", seed=0, n_steps=n, gamma=gamma)
+    theirs = NStepReplayBuffer(200, space, spaces.Discrete(2), device="cpu", n_steps=n, gamma=gamma)
+    rng = np.random.default_rng(0)
+    reward = rng.normal(size=T).astype(np.float32)
+    terminated, truncated = rng.random(T) < 0.1, rng.random(T) < 0.08
+    truncated &= ~terminated
+    for t in range(T):
+        obs = np.array([[t, 0]], np.float32)
+        next_obs = np.array([[t + 1, 0]] if not (terminated[t] or truncated[t]) else [[t + 1, 1]], np.float32)
+        step = (obs, next_obs, np.array([t % 2]), reward[t:t + 1], np.array([terminated[t] or truncated[t]]),
+                [{"TimeLimit.truncated": bool(truncated[t])}])
+        ours.add(*step)
+        theirs.add(*step)
+    ret, steps, term = nstep_reference(reward, terminated, truncated, n, gamma)
+    data = ours.sample(400)
+    seen = set()
+    for i in range(400):
+        t = int(data.observations[i, 0])
+        seen.add(t)
+        m = steps[t]
+        assert m > 0  # open windows are not sampled
+        assert data.rewards[i, 0].item() == pytest.approx(ret[t], rel=1e-5, abs=1e-5)
+        assert data.dones[i, 0].item() == float(term[t])
+        assert data.next_observations[i, 0].item() == t + m
+        if not term[t]:
+            assert data.discounts[i, 0].item() == pytest.approx(gamma ** m)
+        ref = theirs._get_samples(np.array([t]))
+        assert data.rewards[i, 0].item() == pytest.approx(ref.rewards[0, 0].item(), rel=1e-5, abs=1e-5)
+        assert data.dones[i, 0].item() == ref.dones[0, 0].item()
+        assert torch.equal(data.next_observations[i], ref.next_observations[0])
+        if not term[t]:
+            assert data.discounts[i, 0].item() == pytest.approx(ref.discounts[0, 0].item())
+    assert seen == set(np.flatnonzero(steps > 0).tolist())

@@ -30,11 +30,10 @@ __all__ = ["SB3ReplayBuffer", "detect_frame_stack"]
 
 
 def detect_frame_stack(observation_space: spaces.Space) -> int:
-    """``k`` for a ``(k, H, W)`` uint8 stack of single-channel frames (``k < min(H, W)``), else 1.
-
-    ``k = 3`` is read as one RGB image (channel-first), not three stacked frames; pass
-    ``frame_stack=3`` to say otherwise.
-    """
+    """The ``frame_stack`` that a ``(k, H, W)`` uint8 stack of single-channel frames (``k < min(H, W)``)
+    would take, else 1: a hint only (``SB3ReplayBuffer`` stacks only when ``frame_stack`` is
+    passed, since an image-like space need not hold frame stacks). ``k = 3`` is read as one RGB
+    image (channel-first), not three stacked frames."""
     if not isinstance(observation_space, spaces.Box) or observation_space.dtype != np.uint8:
         return 1
     shape = observation_space.shape
@@ -47,8 +46,9 @@ def detect_frame_stack(observation_space: spaces.Space) -> int:
 class SB3ReplayBuffer(_SB3ReplayBuffer):
     """Drop-in for SB3's ``ReplayBuffer`` with frames stored once and exact stacks.
 
-    Extra keyword arguments (SB3: ``replay_buffer_kwargs=``): ``frame_stack`` (None: see
-    ``detect_frame_stack``), ``seed`` (None: drawn from NumPy's global generator, which SB3
+    Extra keyword arguments (SB3: ``replay_buffer_kwargs=``): ``frame_stack`` (1: whole
+    observations, as SB3 stores them; ``k``: a ``(k, H, W)`` stack stored one frame per step),
+    ``n_steps`` and ``gamma`` (n-step returns, as SB3's ``NStepReplayBuffer``), ``seed`` (None: drawn from NumPy's global generator, which SB3
     seeds), ``scratch_dir`` (for pickling, see ``fastdqn.integrations.replay_pickle``).
     ``optimize_memory_usage`` is accepted (CleanRL passes True) and changes nothing; keep it
     False on an SB3 algorithm, whose second ``learn()`` would then write SB3's own ``dones``.
@@ -56,12 +56,16 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
 
     def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
                  device: torch.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
-                 handle_timeout_termination: bool = True, *, frame_stack: int | None = None,
-                 seed=None, scratch_dir: str | None = None):
-        if not isinstance(observation_space, spaces.Box):
-            raise ReplayError(f"observation_space: expected a gymnasium Box, got "
-                              f"{type(observation_space).__name__}; use SB3's own buffers for "
-                              f"Dict or Discrete observations")
+                 handle_timeout_termination: bool = True, *, frame_stack: int = 1,
+                 n_steps: int = 1, gamma: float = 0.99, seed=None, scratch_dir: str | None = None):
+        if not isinstance(observation_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete,
+                                              spaces.MultiBinary)):
+            raise ReplayError(f"observation_space: expected a Box, Discrete, MultiDiscrete or MultiBinary "
+                              f"space, got {type(observation_space).__name__}; use SB3's DictReplayBuffer "
+                              f"for Dict observations")
+        if frame_stack != 1 and not isinstance(observation_space, spaces.Box):
+            raise ReplayError(f"frame_stack: expected 1 for a {type(observation_space).__name__} "
+                              f"observation space, got {frame_stack}; frames are stacked on a Box's first axis")
         if not isinstance(action_space, spaces.Discrete):
             raise ReplayError(f"action_space: expected Discrete (DQN, QR-DQN), got "
                               f"{type(action_space).__name__}; the buffer stores one integer "
@@ -70,7 +74,8 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         self.buffer_size = max(buffer_size // n_envs, 1)  # rows, as SB3 counts pos and size()
         self.optimize_memory_usage = optimize_memory_usage
         self.handle_timeout_termination = handle_timeout_termination
-        self.frame_stack = detect_frame_stack(observation_space) if frame_stack is None else frame_stack
+        self.frame_stack = frame_stack
+        self.n_steps, self.gamma = n_steps, gamma
         self.scratch_dir = scratch_dir
         self.skipped_rows = 0
         if seed is None:
@@ -83,7 +88,7 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
     def _new_buffer(self) -> ReplayBuffer:
         return ReplayBuffer(self.buffer_size * self.n_envs, self.obs_shape, self.n_envs,
                             obs_dtype=self.observation_space.dtype, frame_stack=self.frame_stack,
-                            seed=self._seeds.spawn(1)[0])
+                            n_step=self.n_steps, gamma=self.gamma, seed=self._seeds.spawn(1)[0])
 
     @property
     def nbytes(self) -> int:
@@ -104,9 +109,10 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         self._buffer = self._new_buffer()
 
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
-        n = self.n_envs
-        obs = np.asarray(obs).reshape((n, *self.obs_shape))
-        next_obs = np.asarray(next_obs).reshape((n, *self.obs_shape))
+        n, dtype = self.n_envs, self.observation_space.dtype
+        # As SB3 stores them: in the space's shape and dtype (Discrete observations are (1,)).
+        obs = np.asarray(obs).reshape((n, *self.obs_shape)).astype(dtype, copy=False)
+        next_obs = np.asarray(next_obs).reshape((n, *self.obs_shape)).astype(dtype, copy=False)
         action = np.asarray(action).reshape(n)
         reward = np.asarray(reward, dtype=np.float32).reshape(n)
         done = np.asarray(done).reshape(n).astype(bool)
@@ -148,7 +154,7 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
             raise ReplayError(f"next_obs: row {bad[0]} is not done, yet next_obs[{bad[0]}] neither "
                               f"continues obs[{bad[0]}] shifted by one frame nor starts a new stack; "
                               f"the observations do not look like stacks of {k} frames on the first "
-                              f"axis: pass frame_stack=1 (SB3: replay_buffer_kwargs=dict(frame_stack=1))"
+                              f"axis: leave frame_stack out (SB3: replay_buffer_kwargs without frame_stack)"
                               ) from error
         ends = broken & terminated
         mended = next_obs.copy()
@@ -187,7 +193,9 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         """``batch_size`` transitions drawn uniformly (with replacement), as SB3's tensors:
         observations, actions ``(B, 1)`` int64, next_observations, dones and rewards
         ``(B, 1)`` float32, on ``self.device``. The kernels write straight into the tensors'
-        memory (no copy on the CPU)."""
+        memory (no copy on the CPU). With ``n_steps > 1`` rewards are n-step returns and
+        ``discounts`` ``(B, 1)`` is ``gamma**m`` for a window of ``m`` steps (0 where it
+        terminated, which SB3's target multiplies by ``1 - dones`` = 0 anyway)."""
         host, transfer = self._host_batch(batch_size)
         self._draw(batch_size, host)
         if transfer is None:
@@ -201,8 +209,10 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
             rewards = torch.from_numpy(self._normalize_reward(host.reward, env)).view(batch_size, 1)
         fields = (obs, t["action"].view(batch_size, 1), next_obs,
                   t["terminated"].view(batch_size, 1), rewards)
+        if self.n_steps > 1:
+            fields += (t["discount"].view(batch_size, 1),)
         if self.device.type == "cpu":
-            return ReplayBufferSamples(*fields[:3], fields[3].to(torch.float32), fields[4])
+            return ReplayBufferSamples(*fields[:3], fields[3].to(torch.float32), *fields[4:])
         out = ReplayBufferSamples(*(x.to(self.device, non_blocking=True) for x in fields))
         return out._replace(dones=out.dones.to(torch.float32))
 
