@@ -407,6 +407,7 @@ class ReplayBuffer:
             arrays = [buf._frames.saved_frames()] + [a for n, a in buf._ring.arrays.items() if n != "frames"]
             rf.read_arrays(f, arrays + list(buf._sampler.saved_arrays().values()), path)
         buf._rng.bit_generator.state = header["rng"]
+        buf._ring.check_loaded(path)
         buf._frames.after_load()
         length = buf._ring.recount()
         buf._sampler.check_loaded(path)
