@@ -35,7 +35,7 @@ from fastdqn.replay.prioritized import PrioritizedSampler
 from fastdqn.replay.ring import Ring
 from fastdqn.replay.spec import ReplaySpec, available_memory, replay_bytes
 from fastdqn.replay.uniform import UniformSampler
-from fastdqn.util.checks import check_flag, check_int, parse_device
+from fastdqn.util.checks import check_flag, check_int, check_seed, parse_device
 
 _WARM: set = set()  # kernel signatures compiled (or loaded from cache) in this process
 
@@ -92,7 +92,7 @@ class ReplayBuffer:
         if host > available:
             raise MemoryError(f"{self._figures(host)} but only {available / 1e9:.2f} GB of memory is "
                               f"available; lower capacity")
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(check_seed("seed", seed, error=ReplayError))
         self._lock = _TurnLock()
         try:
             self._ring = ring = Ring(spec, spec.frame_stack + 1 if tensor else None)
@@ -244,7 +244,8 @@ class ReplayBuffer:
         ``window=True`` (stacked frames only) stores each transition's ``k + 1`` frames once
         in ``frames``; ``obs`` and ``next_obs`` are views of it (see ``fastdqn.replay.batch``).
         """
-        return self._frames.make_batch(check_int("batch_size", batch_size, error=ReplayError), bool(window))
+        return self._frames.make_batch(check_int("batch_size", batch_size, error=ReplayError),
+                                       check_flag("window", window, error=ReplayError))
 
     def draw(self, batch_size: int, out=None, *, beta: float = 1.0):
         """Draw ``batch_size`` transitions into ``out.index`` (and ``out.weight``); ``fill``

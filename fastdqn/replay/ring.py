@@ -66,7 +66,10 @@ class Ring:
             raise ReplayError(f"{name}: expected {what}, got dtype {arr.dtype}")
         if arr.shape != (n,):
             raise ReplayError(f"{name}: expected shape ({n},) (one per row of obs), got {arr.shape}")
-        return arr.astype(dtype, copy=False)
+        if arr.dtype == dtype:
+            return arr
+        with np.errstate(over="ignore"):  # a float64 past float32's range becomes inf, refused after
+            return arr.astype(dtype)
 
     def add(self, obs, next_obs, action, reward, terminated, truncated, env_ids, valid) -> np.ndarray:
         """Store the rows (see ``ReplayBuffer.add``); returns the env ids they were for."""
@@ -75,6 +78,9 @@ class Ring:
         next_b = self._obs("next_obs", next_obs, n)
         action = self._rows("action", action, n, "iu", np.int64, "an integer array")
         reward = self._rows("reward", reward, n, "f", np.float32, "a float array")
+        if not np.isfinite(reward).all():
+            row = int(np.flatnonzero(~np.isfinite(reward))[0])
+            raise ReplayError(f"reward: expected finite values, got reward[{row}] = {reward[row]}")
         terminated = self._rows("terminated", terminated, n, "b", np.bool_, "a bool array")
         truncated = self._rows("truncated", truncated, n, "b", np.bool_, "a bool array")
         E = self.spec.num_envs
