@@ -79,3 +79,22 @@ def test_update_priorities_refuses_a_priority_that_would_make_the_total_infinite
     # A large but summable priority is still taken, and draws keep spreading.
     buf.update_priorities(ids[:1], np.array([1e280]))
     assert np.isfinite(buf.total_priority())
+
+
+@pytest.mark.parametrize("dtype", ["U5", np.complex64, np.complex128, np.longdouble, "M8[s]", "m8[s]", "V4",
+                                   [("a", np.uint8), ("b", np.uint8)], (np.uint8, 2), object])
+def test_an_obs_dtype_the_file_cannot_store_is_refused_at_construction(dtype):
+    with pytest.raises(ReplayError, match="^obs_dtype: "):
+        ReplayBuffer(64, (4,), 2, obs_dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint16, np.int32, np.int64, np.float16, ">f4", "<f8"])
+def test_every_obs_dtype_taken_saves_and_loads(tmp_path, dtype):
+    buf = ReplayBuffer(64, (3,), 2, obs_dtype=dtype, seed=0)
+    obs = (np.arange(6).reshape(2, 3) % 2).astype(dtype)
+    buf.add(obs, obs, np.zeros(2, np.int64), np.ones(2, np.float32), np.ones(2, bool), np.zeros(2, bool))
+    buf.save(tmp_path / "r.bin")
+    back = ReplayBuffer.load(tmp_path / "r.bin")
+    assert back.obs_dtype == np.dtype(dtype)
+    index = buf.sample(2).index
+    np.testing.assert_array_equal(back.gather(index).obs, buf.gather(index).obs)

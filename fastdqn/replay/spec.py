@@ -37,6 +37,13 @@ def available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def is_saved_dtype(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is one the kernels copy and the replay file stores: a plain bool,
+    int, uint or float of 1, 2, 4 or 8 bytes."""
+    return (dtype.kind in "biuf" and dtype.itemsize in (1, 2, 4, 8) and dtype.fields is None
+            and dtype.subdtype is None and np.dtype(dtype.str) == dtype)
+
+
 def _layout_bytes(layout: dict) -> int:
     return sum(math.prod(shape) * np.dtype(dt).itemsize for shape, dt in layout.values())
 
@@ -81,8 +88,9 @@ class ReplaySpec:
             dtype = np.dtype(self.obs_dtype)
         except TypeError:
             raise ReplayError(f"obs_dtype: expected a NumPy dtype, got {self.obs_dtype!r}") from None
-        if dtype.hasobject or dtype.itemsize == 0:
-            raise ReplayError(f"obs_dtype: expected a plain numeric dtype, got {dtype}")
+        if not is_saved_dtype(dtype):
+            raise ReplayError(f"obs_dtype: expected a bool, int, uint or float dtype of 1, 2, 4 or 8 "
+                              f"bytes (what a replay file stores), got {dtype}")
         put("obs_dtype", dtype)
         if k > 1:
             if dtype != np.uint8:
