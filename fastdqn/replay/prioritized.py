@@ -25,6 +25,18 @@ MAX_ALPHA = 10.0
 TD errors, and draws are greedy in practice."""
 
 
+def check_options(alpha, eps) -> tuple[float, float]:
+    """``(alpha, eps)`` as floats, refused (``ReplayError``) unless ``alpha`` is in
+    ``[0, MAX_ALPHA]`` and ``eps`` positive with ``eps ** alpha`` a positive float64 (the
+    priority of a zero TD error)."""
+    alpha = check_number("alpha", alpha, 0.0, MAX_ALPHA, fix="pass e.g. alpha=0.6", error=ReplayError)
+    eps = check_number("eps", eps, 0.0, low_open=True, fix="pass e.g. eps=1e-6", error=ReplayError)
+    if not eps ** alpha > 0:
+        raise ReplayError(f"eps: eps ** alpha = {eps} ** {alpha} underflows to 0, the priority a zero "
+                          f"TD error would get; raise eps or lower alpha")
+    return alpha, eps
+
+
 class PrioritizedSampler:
     """Draws from ``ring`` by priority ``(|td_error| + eps) ** alpha``, with ``rng``."""
 
@@ -32,8 +44,7 @@ class PrioritizedSampler:
     prioritized = True
 
     def __init__(self, ring: Ring, rng: np.random.Generator, *, alpha: float, eps: float) -> None:
-        self.alpha = check_number("alpha", alpha, 0.0, MAX_ALPHA, fix="pass e.g. alpha=0.6", error=ReplayError)
-        self.eps = check_number("eps", eps, 0.0, low_open=True, fix="pass e.g. eps=1e-6", error=ReplayError)
+        self.alpha, self.eps = check_options(alpha, eps)
         self.ring, self.rng = ring, rng
         spec = ring.spec
         try:

@@ -50,6 +50,7 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
         config = dataclasses.replace(config, run_dir=str(run_dir))
         if config.cuda and not cuda_available:
             raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
+        memory.replay_spec(config, task)
         replay_device = memory.choose_replay_device(config, task)
         config = dataclasses.replace(config, replay_device=replay_device)
         replay_bytes, free_ram = memory.check_memory(config, task)

@@ -5,7 +5,7 @@ buffer will take, the memory training its network takes, where the replay frames
 
 from __future__ import annotations
 
-from fastdqn.errors import ConfigError
+from fastdqn.errors import ConfigError, ReplayError
 from fastdqn.run.build import build_network
 from fastdqn.run.config import VECTOR, TrainConfig
 from fastdqn.run.envs import EnvInfo
@@ -14,13 +14,39 @@ from fastdqn.run.envs import EnvInfo
 COPIES_PER_PARAMETER = 5
 
 
+# The replay buffer's argument names and the flags that set them.
+REPLAY_FLAGS = {"capacity": "--buffer-size", "num_envs": "--num-envs", "n_step": "--n-step", "gamma": "--gamma",
+                "alpha": "--per-alpha", "eps": "--per-eps"}
+
+
+def replay_spec(config: TrainConfig, task: EnvInfo):
+    """The ``ReplaySpec`` this run's buffer will have, with every replay argument checked as
+    the buffer will check it (prioritized options too); a refusal names the flag."""
+    from fastdqn.replay import ReplaySpec
+    from fastdqn.replay.prioritized import check_options
+
+    try:
+        spec = ReplaySpec(config.buffer_size, task.obs_shape, config.num_envs, task.obs_dtype, task.frame_stack,
+                          config.n_step, config.gamma)
+        if config.prioritized:
+            check_options(config.per_alpha, config.per_eps)
+    except ReplayError as exc:
+        name, _, rest = str(exc).partition(": ")
+        if name not in REPLAY_FLAGS:
+            raise ConfigError(f"--env-id {config.env_id}: its observations cannot be stored: {exc}") from None
+        for arg, flag in REPLAY_FLAGS.items():
+            rest = rest.replace(f"{arg}=", f"{flag} ")
+        raise ConfigError(f"{REPLAY_FLAGS[name]}: {rest}") from None
+    return spec
+
+
 def replay_bytes(config: TrainConfig, task: EnvInfo) -> int:
     """Host memory the replay buffer for this run will allocate (the priority trees stay on
     the host wherever the frames are)."""
-    from fastdqn.replay import ReplaySpec, replay_bytes as count
+    from fastdqn.replay import replay_bytes as count
 
-    spec = ReplaySpec(config.buffer_size, task.obs_shape, config.num_envs, task.obs_dtype, task.frame_stack)
-    return count(spec, prioritized=config.prioritized, on_device=config.replay_device == "cuda")[0]
+    return count(replay_spec(config, task), prioritized=config.prioritized,
+                 on_device=config.replay_device == "cuda")[0]
 
 
 def network_bytes(config: TrainConfig, task: EnvInfo) -> int:
@@ -41,11 +67,10 @@ def choose_replay_device(config: TrainConfig, task: EnvInfo) -> str:
     import torch
 
     from fastdqn.errors import DeviceMemoryError
-    from fastdqn.replay import ReplaySpec, replay_bytes as count
+    from fastdqn.replay import replay_bytes as count
     from fastdqn.replay.device import DEFAULT_HEADROOM, check_device_memory
 
-    spec = ReplaySpec(config.buffer_size, task.obs_shape, config.num_envs, task.obs_dtype, task.frame_stack)
-    needed = count(spec, on_device=True)[1]
+    needed = count(replay_spec(config, task), on_device=True)[1]
     headroom = DEFAULT_HEADROOM + network_bytes(config, task)
     try:
         check_device_memory(needed, int(torch.cuda.mem_get_info()[0]), headroom, argument="--replay-device cuda")

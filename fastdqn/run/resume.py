@@ -14,7 +14,8 @@ from fastdqn.run.envs import EnvInfo, env_info
 # On resume these must match the checkpoint: they decide the network and its inputs.
 FIXED_ON_RESUME = ("env_id", "hidden", "dueling")
 # With a saved replay buffer these must match it too.
-FIXED_WITH_BUFFER = ("buffer_size", "num_envs", "n_step", "prioritized", "per_alpha", "per_eps")
+# (gamma: n-step rewards are stored already discounted, and the file records it.)
+FIXED_WITH_BUFFER = ("buffer_size", "num_envs", "n_step", "gamma", "prioritized", "per_alpha", "per_eps")
 
 
 def load_resume(path: str, overrides: dict, cuda_available: bool) -> tuple[dict, TrainConfig, EnvInfo]:
