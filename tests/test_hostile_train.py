@@ -49,3 +49,32 @@ def test_resume_with_a_saved_buffer_refuses_a_changed_replay_flag_first(saved_ru
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"fastdqn: error: {flag}: the checkpoint was trained with"), err
     assert {p.name: p.read_bytes() for p in saved_run.iterdir()} == files
+
+
+@pytest.mark.parametrize("flag", ["--env-threads", "--torch-threads"])
+def test_a_thread_count_beyond_the_cores_is_refused_first(flag, capsys, workdir):
+    fails(CARTPOLE + [flag, "100000"], capsys, workdir, flag, "CPU cores", "got 100000")
+    assert not (workdir / "run").exists()
+
+
+def test_envs_that_would_not_fit_in_memory_are_refused_first(capsys, workdir):
+    fails(CARTPOLE + ["--num-envs", str(10**9), "--buffer-size", str(10**9)], capsys, workdir,
+          "--num-envs 1000000000", "GB", "free")
+
+
+def test_eval_refuses_envs_that_would_not_fit_in_memory(saved_run, capsys, workdir, monkeypatch):
+    import fastdqn.replay.spec
+
+    capsys.readouterr()
+    fails(["eval", "saved", "--num-envs", str(10**9)], capsys, workdir, "--num-envs 1000000000", "GB")
+    monkeypatch.setattr(fastdqn.replay.spec, "available_memory", lambda: 10**8)
+    fails(["eval", "saved", "--num-envs", "100000"], capsys, workdir, "--num-envs 100000", "0.10 GB")
+
+
+def test_eval_of_a_checkpoint_from_a_machine_with_more_cores_runs(saved_run, capsys):
+    from fastdqn.run.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(saved_run)
+    state["config"]["torch_threads"] = 100000
+    save_checkpoint(saved_run, {k: state[k] for k in ("config", "learner", "trainer", "obs_shape")})
+    assert main(["eval", str(saved_run), "--episodes", "1", "--num-envs", "1", "--no-cuda", "--json"]) == 0

@@ -5,10 +5,17 @@ buffer will take, the memory training its network takes, where the replay frames
 
 from __future__ import annotations
 
+import math
+import os
+
 from fastdqn.errors import ConfigError, ReplayError
 from fastdqn.run.build import build_network
-from fastdqn.run.config import VECTOR, TrainConfig
+from fastdqn.run.config import ATARI, VECTOR, TrainConfig
 from fastdqn.run.envs import EnvInfo
+
+# Host memory one EnvPool env takes, with room: measured about 0.9 MB per Atari env (emulator,
+# screens, frame stack, state queue) and 8 KB per classic-control env, doubled.
+ENV_BYTES = {ATARI: 2_000_000, VECTOR: 16_000}
 
 # Copies of each network parameter that training holds: online and target weights, gradients, Adam's two moments.
 COPIES_PER_PARAMETER = 5
@@ -107,3 +114,33 @@ def check_memory(config: TrainConfig, task: EnvInfo) -> tuple[int, int]:
             "use smaller --hidden widths" + ("" if config.cuda else " or a smaller --buffer-size")
         )
     return replay, free_ram
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def check_threads(config: TrainConfig) -> None:
+    """Refuse thread counts beyond the machine's cores (EnvPool aborts, torch fails, far past them)."""
+    n = cores()
+    for flag, value in (("--env-threads", config.env_threads), ("--torch-threads", config.torch_threads)):
+        if value > n:
+            raise ConfigError(f"{flag}: expected at most the {n} CPU cores this process may use, got {value}; "
+                              f"pass 0 for the default")
+
+
+def check_envs(flag: str, task: EnvInfo, num_envs: int) -> None:
+    """Refuse ``num_envs`` envs (and their batches) whose estimated memory exceeds what is free."""
+    from fastdqn.replay.spec import available_memory
+
+    # Each env: its own state, and a few copies of its observation in flight (batches, actions).
+    needed = num_envs * (ENV_BYTES[task.kind] + 4 * task.obs_dtype.itemsize * math.prod(task.obs_shape))
+    free = available_memory()
+    if needed > free:
+        raise ConfigError(f"{flag} {num_envs}: the envs would need about {needed / 1e9:.2f} GB but only "
+                          f"{free / 1e9:.2f} GB of RAM is free; lower {flag}")
+
