@@ -78,3 +78,25 @@ def test_eval_of_a_checkpoint_from_a_machine_with_more_cores_runs(saved_run, cap
     state["config"]["torch_threads"] = 100000
     save_checkpoint(saved_run, {k: state[k] for k in ("config", "learner", "trainer", "obs_shape")})
     assert main(["eval", str(saved_run), "--episodes", "1", "--num-envs", "1", "--no-cuda", "--json"]) == 0
+
+
+@pytest.mark.parametrize("where", [("online", None), ("optimizer", "exp_avg")])
+@pytest.mark.parametrize("command", ["resume", "eval"])
+def test_a_checkpoint_with_nan_weights_is_blamed_on_the_file(saved_run, capsys, workdir, where, command):
+    import torch
+
+    from fastdqn.run.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(saved_run)
+    part, key = where
+    if part == "online":
+        tensor = next(iter(state["learner"]["online"].values()))
+    else:
+        tensor = next(iter(state["learner"]["optimizer"]["state"].values()))[key]
+    tensor.view(-1)[0] = torch.nan
+    save_checkpoint(saved_run, {k: state[k] for k in ("config", "learner", "trainer", "obs_shape")})
+    capsys.readouterr()
+    argv = (["train", "--resume", "saved", "--total-timesteps", "800", "--no-progress"] if command == "resume"
+            else ["eval", "saved", "--episodes", "1", "--num-envs", "1", "--no-cuda"])
+    line = fails(argv, capsys, workdir, "NaN or inf", "damaged or was edited")
+    assert "learning rate" not in line and f"['{part}']" in line

@@ -191,3 +191,18 @@ def test_random_corruptions_load_cleanly_or_raise_a_replay_error_never_hang(tmp_
     outcomes = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(outcomes) <= {"loaded", "CheckpointError", "ReplayError"}, outcomes
     assert outcomes.get("CheckpointError", 0) > 0
+
+
+def test_loading_onto_a_missing_gpu_blames_the_device_not_the_file(tmp_path):
+    import torch
+
+    from fastdqn import DeviceReplayBuffer, ReplayError
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    path = tmp_path / "replay.bin"
+    filled(OPTIONS["flat"]).save(path)
+    for load in (DeviceReplayBuffer.load, ReplayBuffer.load):
+        with pytest.raises(ReplayError, match="^device: 'cuda' was asked for but torch sees no CUDA device"):
+            load(path, device="cuda")
+    assert DeviceReplayBuffer.load(path, device="cpu").sample(4).index.shape == (4,)

@@ -31,7 +31,7 @@ from fastdqn.kernels import nstep as kn
 from fastdqn.kernels import replay as kr
 from fastdqn.replay import file as rf
 from fastdqn.replay.frames import HostFrames
-from fastdqn.replay.prioritized import PrioritizedSampler
+from fastdqn.replay.prioritized import PrioritizedSampler, check_options
 from fastdqn.replay.ring import Ring
 from fastdqn.replay.spec import ReplaySpec, available_memory, replay_bytes
 from fastdqn.replay.uniform import UniformSampler
@@ -396,15 +396,19 @@ class ReplayBuffer:
                                       f"{rf.KINDS[cls._PRIORITIZED]}; load it with ReplayBuffer.load")
             try:
                 spec = ReplaySpec(*(args[k] for k in ("capacity", "obs_shape", "num_envs", "obs_dtype",
-                                                      "frame_stack")))
+                                                      "frame_stack", "n_step", "gamma") if k in args))
+                if prioritized:
+                    check_options(args.get("alpha", 0.6), args.get("eps", 1e-6))
                 sampler_type = PrioritizedSampler if prioritized else UniformSampler
                 rf.check_size(header, spec, sampler_type.saved_layout(spec.num_envs, spec.slots), start, size,
                               path)
-                if cls._PRIORITIZED is None:
-                    build["prioritized"] = prioritized
-                buf = cls(**args, **build)
             except ReplayError as exc:
                 raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
+            if cls._PRIORITIZED is None:
+                build["prioritized"] = prioritized
+            # The file's own arguments are checked: a refusal now is about ``build`` (e.g. a
+            # device this machine lacks) and says so itself.
+            buf = cls(**args, **build)
             arrays = [buf._frames.saved_frames()] + [a for n, a in buf._ring.arrays.items() if n != "frames"]
             rf.read_arrays(f, arrays + list(buf._sampler.saved_arrays().values()), path)
         buf._rng.bit_generator.state = header["rng"]
