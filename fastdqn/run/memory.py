@@ -144,3 +144,14 @@ def check_envs(flag: str, task: EnvInfo, num_envs: int) -> None:
         raise ConfigError(f"{flag} {num_envs}: the envs would need about {needed / 1e9:.2f} GB but only "
                           f"{free / 1e9:.2f} GB of RAM is free; lower {flag}")
 
+
+
+def check_network(config: TrainConfig, task: EnvInfo) -> None:
+    """Refuse a network whose training memory exceeds this machine's free RAM."""
+    from fastdqn.replay.spec import available_memory
+
+    network, free = network_bytes(config, task), available_memory()
+    if network > free:
+        raise ConfigError(f"--hidden {','.join(map(str, config.hidden))}: training the network would need "
+                          f"{network / 1e9:.2f} GB (weights, target, gradients, Adam state) but only "
+                          f"{free / 1e9:.2f} GB of RAM is free; use smaller --hidden widths")
