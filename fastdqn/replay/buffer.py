@@ -356,8 +356,11 @@ class ReplayBuffer:
         kr.transition_ids(self._ring.count, self._spec.slots, slots, np.arange(slots.shape[0]), out)
         return out
 
-    def save(self, path) -> None:
-        """Write the buffer to ``path`` atomically (temp file in the same folder, then rename)."""
+    def save(self, path, *, tag: dict | None = None) -> None:
+        """Write the buffer to ``path`` atomically (temp file in the same folder, then rename).
+
+        ``tag``: a JSON-able dict stored in the header (``fastdqn.replay.file.read_tag`` reads
+        it back), e.g. what ties the file to the checkpoint saved with it."""
         s = self._spec
         arrays = [self._frames.saved_frames()] + [a for n, a in self._ring.arrays.items() if n != "frames"]
         arrays += list(self._sampler.saved_arrays().values())
@@ -371,6 +374,10 @@ class ReplayBuffer:
             "arrays": rf.file_layout(s, self._sampler.saved_layout(s.num_envs, s.slots)),
             "kind": rf.KINDS[self.prioritized], "options": options,
         }
+        if tag is not None:
+            if not isinstance(tag, dict):
+                raise ReplayError(f"tag: expected None or a dict, got {type(tag).__name__}")
+            header["tag"] = tag
         with self._lock:
             rf.write(path, header, arrays)
 

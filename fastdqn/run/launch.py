@@ -26,7 +26,8 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
     signals.note = " before training started; no checkpoint was written"
     import torch
 
-    from fastdqn.run.checkpoint import CHECKPOINT_NAME, buffer_path, resolve_checkpoint
+    from fastdqn.replay.file import read_tag
+    from fastdqn.run.checkpoint import CHECKPOINT_NAME, buffer_path, check_buffer_tag, resolve_checkpoint
     from fastdqn.run.rundir import RunDirLock, check_no_run, check_run_dir
 
     cuda_available = torch.cuda.is_available()
@@ -64,6 +65,8 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
             state, config, task = load_resume(resume, overrides, cuda_available)
             config = dataclasses.replace(config, run_dir=str(run_dir), replay_device=replay_device)
         saved_buffer = buffer_path(state) if state is not None else None
+        if saved_buffer is not None:
+            check_buffer_tag(state, read_tag(saved_buffer), saved_buffer)
         # Validation is over: from here on envs, buffers and files are created.
         signals.note = " before training started; no checkpoint was written" + (
             f" (the one in {run_dir} is unchanged)" if state is not None else "")
