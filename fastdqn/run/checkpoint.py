@@ -83,14 +83,22 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, buffer=None) -> Pat
     """Write ``state`` (and ``buffer`` via its ``save``) into ``run_dir`` atomically."""
     run_dir = Path(run_dir)
     state = dict(state, format=FORMAT, version=VERSION, buffer_file=None)
+    new_buffer = None
     if buffer is not None:
         step = int(state["trainer"]["global_step"])
         name = replay_file_name(step)
+        if not (run_dir / name).exists():
+            new_buffer = run_dir / name
         # atomic and fsynced by ReplayBuffer.save itself; the tag ties the file to this checkpoint
         buffer.save(run_dir / name, tag={"run_id": state["trainer"].get("run_id"), "global_step": step})
         state["buffer_file"] = name
     path = run_dir / CHECKPOINT_NAME
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except BaseException:
+        if new_buffer is not None:  # no checkpoint points to it: give its space back
+            new_buffer.unlink(missing_ok=True)
+        raise
     for old in run_dir.glob("replay-*.bin"):
         if old.name != state["buffer_file"]:
             old.unlink()

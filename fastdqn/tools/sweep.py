@@ -367,6 +367,7 @@ class _Driver:
         self._shown = ""
         self._printed = self._started
         self._tty = sys.stderr.isatty()
+        self._save_failed = False
 
     def run(self) -> int:
         task = self.ray.remote(run_training)
@@ -396,8 +397,20 @@ class _Driver:
                 signal.signal(sig, handler)
             self._show(final=True)
             (self.folder / STOP_NAME).unlink(missing_ok=True)
-            write_sweep_json(self.folder, self.settings, self.runs)
+            self._save()
         return {signal.SIGINT: 130, signal.SIGTERM: 143}.get(self.stop_signal, 0)
+
+    def _save(self) -> None:
+        """Write ``sweep.json``; a failed write (a full disk) is reported once and tried again
+        at the next change, so the runs and the sweep go on."""
+        try:
+            write_sweep_json(self.folder, self.settings, self.runs)
+            self._save_failed = False
+        except OSError as exc:
+            if not self._save_failed:
+                print(f"\nfastdqn sweep: could not update {SWEEP_NAME}: {exc}; trying again at the next change",
+                      file=sys.stderr, flush=True)
+            self._save_failed = True
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal is not None:
@@ -420,7 +433,7 @@ class _Driver:
             r["state"], r["error"] = FAILED, str(cause).strip().splitlines()[0]
         r["attempts"] = max(r["attempts"], int(read_status(self._paths(name)["status"]).get("attempt", 0)))
         self._note_steps(name)
-        write_sweep_json(self.folder, self.settings, self.runs)
+        self._save()
 
     def _poll(self, pending_names) -> None:
         changed = False
@@ -431,7 +444,7 @@ class _Driver:
                 r["attempts"], r["state"], changed = max(attempt, r["attempts"]), RUNNING, True
             self._note_steps(name)
         if changed:
-            write_sweep_json(self.folder, self.settings, self.runs)
+            self._save()
         self._show()
 
     def _note_steps(self, name: str) -> None:
