@@ -44,6 +44,7 @@ def test_a_bad_argument_raises_a_replay_error_naming_it(change, name):
 def test_a_numpy_int_and_a_list_shape_are_still_taken():
     buf = ReplayBuffer(np.int64(64), [np.int32(4)], 2, obs_dtype=np.float32, seed=np.uint32(3))
     assert buf.obs_shape == (4,) and buf.capacity == 64
+    ReplayBuffer(**GOOD, seed=np.random.SeedSequence(5).spawn(1)[0])
 
 
 def rows(buf, reward):

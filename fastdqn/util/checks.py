@@ -58,11 +58,12 @@ def check_int(name: str, value, *, minimum: int = 1, why: str = "", fix: str = "
 
 
 def check_seed(name: str, value, *, error: type = ConfigError):
-    """``value`` as a seed for ``numpy.random.default_rng``: None or an int in [0, 2**64)."""
-    if value is None:
-        return None
+    """``value`` as a seed for ``numpy.random.default_rng``: None, a ``SeedSequence`` or an int
+    in [0, 2**64)."""
+    if value is None or isinstance(value, np.random.SeedSequence):
+        return value
     if not is_int(value) or not 0 <= value < 2**64:
-        fail(name, "None or an int in [0, 2**64)", value, error=error)
+        fail(name, "None, a numpy SeedSequence or an int in [0, 2**64)", value, error=error)
     return int(value)
 
 
