@@ -361,6 +361,17 @@ class ReplayBuffer:
 
         ``tag``: a JSON-able dict stored in the header (``fastdqn.replay.file.read_tag`` reads
         it back), e.g. what ties the file to the checkpoint saved with it."""
+        if tag is not None and not isinstance(tag, dict):
+            raise ReplayError(f"tag: expected None or a dict, got {type(tag).__name__}")
+        with self._lock:
+            header, arrays = self.file_parts()
+            if tag is not None:
+                header["tag"] = tag
+            rf.write(path, header, arrays)
+
+    def file_parts(self) -> tuple[dict, list]:
+        """The file's header and its arrays in file order (NumPy arrays, or objects whose
+        ``parts()`` yield host chunks): what ``save`` writes. Call it where nothing adds."""
         s = self._spec
         arrays = [self._frames.saved_frames()] + [a for n, a in self._ring.arrays.items() if n != "frames"]
         arrays += list(self._sampler.saved_arrays().values())
@@ -374,12 +385,7 @@ class ReplayBuffer:
             "arrays": rf.file_layout(s, self._sampler.saved_layout(s.num_envs, s.slots)),
             "kind": rf.KINDS[self.prioritized], "options": options,
         }
-        if tag is not None:
-            if not isinstance(tag, dict):
-                raise ReplayError(f"tag: expected None or a dict, got {type(tag).__name__}")
-            header["tag"] = tag
-        with self._lock:
-            rf.write(path, header, arrays)
+        return header, arrays
 
     @classmethod
     def load(cls, path, **build) -> "ReplayBuffer":
