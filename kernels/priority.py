@@ -93,7 +93,7 @@ def _live_slot(info, term_s, count, keep, n, t):
 
 
 @njit(nogil=True, cache=True)
-def _update(info, term_s, count, keep, n, ids, priorities, alpha, eps, tree, max_priority,
+def _update(info, term_s, count, keep, n, ids, priorities, alpha, eps, limit, tree, max_priority,
             slots, err):
     E = info.shape[0]
     P = tree.shape[0] // 2
@@ -104,7 +104,7 @@ def _update(info, term_s, count, keep, n, ids, priorities, alpha, eps, tree, max
         x = priorities[b]
         if not (x >= 0.0 and x < np.inf):
             err[0] = PRIORITY_VALUE
-        elif not (0.0 < (x + eps) ** alpha < np.inf):
+        elif not (0.0 < (x + eps) ** alpha <= limit):
             err[0] = PRIORITY_RANGE
         elif ids[b] < 0 or ids[b] // E >= count[ids[b] % E]:
             err[0] = ID_RANGE
@@ -127,11 +127,12 @@ def _update(info, term_s, count, keep, n, ids, priorities, alpha, eps, tree, max
 
 
 def update(info, term_s, count, keep: int, n: int, ids, priorities, alpha: float, eps: float,
-           tree, max_priority, slots, err) -> int:
+           limit: float, tree, max_priority, slots, err) -> int:
     """Set ``(priorities[b] + eps) ** alpha`` for each transition id still sampleable; later
-    rows win. ``slots`` is int64 scratch at least as long as ``ids``. Returns how many were
-    written, or -1 with ``err`` = (status, row) and nothing changed."""
-    return _update(info, term_s, count, keep, n, ids, priorities, alpha, eps, tree,
+    rows win. A priority outside ``(0, limit]`` is refused (``limit`` keeps the sum of every
+    leaf finite). ``slots`` is int64 scratch at least as long as ``ids``. Returns how many
+    were written, or -1 with ``err`` = (status, row) and nothing changed."""
+    return _update(info, term_s, count, keep, n, ids, priorities, alpha, eps, limit, tree,
                    max_priority, slots, err)
 
 

@@ -475,3 +475,57 @@ def assert_same_state(a, b, skip=()):
         assert a.dtype == b.dtype and torch.equal(a, b)
     else:
         assert a == b and type(a) is type(b)
+
+
+def test_a_symlinked_checkpoint_is_refused(trained_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = copy_run(trained_run, tmp_path)
+    run = tmp_path / "linked"
+    run.mkdir()
+    (run / CHECKPOINT_NAME).symlink_to(other / CHECKPOINT_NAME)
+    before = snapshot(other)
+    refused(["train", "--resume", str(run)], capsys, run, "symbolic link", CHECKPOINT_NAME)
+    refused(["eval", str(run)], capsys, run, "symbolic link")
+    assert snapshot(other) == before
+
+
+def second_run(tmp_path, name):
+    run = tmp_path / name
+    assert main(["train", *CARTPOLE_RUN, "--run-dir", str(run)]) == 0
+    return run
+
+
+def test_another_runs_replay_file_beside_this_checkpoint_is_refused(trained_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = copy_run(trained_run, tmp_path)
+    other = second_run(tmp_path, "other")  # same settings, same step: the same file name
+    shutil.copy(other / "replay-400.bin", run / "replay-400.bin")
+    refused(["train", "--resume", str(run)], capsys, run, "replay-400.bin", "was not saved with it")
+
+
+def test_each_checkpoint_names_its_run_and_the_replay_file_carries_it(trained_run):
+    from fastdqn.replay.file import read_tag
+
+    run_id = read_document(trained_run)["trainer"]["run_id"]
+    assert len(run_id) == 32
+    assert read_tag(trained_run / "replay-400.bin") == {"run_id": run_id, "global_step": 400}
+
+
+def test_a_checkpoint_from_before_run_ids_still_resumes_with_its_replay_file(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    doc = read_document(run)
+    del doc["trainer"]["run_id"]
+    doc["version"] = 3
+    write_document(run, doc)
+    assert main(["train", "--resume", str(run), "--total-timesteps", "600", "--no-progress"]) == 0
+    assert len(read_document(run)["trainer"]["run_id"]) == 32
+
+
+@pytest.mark.parametrize("bad", ["x" * 32, 5, "ABC"])
+def test_a_bad_run_id_is_refused(trained_run, tmp_path, capsys, monkeypatch, bad):
+    monkeypatch.chdir(tmp_path)
+    run = copy_run(trained_run, tmp_path)
+    doc = read_document(run)
+    doc["trainer"]["run_id"] = bad
+    write_document(run, doc)
+    refused(["train", "--resume", str(run)], capsys, run, "trainer.run_id")

@@ -152,3 +152,57 @@ def test_few_seeds_draw_each_seed_under_the_mean_and_the_legend_names_the_band()
         np.testing.assert_array_equal(line.get_ydata(), seed)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "each seed" in labels and "95% bootstrap CI of the mean over 3 seeds" in labels
+
+
+BAD_LINES = [b'{"global_step": 1e999, "episodic_return": 5.0}\n', b'\xff\xfe{"global_step": 3}\n',
+             b'{"global_step": 300, "episodic_return": "high"}\n', b'{"global_step": "400"}\n', b'[1, 2]\n',
+             b'{"global_step": true, "episodic_return": 1.0}\n', b'{"global_step": 500, "eval_return_mean": NaN}\n']
+
+
+def test_bad_metrics_lines_are_skipped_and_reported_by_line_number(tmp_path, capsys):
+    run = tmp_path / "runs" / "CartPole-v1__1"
+    write_run(run, "CartPole-v1", 1, 100.0, 500.0)
+    good = (run / "metrics.jsonl").read_bytes().rsplit(b"\n", 1)[0] + b"\n"
+    (run / "metrics.jsonl").write_bytes(good + b"".join(BAD_LINES))
+    first_bad = good.count(b"\n") + 1
+    assert main(["plot", str(run), "-o", str(tmp_path / "p.png")]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {len(BAD_LINES)} unreadable line(s)" in err and f"line {first_bad} (global_step is inf" in err
+    assert (tmp_path / "p.png").exists()
+
+
+@pytest.mark.parametrize("field, value", [("seed", "one"), ("seed", 1.7), ("total_timesteps", [1]), ("env_id", 5),
+                                          ("seed", None)])
+def test_a_run_config_with_a_wrong_type_is_one_line_naming_the_field(tmp_path, capsys, field, value):
+    run = tmp_path / "run"
+    write_run(run, "CartPole-v1", 1, 100.0, 500.0)
+    config = json.loads((run / "config.json").read_text())
+    config[field] = value
+    (run / "config.json").write_text(json.dumps(config))
+    fails(["plot", str(run), "-o", str(tmp_path / "p.png")], capsys, tmp_path, f"field {field!r}")
+
+
+def test_json_and_output_paths_are_checked_before_drawing(sweep, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    for argv, expected in ((["--json", str(tmp_path / "no" / "x.json")], "--json"),
+                           (["--json", str(tmp_path / "afile" / "x.json")], "--json"),
+                           (["--json", str(tmp_path)], "--json"),
+                           (["-o", str(tmp_path / "afile" / "p.png")], "--output")):
+        argv = ["plot", str(sweep), *(["-o", str(tmp_path / "p.png")] if "-o" not in argv else []), *argv]
+        line = fails(argv, capsys, tmp_path, expected)
+        assert "--resume" not in line
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_a_write_error_in_plot_does_not_suggest_resume(sweep, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import fastdqn.tools.plot
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device", "x.json")
+
+    monkeypatch.setattr(fastdqn.tools.plot, "atomic_write", full)
+    assert main(["plot", str(sweep), "-o", str(tmp_path / "p.png"), "--json", str(tmp_path / "x.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and "No space left" in err[-1] and "--resume" not in err[-1]

@@ -349,3 +349,49 @@ def test_counts_are_singular_for_one():
 
     assert (_count(1, "CPU"), _count(2, "CPU"), _count(0.5, "GPU"), _count(0, "GPU")) == (
         "1 CPU", "2 CPUs", "0.5 GPUs", "0 GPUs")
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--seeds", str(2**31)], ["--seeds", str(2**31)]),
+    (["--seeds", "1," + str(2**40)], ["--seeds", str(2**40)]),
+    (["--seeds", ""], ["--seeds", "''"]),
+    (["--seeds", " , "], ["--seeds"]),
+    (["--sticky-actions", "0.25"], ["--sticky-actions", "Atari"]),
+    (["--hidden", "100000000,100000000"], ["--hidden", "GB"]),
+    (["--n-step", str(2**70)], ["--n-step", "65536"]),
+    (["--prioritized", "--per-alpha", "1e308"], ["--per-alpha"]),
+])
+def test_sweep_input_every_run_would_refuse_is_refused_first(extra, expected, capsys, workdir):
+    fails(SWEEP + ["--env-ids", "CartPole-v1", *extra], capsys, workdir, *expected)
+
+
+def test_a_signal_after_the_runs_ended_still_writes_and_prints_the_summary(tmp_path, monkeypatch, capsys):
+    """The driver has returned: a Ctrl-C while Ray shuts down is noted, the summary written."""
+    import fastdqn.tools.sweep as sweep_module
+
+    class FakeRay:
+        def shutdown(self):
+            os.kill(os.getpid(), signal.SIGINT)
+
+        def cluster_resources(self):
+            return {"CPU": 2.0, "GPU": 0.0}
+
+    class FakeDriver:
+        def __init__(self, ray, settings, folder, runs, starts):
+            self.runs = runs
+
+        def run(self):
+            for r in self.runs.values():
+                r["state"] = "finished"
+            return 0
+
+    monkeypatch.setattr(sweep_module, "_import_ray", lambda local: FakeRay())
+    monkeypatch.setattr(sweep_module, "_start_ray", lambda ray, address: None)
+    monkeypatch.setattr(sweep_module, "_Driver", FakeDriver)
+    from fastdqn.tools.cli import main
+
+    assert main(["sweep", "--env-ids", "CartPole-v1", "--sweep-dir", str(tmp_path / "sw"),
+                 "--total-timesteps", "1000"]) == 0
+    out, err = capsys.readouterr()
+    assert "final eval" in out and "SIGINT after the runs had ended" in err and "nothing was written" not in err
+    assert (tmp_path / "sw" / "summary.json").exists()

@@ -50,9 +50,19 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
     observations, as SB3 stores them; ``k``: a ``(k, H, W)`` stack stored one frame per step),
     ``n_steps`` and ``gamma`` (n-step returns, as SB3's ``NStepReplayBuffer``), ``seed`` (None: drawn from NumPy's global generator, which SB3
     seeds), ``scratch_dir`` (for pickling, see ``fastdqn.integrations.replay_pickle``).
-    ``optimize_memory_usage`` is accepted (CleanRL passes True) and changes nothing; keep it
-    False on an SB3 algorithm, whose second ``learn()`` would then write SB3's own ``dones``.
+    ``optimize_memory_usage`` is accepted (CleanRL passes True, as may SB3's ``DQN``) and
+    changes nothing: each frame is stored once already. A second ``learn()`` of an SB3
+    algorithm built with it marks the last row done (``dones[pos] = True``); here the next
+    ``add`` after the env's reset starts a new stack anyway, so that write is ignored.
     """
+
+    class _Dones:
+        """Takes SB3's ``replay_buffer.dones[pos] = True``, which needs no action here."""
+
+        def __setitem__(self, index, value) -> None:
+            pass
+
+    dones = _Dones()
 
     def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
                  device: torch.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,

@@ -52,6 +52,17 @@ def _check_tensors(field: str, ours: dict, theirs) -> None:
                 f"{_WHERE}{field}[{key!r}]: expected shape {tuple(value.shape)} {value.dtype}, got "
                 f"{tuple(other.shape)} {other.dtype}; {why}"
             )
+        _check_finite(f"{field}[{key!r}]", other)
+
+
+def _check_finite(field: str, value: torch.Tensor) -> None:
+    """Refuse NaN or inf in a saved tensor: training keeps the state from before a diverging
+    update, so such values come from damage or an edit, not from the run."""
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise CheckpointError(f"{_WHERE}{field}: {bad} of its {value.numel()} values are NaN or inf; "
+                              "a run saves the state from before a diverging update, so the file is "
+                              "damaged or was edited: use an older copy of the run folder")
 
 
 def _check_optimizer(optimizer: torch.optim.Optimizer, theirs) -> None:
@@ -93,6 +104,7 @@ def _check_optimizer(optimizer: torch.optim.Optimizer, theirs) -> None:
             if got != expected:
                 what = "one element" if key == "step" else f"shape {expected}"
                 _bad(f"{field}[{key!r}]", what, f"shape {tuple(value.shape)}")
+            _check_finite(f"{field}[{key!r}]", value)
 
 
 def _plain_setting(value) -> bool:

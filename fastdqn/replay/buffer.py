@@ -31,11 +31,11 @@ from fastdqn.kernels import nstep as kn
 from fastdqn.kernels import replay as kr
 from fastdqn.replay import file as rf
 from fastdqn.replay.frames import HostFrames
-from fastdqn.replay.prioritized import PrioritizedSampler
+from fastdqn.replay.prioritized import PrioritizedSampler, check_options
 from fastdqn.replay.ring import Ring
 from fastdqn.replay.spec import ReplaySpec, available_memory, replay_bytes
 from fastdqn.replay.uniform import UniformSampler
-from fastdqn.util.checks import check_flag, check_int, parse_device
+from fastdqn.util.checks import check_flag, check_int, check_seed, parse_device
 
 _WARM: set = set()  # kernel signatures compiled (or loaded from cache) in this process
 
@@ -92,7 +92,7 @@ class ReplayBuffer:
         if host > available:
             raise MemoryError(f"{self._figures(host)} but only {available / 1e9:.2f} GB of memory is "
                               f"available; lower capacity")
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(check_seed("seed", seed, error=ReplayError))
         self._lock = _TurnLock()
         try:
             self._ring = ring = Ring(spec, spec.frame_stack + 1 if tensor else None)
@@ -244,7 +244,8 @@ class ReplayBuffer:
         ``window=True`` (stacked frames only) stores each transition's ``k + 1`` frames once
         in ``frames``; ``obs`` and ``next_obs`` are views of it (see ``fastdqn.replay.batch``).
         """
-        return self._frames.make_batch(check_int("batch_size", batch_size, error=ReplayError), bool(window))
+        return self._frames.make_batch(check_int("batch_size", batch_size, error=ReplayError),
+                                       check_flag("window", window, error=ReplayError))
 
     def draw(self, batch_size: int, out=None, *, beta: float = 1.0):
         """Draw ``batch_size`` transitions into ``out.index`` (and ``out.weight``); ``fill``
@@ -355,8 +356,22 @@ class ReplayBuffer:
         kr.transition_ids(self._ring.count, self._spec.slots, slots, np.arange(slots.shape[0]), out)
         return out
 
-    def save(self, path) -> None:
-        """Write the buffer to ``path`` atomically (temp file in the same folder, then rename)."""
+    def save(self, path, *, tag: dict | None = None) -> None:
+        """Write the buffer to ``path`` atomically (temp file in the same folder, then rename).
+
+        ``tag``: a JSON-able dict stored in the header (``fastdqn.replay.file.read_tag`` reads
+        it back), e.g. what ties the file to the checkpoint saved with it."""
+        if tag is not None and not isinstance(tag, dict):
+            raise ReplayError(f"tag: expected None or a dict, got {type(tag).__name__}")
+        with self._lock:
+            header, arrays = self.file_parts()
+            if tag is not None:
+                header["tag"] = tag
+            rf.write(path, header, arrays)
+
+    def file_parts(self) -> tuple[dict, list]:
+        """The file's header and its arrays in file order (NumPy arrays, or objects whose
+        ``parts()`` yield host chunks): what ``save`` writes. Call it where nothing adds."""
         s = self._spec
         arrays = [self._frames.saved_frames()] + [a for n, a in self._ring.arrays.items() if n != "frames"]
         arrays += list(self._sampler.saved_arrays().values())
@@ -370,8 +385,7 @@ class ReplayBuffer:
             "arrays": rf.file_layout(s, self._sampler.saved_layout(s.num_envs, s.slots)),
             "kind": rf.KINDS[self.prioritized], "options": options,
         }
-        with self._lock:
-            rf.write(path, header, arrays)
+        return header, arrays
 
     @classmethod
     def load(cls, path, **build) -> "ReplayBuffer":
@@ -395,18 +409,23 @@ class ReplayBuffer:
                                       f"{rf.KINDS[cls._PRIORITIZED]}; load it with ReplayBuffer.load")
             try:
                 spec = ReplaySpec(*(args[k] for k in ("capacity", "obs_shape", "num_envs", "obs_dtype",
-                                                      "frame_stack")))
+                                                      "frame_stack", "n_step", "gamma") if k in args))
+                if prioritized:
+                    check_options(args.get("alpha", 0.6), args.get("eps", 1e-6))
                 sampler_type = PrioritizedSampler if prioritized else UniformSampler
                 rf.check_size(header, spec, sampler_type.saved_layout(spec.num_envs, spec.slots), start, size,
                               path)
-                if cls._PRIORITIZED is None:
-                    build["prioritized"] = prioritized
-                buf = cls(**args, **build)
             except ReplayError as exc:
                 raise CheckpointError(f"path: {path!r} has a corrupt header: {exc}") from None
+            if cls._PRIORITIZED is None:
+                build["prioritized"] = prioritized
+            # The file's own arguments are checked: a refusal now is about ``build`` (e.g. a
+            # device this machine lacks) and says so itself.
+            buf = cls(**args, **build)
             arrays = [buf._frames.saved_frames()] + [a for n, a in buf._ring.arrays.items() if n != "frames"]
             rf.read_arrays(f, arrays + list(buf._sampler.saved_arrays().values()), path)
         buf._rng.bit_generator.state = header["rng"]
+        buf._ring.check_loaded(path)
         buf._frames.after_load()
         length = buf._ring.recount()
         buf._sampler.check_loaded(path)

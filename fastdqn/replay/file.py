@@ -72,6 +72,19 @@ def read_header(f, path: str, size: int) -> tuple[dict, int]:
     return header, len(MAGIC) + 8 + n
 
 
+def read_tag(path) -> dict | None:
+    """The ``tag`` a file was saved with (``ReplayBuffer.save(tag=)``), reading only its header;
+    None when it has none."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            header, _ = read_header(f, path, os.fstat(f.fileno()).st_size)
+    except OSError as exc:
+        raise CheckpointError(f"path: cannot open replay buffer file {path!r}: {exc}") from exc
+    tag = header.get("tag") if isinstance(header, dict) else None
+    return tag if isinstance(tag, dict) else None
+
+
 def header_args(header, path: str) -> dict:
     """The constructor arguments in a replay file's header, each checked (allocates nothing):
     the geometry, ``prioritized`` and the variant's options."""

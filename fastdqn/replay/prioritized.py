@@ -20,6 +20,23 @@ from fastdqn.replay.ring import Ring
 from fastdqn.util.checks import check_number
 
 
+MAX_ALPHA = 10.0
+"""The sharpest prioritization allowed: past it ``p ** alpha`` overflows float64 for ordinary
+TD errors, and draws are greedy in practice."""
+
+
+def check_options(alpha, eps) -> tuple[float, float]:
+    """``(alpha, eps)`` as floats, refused (``ReplayError``) unless ``alpha`` is in
+    ``[0, MAX_ALPHA]`` and ``eps`` positive with ``eps ** alpha`` a positive float64 (the
+    priority of a zero TD error)."""
+    alpha = check_number("alpha", alpha, 0.0, MAX_ALPHA, fix="pass e.g. alpha=0.6", error=ReplayError)
+    eps = check_number("eps", eps, 0.0, low_open=True, fix="pass e.g. eps=1e-6", error=ReplayError)
+    if not eps ** alpha > 0:
+        raise ReplayError(f"eps: eps ** alpha = {eps} ** {alpha} underflows to 0, the priority a zero "
+                          f"TD error would get; raise eps or lower alpha")
+    return alpha, eps
+
+
 class PrioritizedSampler:
     """Draws from ``ring`` by priority ``(|td_error| + eps) ** alpha``, with ``rng``."""
 
@@ -27,8 +44,7 @@ class PrioritizedSampler:
     prioritized = True
 
     def __init__(self, ring: Ring, rng: np.random.Generator, *, alpha: float, eps: float) -> None:
-        self.alpha = check_number("alpha", alpha, 0.0, fix="pass e.g. alpha=0.6", error=ReplayError)
-        self.eps = check_number("eps", eps, 0.0, low_open=True, fix="pass e.g. eps=1e-6", error=ReplayError)
+        self.alpha, self.eps = check_options(alpha, eps)
         self.ring, self.rng = ring, rng
         spec = ring.spec
         try:
@@ -37,6 +53,8 @@ class PrioritizedSampler:
             raise MemoryError(f"prioritized replay of capacity {spec.capacity}: allocating its priority "
                               f"trees failed; lower capacity") from None
         self.max_priority = np.ones(1, np.float64)
+        # The largest leaf: every leaf at most this keeps the tree's total finite.
+        self.limit = float(np.finfo(np.float64).max) / (2 * self._leaves())
         self.snapshot = np.zeros(spec.num_envs, np.int64)
         self.beta = 1.0  # of the latest draw, for its redraws
         self._uniform = np.empty(0, np.float64)
@@ -95,7 +113,7 @@ class PrioritizedSampler:
             self._written = np.empty(index.shape[0], np.int64)
         a, spec = self.ring.arrays, self.ring.spec
         written = kp.update(a["slot_flags"], a["terminated"], a["count"], spec.keep, spec.n_step, index, prio,
-                            self.alpha, self.eps, self.tree, self.max_priority, self._written, self._err)
+                            self.alpha, self.eps, self.limit, self.tree, self.max_priority, self._written, self._err)
         if written < 0:
             code, row = int(self._err[0]), int(self._err[1])
             if code == kp.PRIORITY_VALUE:
@@ -103,8 +121,10 @@ class PrioritizedSampler:
                                   f"priorities[{row}] = {prio[row]}")
             if code == kp.PRIORITY_RANGE:
                 raise ReplayError(f"priorities: (priorities[{row}] + eps) ** alpha = "
-                                  f"({prio[row]} + {self.eps}) ** {self.alpha} is not a positive "
-                                  f"finite float64; scale the priorities or raise eps")
+                                  f"({prio[row]} + {self.eps}) ** {self.alpha} is not in (0, "
+                                  f"{self.limit:.3g}], the largest priority the tree's total of "
+                                  f"{self._leaves()} leaves stays finite with; scale the priorities "
+                                  f"or raise eps")
             raise ReplayError(f"index: index[{row}] = {index[row]} was never a transition id of this "
                               f"buffer; use ids from sample().index")
         return int(written)
@@ -121,11 +141,13 @@ class PrioritizedSampler:
                 "max_priority": self.max_priority}
 
     def check_loaded(self, path: str) -> None:
-        if not (math.isfinite(self.max_priority[0]) and self.max_priority[0] > 0):
+        if not (0 < self.max_priority[0] <= self.limit):
             raise CheckpointError(f"path: {path!r} is corrupt: max_priority is {self.max_priority[0]}, "
                                   f"expected a positive finite number")
         a, spec = self.ring.arrays, self.ring.spec
         bad = kp.check_leaves(a["slot_flags"], a["terminated"], a["count"], spec.keep, spec.n_step, self.tree)
+        over = np.flatnonzero(self.tree[self._leaves():, 0] > self.limit)
+        bad = over[0] if bad < 0 and over.size else bad
         if bad >= 0:
             raise CheckpointError(f"path: {path!r} is corrupt: the priority of slot id {bad} is "
                                   f"{self.tree[self._leaves() + bad, 0]}, expected a positive "

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastdqn.errors import ReplayError
+from fastdqn.errors import CheckpointError, ReplayError
 from fastdqn.kernels import nstep as kn
 from fastdqn.kernels import priority as kp
 from fastdqn.kernels import replay as kr
 from fastdqn.replay.spec import ReplaySpec
+
+
+MAX_COUNT = 1 << 62
+"""The largest write count a loaded file may hold (absolute slot ids stay far from overflow)."""
 
 
 class Ring:
@@ -62,7 +66,10 @@ class Ring:
             raise ReplayError(f"{name}: expected {what}, got dtype {arr.dtype}")
         if arr.shape != (n,):
             raise ReplayError(f"{name}: expected shape ({n},) (one per row of obs), got {arr.shape}")
-        return arr.astype(dtype, copy=False)
+        if arr.dtype == dtype:
+            return arr
+        with np.errstate(over="ignore"):  # a float64 past float32's range becomes inf, refused after
+            return arr.astype(dtype)
 
     def add(self, obs, next_obs, action, reward, terminated, truncated, env_ids, valid) -> np.ndarray:
         """Store the rows (see ``ReplayBuffer.add``); returns the env ids they were for."""
@@ -71,6 +78,9 @@ class Ring:
         next_b = self._obs("next_obs", next_obs, n)
         action = self._rows("action", action, n, "iu", np.int64, "an integer array")
         reward = self._rows("reward", reward, n, "f", np.float32, "a float array")
+        if not np.isfinite(reward).all():
+            row = int(np.flatnonzero(~np.isfinite(reward))[0])
+            raise ReplayError(f"reward: expected finite values, got reward[{row}] = {reward[row]}")
         terminated = self._rows("terminated", terminated, n, "b", np.bool_, "a bool array")
         truncated = self._rows("truncated", truncated, n, "b", np.bool_, "a bool array")
         E = self.spec.num_envs
@@ -121,6 +131,66 @@ class Ring:
             raise ReplayError(f"index: index[{bad}] = {index[bad]} is not a transition id that can "
                               f"be sampled now (overwritten, never stored, or its n-step window "
                               f"still open); use ids from sample().index")
+
+    def check_loaded(self, path: str) -> None:
+        """Refuse rings read from a file whose bookkeeping contradicts itself: counts, slot
+        flags against their positions, stack depths, episode starts, the per-env tallies and
+        the stored rewards (vectorised over the slots; no per-frame work)."""
+        a, spec = self.arrays, self.spec
+        E, L = a["slot_flags"].shape
+        k = spec.frame_stack
+
+        def corrupt(what: str, env) -> None:
+            raise CheckpointError(f"path: {path!r} is corrupt: {what} (env {int(env)}); "
+                                  f"the file was altered or damaged, delete it or save it again")
+
+        count = a["count"]
+        for name in ("pending", "terminated"):
+            bad = np.flatnonzero((a[name].view(np.uint8) > 1).reshape(E, -1).any(axis=1))
+            if bad.size:
+                corrupt(f"{name} holds bytes other than 0 and 1", bad[0])
+        bad = np.flatnonzero((count < 0) | (count > MAX_COUNT))
+        if bad.size:
+            corrupt(f"its write count is {count[bad[0]]}, expected 0..{MAX_COUNT}", bad[0])
+        bad = np.flatnonzero(a["pending"] & (count < 2))
+        if bad.size:
+            corrupt("a continued stack is marked on an env with fewer than 2 frames", bad[0])
+        c = count[:, None]
+        absolute = c - 1 - ((c - 1 - np.arange(L)[None, :]) % L)  # newest absolute slot at each slot
+        info = a["slot_flags"]
+        flag = (info & kr.HAS_TRANSITION) != 0
+        depth = (info & kr.DEPTH_MASK).astype(np.int64)
+        written = absolute >= 0
+        checks = (
+            (~written & ((info != 0) | a["terminated"]), "a slot never written holds flags"),
+            (depth > k - 1, f"a stack depth exceeds frame_stack - 1 = {k - 1}"),
+            (flag & (absolute >= c - 1), "a transition is flagged on the newest slot, which has no next frame"),
+            ((info & kr.WINDOW_END).astype(bool) & ~flag, "an n-step window ends on a slot without a transition"),
+            (flag & ~np.isfinite(a["reward"]), "a stored reward is not finite"),
+        )
+        for mask, what in checks:
+            bad = np.flatnonzero(mask.any(axis=1))
+            if bad.size:
+                corrupt(what, bad[0])
+        # A frame of depth d > 0 continues the stack of the slot before it (depth d - 1, or
+        # k - 1 at both once the stack is full); the ring's oldest slot has no earlier one.
+        prev_depth = np.roll(depth, 1, axis=1)
+        prev_written = (absolute - 1 >= np.maximum(c - L, 0)) & written
+        chain = (depth > 0) & prev_written & (prev_depth != depth - 1) & ~((depth == k - 1) & (prev_depth == k - 1))
+        first = (depth > 0) & written & (absolute == 0)
+        bad = np.flatnonzero((chain | first).any(axis=1))
+        if bad.size:
+            corrupt("a stack depth does not follow the slot before it (an episode start moved)", bad[0])
+        bad = np.flatnonzero(a["flagged"] != flag.sum(axis=1))
+        if bad.size:
+            corrupt(f"its tally of flagged slots is {a['flagged'][bad[0]]}, the slot flags hold "
+                    f"{int(flag[bad[0]].sum())}", bad[0])
+        lo = np.maximum(count - spec.keep, 0)[:, None]
+        sampleable = (flag & (absolute - depth >= lo)).sum(axis=1)
+        bad = np.flatnonzero(a["nvalid"] != sampleable)
+        if bad.size:
+            corrupt(f"its tally of stored transitions is {a['nvalid'][bad[0]]}, the slot flags "
+                    f"hold {int(sampleable[bad[0]])}", bad[0])
 
     def recount(self) -> int:
         """Rebuild the open-window counts from the arrays (after a load); returns ``len``."""

@@ -14,8 +14,13 @@ import numpy as np
 from fastdqn.errors import ReplayError
 from fastdqn.kernels.replay import MAX_FRAME_STACK
 from fastdqn.kernels.sumtree import leaves_for
-from fastdqn.util.checks import check_int, check_number
+from fastdqn.util.checks import check_int, check_number, is_int
 
+MAX_DIM = 1 << 31
+"""The largest extent of one observation axis."""
+MAX_N_STEP = 1 << 16
+"""The longest n-step window (far beyond any useful one; it keeps ``gamma ** n`` and the
+window walks in range)."""
 ID_BYTES = 8
 """A row id (int64) stands in for a frame in the host copy kernels of device frames."""
 PRIORITY_BYTES = 32
@@ -30,6 +35,13 @@ def available_memory() -> int:
         return int(psutil.virtual_memory().available)
     except ImportError:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def is_saved_dtype(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is one the kernels copy and the replay file stores: a plain bool,
+    int, uint or float of 1, 2, 4 or 8 bytes."""
+    return (dtype.kind in "biuf" and dtype.itemsize in (1, 2, 4, 8) and dtype.fields is None
+            and dtype.subdtype is None and np.dtype(dtype.str) == dtype)
 
 
 def _layout_bytes(layout: dict) -> int:
@@ -60,24 +72,25 @@ class ReplaySpec:
 
         put("num_envs", check_int("num_envs", self.num_envs, error=ReplayError))
         put("n_step", check_int("n_step", self.n_step, error=ReplayError))
+        if self.n_step > MAX_N_STEP:
+            raise ReplayError(f"n_step: expected at most {MAX_N_STEP}, got {self.n_step}")
         put("gamma", check_number("gamma", self.gamma, 0.0, 1.0, fix="pass e.g. gamma=0.99", error=ReplayError))
         k = check_int("frame_stack", self.frame_stack, error=ReplayError)
         put("frame_stack", k)
         if k > MAX_FRAME_STACK:
             raise ReplayError(f"frame_stack: expected at most {MAX_FRAME_STACK}, got {k}")
-        try:
-            shape = tuple(int(x) for x in self.obs_shape)
-        except TypeError:
-            raise ReplayError(f"obs_shape: expected a tuple of ints, got {self.obs_shape!r}") from None
-        if not shape or min(shape) < 1:
-            raise ReplayError(f"obs_shape: expected a non-empty tuple of positive ints, got {shape}")
+        shape = self.obs_shape
+        if not (isinstance(shape, (tuple, list)) and shape and all(is_int(x) and 1 <= x <= MAX_DIM for x in shape)):
+            raise ReplayError(f"obs_shape: expected a non-empty tuple of ints in [1, {MAX_DIM}], got {shape!r}")
+        shape = tuple(int(x) for x in shape)
         put("obs_shape", shape)
         try:
             dtype = np.dtype(self.obs_dtype)
         except TypeError:
             raise ReplayError(f"obs_dtype: expected a NumPy dtype, got {self.obs_dtype!r}") from None
-        if dtype.hasobject or dtype.itemsize == 0:
-            raise ReplayError(f"obs_dtype: expected a plain numeric dtype, got {dtype}")
+        if not is_saved_dtype(dtype):
+            raise ReplayError(f"obs_dtype: expected a bool, int, uint or float dtype of 1, 2, 4 or 8 "
+                              f"bytes (what a replay file stores), got {dtype}")
         put("obs_dtype", dtype)
         if k > 1:
             if dtype != np.uint8:

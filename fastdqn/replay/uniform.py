@@ -3,16 +3,25 @@
 Draws pick one of each env's newest ``keep`` slots uniformly and reject slots without a
 sampleable transition (``kernels/replay.py``), so accepted draws are uniform over the
 transitions; with ``n_step > 1`` transitions whose window is still open are rejected too.
+Rejection is bounded: as ``len >= B``, at least ``len / total`` of the kept slots are
+accepted, and a draw that has not filled after ``FREE_ROUNDS`` rounds and then about 64
+times the rounds it should need raises ``ReplayStateError`` instead of looping for ever
+(only bookkeeping that contradicts itself gets there).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from fastdqn.errors import ReplayStateError
 from fastdqn.kernels import nstep as kn
 from fastdqn.kernels import replay as kr
 from fastdqn.replay.batch import ReplayBatch
 from fastdqn.replay.ring import Ring
+
+
+FREE_ROUNDS = 64
+"""Rounds of rejection before a draw starts counting against its bound."""
 
 
 class UniformSampler:
@@ -34,14 +43,29 @@ class UniformSampler:
         """Fill ``slots`` with slot ids of sampleable transitions, against a fresh snapshot."""
         a, spec = self.ring.arrays, self.ring.spec
         np.copyto(self.snapshot, a["count"])
-        filled = 0
+        filled = rounds = 0
+        limit = FREE_ROUNDS
         while filled < slots.shape[0]:
+            rounds += 1
+            if rounds > limit:
+                limit = self._round_limit(limit, rounds, filled, slots.shape[0])
             self.rng.random(out=self._uniform)
             drawn = kr.draw_indices(a["slot_flags"], self.snapshot, spec.keep, self._uniform, slots, filled)
             if spec.n_step > 1:  # drop transitions whose window is still open
                 drawn = kn.keep_closed(a["slot_flags"], a["terminated"], self.snapshot, spec.n_step, slots,
                                        filled, drawn)
             filled = drawn
+
+    def _round_limit(self, limit: int, rounds: int, filled: int, B: int) -> int:
+        """The bound on rounds, worked out once the free ones are spent (off the hot path)."""
+        if limit == FREE_ROUNDS:
+            total = int(np.minimum(self.snapshot, self.ring.spec.keep).sum())
+            limit = FREE_ROUNDS + 64 * (total // self._uniform.shape[0] + 1)
+            if rounds <= limit:
+                return limit
+        raise ReplayStateError(f"sample: {rounds - 1} rounds of draws found {filled} of {B} sampleable "
+                               f"transitions although len(buffer) = {self.ring.len}; the buffer's "
+                               f"bookkeeping contradicts itself (a damaged or altered saved file?)")
 
     def draw(self, slots: np.ndarray, out, rows: np.ndarray, beta: float) -> None:
         """Draw ``len(slots)`` transitions: slot ids into ``slots``, transition ids into ``out.index``."""

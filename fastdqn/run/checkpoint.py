@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickletools
+import re
 import zipfile
 from pathlib import Path
 
@@ -53,16 +54,21 @@ _KEYS = {"format", "version", "config", "learner", "trainer", "obs_shape", "buff
 _TRAINER_KEYS = {"global_step", "pending", "learn_after", "episodes", "last_eval", "torch_rng", "cuda_rng"}
 # The drawn batch and the TD errors not yet written back; files written before them lack
 # them, and are read as if they held None.
-_TRAINER_REPLAY_KEYS = {"next_batch", "pending_priorities"}
+_TRAINER_REPLAY_KEYS = {"next_batch", "pending_priorities", "run_id"}
 _COUNTERS = ("global_step", "pending", "learn_after", "episodes")
 _FIX = "the file is damaged or was edited: use an older copy or start a new run"
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or the ``checkpoint.pt`` inside a run folder."""
+    """A checkpoint file, or the ``checkpoint.pt`` inside a run folder; a symbolic link is
+    refused (it may point into another run, which a resume would then write over)."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
+    if path.is_symlink():
+        raise CheckpointError(f"checkpoint: {str(path)!r} is a symbolic link (to {os.readlink(path)!r}); "
+                              "a run folder's files are read only from the folder itself: copy the file "
+                              "in place of the link")
     if not path.is_file():
         raise CheckpointError(f"checkpoint: no file at {str(path)!r}; pass a checkpoint file or a run folder "
                               f"holding {CHECKPOINT_NAME}")
@@ -77,12 +83,22 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, buffer=None) -> Pat
     """Write ``state`` (and ``buffer`` via its ``save``) into ``run_dir`` atomically."""
     run_dir = Path(run_dir)
     state = dict(state, format=FORMAT, version=VERSION, buffer_file=None)
+    new_buffer = None
     if buffer is not None:
-        name = replay_file_name(int(state["trainer"]["global_step"]))
-        buffer.save(run_dir / name)  # atomic and fsynced by ReplayBuffer.save itself
+        step = int(state["trainer"]["global_step"])
+        name = replay_file_name(step)
+        if not (run_dir / name).exists():
+            new_buffer = run_dir / name
+        # atomic and fsynced by ReplayBuffer.save itself; the tag ties the file to this checkpoint
+        buffer.save(run_dir / name, tag={"run_id": state["trainer"].get("run_id"), "global_step": step})
         state["buffer_file"] = name
     path = run_dir / CHECKPOINT_NAME
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except BaseException:
+        if new_buffer is not None:  # no checkpoint points to it: give its space back
+            new_buffer.unlink(missing_ok=True)
+        raise
     for old in run_dir.glob("replay-*.bin"):
         if old.name != state["buffer_file"]:
             old.unlink()
@@ -138,6 +154,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+def check_buffer_tag(state: dict, tag, path: Path) -> None:
+    """Refuse a replay file that was not saved with this checkpoint: its tag (run id and step)
+    must be the checkpoint's. Checkpoints from before run ids are not checked."""
+    run_id, step = state["trainer"]["run_id"], state["trainer"]["global_step"]
+    if run_id is None:
+        return
+    expected = {"run_id": run_id, "global_step": step}
+    if tag != expected:
+        raise CheckpointError(
+            f"checkpoint: its replay buffer file {str(path)!r} was not saved with it (the file says "
+            f"{tag!r}, the checkpoint run {run_id} at step {step}); it was copied from another run or "
+            "replaced: restore the run folder's own file from an older copy of the folder")
+
+
 def buffer_path(state: dict) -> Path | None:
     """The replay file saved with a checkpoint (in the checkpoint's own folder), or None."""
     name = state.get("buffer_file")
@@ -150,6 +180,9 @@ def buffer_path(state: dict) -> Path | None:
     if path.resolve().parent != folder.resolve():
         raise CheckpointError(f"checkpoint: its replay buffer file {str(path)!r} links outside the run folder "
                               f"{str(folder)!r}; copy the file itself into the folder")
+    if path.is_symlink():
+        raise CheckpointError(f"checkpoint: its replay buffer file {str(path)!r} is a symbolic link; "
+                              "copy the file itself into the run folder")
     return path
 
 
@@ -210,6 +243,9 @@ def _check_document(state: dict, where: str) -> None:
     for name in _TRAINER_REPLAY_KEYS:
         trainer.setdefault(name, None)
     _check_replay_state(trainer, where)
+    run_id = trainer["run_id"]
+    if run_id is not None and not (isinstance(run_id, str) and re.fullmatch(r"[0-9a-f]{32}", run_id)):
+        _bad(where, "trainer.run_id", "None or 32 hex digits", repr(run_id))
     for name in _COUNTERS:
         if not _count(trainer[name]):
             _bad(where, f"trainer.{name}", "an int >= 0", repr(trainer[name]))

@@ -266,7 +266,15 @@ def make_config(kind: str, overrides: dict, *, cuda_available: bool, max_episode
     values.setdefault("max_episode_steps", max_episode_steps)
     if values.get("async_envs") and not values.get("env_batch_size"):
         values["env_batch_size"] = max(1, values.get("num_envs", TrainConfig.num_envs) // 2)
-    return TrainConfig(**values)
+    config = TrainConfig(**values)
+    check_kind(config, kind)
+    return config
+
+
+def check_kind(config: TrainConfig, kind: str) -> None:
+    """Refuse flags the env's kind does not take (checked before any env is made)."""
+    if kind != ATARI and config.sticky_actions:
+        raise ConfigError(f"--sticky-actions: only Atari tasks take it, {config.env_id!r} is {kind}; drop the flag")
 
 
 def check_seed(flag: str, seed) -> None:

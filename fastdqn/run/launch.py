@@ -26,7 +26,8 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
     signals.note = " before training started; no checkpoint was written"
     import torch
 
-    from fastdqn.run.checkpoint import CHECKPOINT_NAME, buffer_path, resolve_checkpoint
+    from fastdqn.replay.file import read_tag
+    from fastdqn.run.checkpoint import CHECKPOINT_NAME, buffer_path, check_buffer_tag, resolve_checkpoint
     from fastdqn.run.rundir import RunDirLock, check_no_run, check_run_dir
 
     cuda_available = torch.cuda.is_available()
@@ -50,6 +51,9 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
         config = dataclasses.replace(config, run_dir=str(run_dir))
         if config.cuda and not cuda_available:
             raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
+        memory.replay_spec(config, task)
+        memory.check_threads(config)
+        memory.check_envs("--num-envs", task, config.num_envs)
         replay_device = memory.choose_replay_device(config, task)
         config = dataclasses.replace(config, replay_device=replay_device)
         replay_bytes, free_ram = memory.check_memory(config, task)
@@ -61,6 +65,8 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
             state, config, task = load_resume(resume, overrides, cuda_available)
             config = dataclasses.replace(config, run_dir=str(run_dir), replay_device=replay_device)
         saved_buffer = buffer_path(state) if state is not None else None
+        if saved_buffer is not None:
+            check_buffer_tag(state, read_tag(saved_buffer), saved_buffer)
         # Validation is over: from here on envs, buffers and files are created.
         signals.note = " before training started; no checkpoint was written" + (
             f" (the one in {run_dir} is unchanged)" if state is not None else "")
@@ -176,10 +182,14 @@ def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float, seed: int, 
     state = load_checkpoint(path)
     saved = TrainConfig.from_dict(state["config"])  # load_checkpoint has checked it
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    config = dataclasses.replace(saved, cuda=cuda, compile=False, anneal_lr=False)
+    # The saved thread count was the training machine's choice: no more than this one's cores.
+    config = dataclasses.replace(saved, cuda=cuda, compile=False, anneal_lr=False,
+                                 torch_threads=min(saved.torch_threads, memory.cores()))
+    task = env_info(config.env_id)
+    memory.check_envs("--num-envs", task, num_envs or min(episodes, 16))
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    learner = build_learner(config, env_info(config.env_id))
+    learner = build_learner(config, task)
     load_learner_state(learner, state)
     envs = build_eval_envs(config, num_envs or min(episodes, 16), seed=seed)
     try:

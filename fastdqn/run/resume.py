@@ -8,13 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastdqn.errors import CheckpointError, ConfigError
-from fastdqn.run.config import TrainConfig
+from fastdqn.run.config import TrainConfig, check_kind
 from fastdqn.run.envs import EnvInfo, env_info
 
 # On resume these must match the checkpoint: they decide the network and its inputs.
 FIXED_ON_RESUME = ("env_id", "hidden", "dueling")
 # With a saved replay buffer these must match it too.
-FIXED_WITH_BUFFER = ("buffer_size", "num_envs", "n_step", "prioritized", "per_alpha", "per_eps")
+# (gamma: n-step rewards are stored already discounted, and the file records it.)
+FIXED_WITH_BUFFER = ("buffer_size", "num_envs", "n_step", "gamma", "prioritized", "per_alpha", "per_eps")
 
 
 def load_resume(path: str, overrides: dict, cuda_available: bool) -> tuple[dict, TrainConfig, EnvInfo]:
@@ -24,6 +25,7 @@ def load_resume(path: str, overrides: dict, cuda_available: bool) -> tuple[dict,
     state = load_checkpoint(path)
     config = resume_config(state, overrides, cuda_available)
     task = env_info(config.env_id)
+    check_kind(config, task.kind)
     if tuple(state["obs_shape"]) != task.obs_shape:
         raise ConfigError(f"--resume: the checkpoint was trained on observations "
                           f"{tuple(state['obs_shape'])}, {config.env_id} gives {task.obs_shape}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 
 import numpy as np
 import torch
@@ -52,6 +53,7 @@ class Trainer:
         self.global_step = 0
         self.episodes = 0
         self.last_eval: dict | None = None
+        self.run_id = uuid.uuid4().hex  # ties this run's checkpoints to the replay files saved with them
         self.stop_signal: int | None = None
         self._steps_owed = 0  # env steps not yet paid for with an update (carry of num_envs / train_frequency)
         self._learn_after = config.learning_starts
@@ -88,6 +90,7 @@ class Trainer:
             "last_eval": self.last_eval,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "run_id": self.run_id,
             **self.pipeline.state_dict(),
         }
 
@@ -99,6 +102,7 @@ class Trainer:
         self._steps_owed = int(state["pending"])
         self.episodes = int(state["episodes"])
         self.last_eval = state.get("last_eval")
+        self.run_id = state.get("run_id") or self.run_id  # checkpoints before run ids get a new one
         self._learn_after = int(state["learn_after"])
         if not buffer_restored:
             self._learn_after = max(self._learn_after, self.global_step + self.config.learning_starts)

@@ -61,9 +61,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fastdqn: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except OSError as exc:
-            print(f"fastdqn: error: {exc}; fix the cause and run again (--resume continues from the last "
-                  "checkpoint written)", file=sys.stderr)
+            resume = " (--resume continues from the last checkpoint written)" if argv_command(argv) == "train" else ""
+            print(f"fastdqn: error: {exc}; fix the cause and run again{resume}", file=sys.stderr)
             return EXIT_FAILED
+
+
+def argv_command(argv: list[str] | None) -> str | None:
+    """The command word of ``argv`` (or of ``sys.argv``), if there is one."""
+    words = sys.argv[1:] if argv is None else argv
+    return next((str(w) for w in words if not str(w).startswith("-")), None)
 
 
 # ---- parser ------------------------------------------------------------------------------

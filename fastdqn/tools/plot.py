@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from fastdqn.tools.atari_scores import game_of, human_normalized
 from fastdqn.errors import ConfigError
+from fastdqn.util.atomic import atomic_write
 from fastdqn.util.checks import check_int, check_number
 from fastdqn.tools.results import RunResult, find_runs
 from fastdqn.tools.stats import AGGREGATES, bootstrap_mean, smooth, stratified_bootstrap
@@ -45,12 +48,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--json", default=None, metavar="PATH", help="also write the plotted numbers as JSON here")
 
 
+def check_writable(flag: str, path: Path) -> None:
+    """Refuse, before any work, an output path that could not be written."""
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(f"{flag}: {str(path)!r} is a folder; pass a file name")
+    if not folder.is_dir():
+        raise ConfigError(f"{flag}: folder {str(folder)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{flag}: no permission to write {str(path)!r}; choose another path")
+
+
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in FORMATS:
         raise ConfigError(f"--output: expected a file ending in {', '.join(FORMATS)}, got {str(output)!r}")
-    if not output.parent.is_dir():
-        raise ConfigError(f"--output: folder {str(output.parent)!r} does not exist; create it first")
+    check_writable("--output", output)
+    if args.json:
+        check_writable("--json", Path(args.json))
     if bool(args.paths) == bool(args.bench):
         raise ConfigError("plot: expected run or sweep folders, or --bench BENCH_JSON (one of the two), "
                           f"got {'both' if args.paths else 'neither'}")
@@ -60,13 +75,20 @@ def run(args: argparse.Namespace) -> int:
         data = plot_bench(args.bench, output)
     else:
         runs = find_runs(args.paths)
+        for r in runs:
+            if r.skipped:
+                lines = ", ".join(f"{n} ({why})" for n, why in r.skipped[:5])
+                more = f" and {len(r.skipped) - 5} more" if len(r.skipped) > 5 else ""
+                print(f"fastdqn plot: skipped {len(r.skipped)} unreadable line(s) of "
+                      f"{r.path / 'metrics.jsonl'}: line {lines}{more}", file=sys.stderr)
         data = plot_runs(runs, output, smooth_fraction=args.smooth, reps=args.reps,
                          rng=np.random.default_rng(args.seed))
         for row in data.get("aggregate", []):
             print(f"{row['metric']} human-normalised score over {data['atari_games']} games: "
                   f"{row['value']:.3f} (95% CI {row['low']:.3f} to {row['high']:.3f})")
     if args.json:
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+        text = json.dumps(data, indent=2) + "\n"
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
     print(f"wrote {output} ({data['panels']} panels)")
     return 0
 

@@ -19,6 +19,7 @@ import numpy as np
 from fastdqn.util.atomic import atomic_write
 from fastdqn.errors import ConfigError
 from fastdqn.run.logger import METRICS_NAME
+from fastdqn.util.checks import is_int, is_number
 
 CONFIG_NAME = "config.json"
 
@@ -36,6 +37,7 @@ class RunResult:
     eval_steps: np.ndarray
     eval_means: np.ndarray  # mean score of the evaluation games at that step
     last_step: int  # the latest env step any record names
+    skipped: tuple = ()  # (line number, why) of each metrics line that was not a readable record
 
     @property
     def final_eval(self) -> float | None:
@@ -44,24 +46,28 @@ class RunResult:
 
 
 def load_run(run_dir: str | os.PathLike) -> RunResult:
-    """Read one run folder; ``ConfigError`` naming the folder if it is not one."""
+    """Read one run folder; ``ConfigError`` naming the folder and the field if it is not one.
+    Unreadable metrics lines are skipped and listed in ``skipped`` by line number."""
     run_dir = Path(run_dir)
     try:
-        config = json.loads((run_dir / CONFIG_NAME).read_text())
-        env_id, seed, total = config["env_id"], int(config["seed"]), int(config["total_timesteps"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        config = json.loads((run_dir / CONFIG_NAME).read_bytes())
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"run folder {str(run_dir)!r}: no readable {CONFIG_NAME} ({type(exc).__name__}); "
                           "pass folders written by fastdqn train or fastdqn sweep") from None
-    episodes, evals, last = [], [], 0
+    env_id, seed, total = (_config_field(run_dir, config, name, check) for name, check in (
+        ("env_id", lambda v: isinstance(v, str) and v != ""), ("seed", lambda v: is_int(v) and v >= 0),
+        ("total_timesteps", lambda v: is_int(v) and v >= 1)))
+    episodes, evals, skipped, last = [], [], [], 0
     path = run_dir / METRICS_NAME
     if path.exists():
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                    step = int(record["global_step"])
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line torn by a kill
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                record, why = _record(line)
+                if record is None:
+                    if why:
+                        skipped.append((number, why))
+                    continue
+                step = record["global_step"]
                 last = max(last, step)
                 if record.get("episodic_return") is not None:
                     episodes.append((step, record["episodic_return"]))
@@ -69,7 +75,42 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
                     evals.append((step, record["eval_return_mean"]))
     ep = np.array(sorted(episodes), dtype=np.float64).reshape(-1, 2)
     ev = np.array(sorted(evals), dtype=np.float64).reshape(-1, 2)
-    return RunResult(run_dir, env_id, seed, total, ep[:, 0], ep[:, 1], ev[:, 0], ev[:, 1], last)
+    return RunResult(run_dir, env_id, seed, total, ep[:, 0], ep[:, 1], ev[:, 0], ev[:, 1], last, tuple(skipped))
+
+
+MAX_STEP = 2**62
+"""The largest env step a record may name."""
+
+
+def _config_field(run_dir: Path, config, name: str, check):
+    value = config.get(name) if isinstance(config, dict) else None
+    if not check(value):
+        raise ConfigError(f"run folder {str(run_dir)!r}: {CONFIG_NAME} field {name!r} is {value!r}, not a "
+                          f"valid value; pass folders written by fastdqn train or fastdqn sweep")
+    return value
+
+
+def _record(line: bytes) -> tuple[dict | None, str]:
+    """A metrics line as a record with an int ``global_step`` and finite scores, or (None, why);
+    a blank line is (None, "")."""
+    if not line.strip():
+        return None, ""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except ValueError:
+        return None, "not JSON (cut off by a kill?)"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    step = record.get("global_step")
+    if not is_int(step) or not 0 <= step <= MAX_STEP:
+        return None, f"global_step is {step!r}, expected an int in [0, 2**62]"
+    for key in ("episodic_return", "eval_return_mean"):
+        value = record.get(key)
+        if value is not None and not is_number(value):
+            return None, f"{key} is {value!r}, expected a finite number"
+    return record, ""
 
 
 def find_runs(paths: Iterable[str | os.PathLike]) -> list[RunResult]:
@@ -102,10 +143,9 @@ def last_step(run_dir: str | os.PathLike) -> int:
     except OSError:
         return 0
     for line in reversed(lines):
-        try:
-            return int(json.loads(line)["global_step"])
-        except (ValueError, KeyError, TypeError):
-            continue
+        record, _ = _record(line)
+        if record is not None:
+            return record["global_step"]
     return 0
 
 

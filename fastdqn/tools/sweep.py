@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from fastdqn.util.atomic import atomic_write
-from fastdqn.run.config import PRESETS, TrainConfig, make_config
+from fastdqn.run.config import PRESETS, TrainConfig, check_seed, make_config
 from fastdqn.errors import ConfigError, DependencyError
 from fastdqn.util.checks import check_int, check_number
 from fastdqn.tools.results import find_runs, format_summary, last_step, sweep_summary, write_summary
@@ -110,9 +110,11 @@ def settings_from_args(args: argparse.Namespace) -> tuple[SweepSettings, Path, b
             raise ConfigError(f"--sweep-dir: {str(folder)!r} already exists and is not empty; pass "
                               f"--resume {folder} to continue that sweep or choose another --sweep-dir")
         env_ids = _split(args.env_ids, "--env-ids", str)
-        seeds = _split(args.seeds or "1", "--seeds", int)
+        seeds = _split("1" if args.seeds is None else args.seeds, "--seeds", int)
+        for seed in seeds:
+            check_seed("--seeds", seed)
         for env_id in env_ids:
-            _check_train_config(env_id, train_given)
+            _check_train_config(env_id, dict(train_given, seed=seeds[0]), local=args.address is None)
         settings = SweepSettings(env_ids=env_ids, seeds=seeds, train_flags=tuple(train_flags(train_given)),
                                  **{"cpus_per_run": 1.0, "gpus_per_run": 0.0, "max_retries": 3, **resources})
         if train_given.get("cuda") and not settings.gpus_per_run:
@@ -139,14 +141,20 @@ def train_flags(overrides: dict) -> list[str]:
     return argv
 
 
-def _check_train_config(env_id: str, overrides: dict) -> None:
-    """Resolve the run's config as ``fastdqn train`` will; ConfigError if it would refuse it."""
+def _check_train_config(env_id: str, overrides: dict, *, local: bool) -> None:
+    """Resolve the run's config as ``fastdqn train`` will and make its checks that do not
+    depend on the machine (and, for a local sweep, that the network fits in this machine's
+    memory); ConfigError if ``fastdqn train`` would refuse it."""
+    from fastdqn.run import memory
     from fastdqn.run.envs import env_info
 
     task = env_info(env_id)
     try:
-        make_config(task.kind, dict(overrides, env_id=env_id), cuda_available=False,
-                    max_episode_steps=task.max_episode_steps)
+        config = make_config(task.kind, dict(overrides, env_id=env_id), cuda_available=False,
+                             max_episode_steps=task.max_episode_steps)
+        memory.replay_spec(config, task)
+        if local:
+            memory.check_network(config, task)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (for {env_id})") from None
 
@@ -220,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     previous = load_states(folder) if resuming else {}
     ray = _import_ray(local=args.address is None)
     _start_ray(ray, args.address)
+    late, shut = [], False
     try:
         _check_resources(ray, settings)
         # Validation is over: from here on the sweep folder is written.
@@ -239,13 +248,27 @@ def run(args: argparse.Namespace) -> int:
               f"{_count(settings.cpus_per_run, 'CPU')} and {_count(settings.gpus_per_run, 'GPU')} per run on "
               f"{_describe_cluster(ray, args.address)}", flush=True)
         status = _Driver(ray, settings, folder, runs, starts).run()
+        # The runs are over: a signal from here on must not cut the summary short.
+        handlers = {sig: signal.signal(sig, lambda signum, frame: late.append(signum))
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            shut = True
+            ray.shutdown()
+            done = [folder / r["run_dir"] for r in runs.values()
+                    if (folder / r["run_dir"] / "config.json").exists()]
+            rows = sweep_summary(find_runs(done)) if done else []
+            write_summary(folder, rows)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
     finally:
-        ray.shutdown()
+        if not shut:
+            ray.shutdown()
 
-    done = [folder / r["run_dir"] for r in runs.values() if (folder / r["run_dir"] / "config.json").exists()]
-    rows = sweep_summary(find_runs(done)) if done else []
-    write_summary(folder, rows)
     print(format_summary(rows))
+    if late:
+        print(f"fastdqn sweep: {signal.Signals(late[0]).name} after the runs had ended; the summary "
+              f"above was written to {folder}", file=sys.stderr)
     for name, r in runs.items():
         if r["state"] == FAILED:
             print(f"failed: {name}: {r['error']}", file=sys.stderr)
@@ -344,6 +367,7 @@ class _Driver:
         self._shown = ""
         self._printed = self._started
         self._tty = sys.stderr.isatty()
+        self._save_failed = False
 
     def run(self) -> int:
         task = self.ray.remote(run_training)
@@ -373,8 +397,20 @@ class _Driver:
                 signal.signal(sig, handler)
             self._show(final=True)
             (self.folder / STOP_NAME).unlink(missing_ok=True)
-            write_sweep_json(self.folder, self.settings, self.runs)
+            self._save()
         return {signal.SIGINT: 130, signal.SIGTERM: 143}.get(self.stop_signal, 0)
+
+    def _save(self) -> None:
+        """Write ``sweep.json``; a failed write (a full disk) is reported once and tried again
+        at the next change, so the runs and the sweep go on."""
+        try:
+            write_sweep_json(self.folder, self.settings, self.runs)
+            self._save_failed = False
+        except OSError as exc:
+            if not self._save_failed:
+                print(f"\nfastdqn sweep: could not update {SWEEP_NAME}: {exc}; trying again at the next change",
+                      file=sys.stderr, flush=True)
+            self._save_failed = True
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal is not None:
@@ -397,7 +433,7 @@ class _Driver:
             r["state"], r["error"] = FAILED, str(cause).strip().splitlines()[0]
         r["attempts"] = max(r["attempts"], int(read_status(self._paths(name)["status"]).get("attempt", 0)))
         self._note_steps(name)
-        write_sweep_json(self.folder, self.settings, self.runs)
+        self._save()
 
     def _poll(self, pending_names) -> None:
         changed = False
@@ -408,7 +444,7 @@ class _Driver:
                 r["attempts"], r["state"], changed = max(attempt, r["attempts"]), RUNNING, True
             self._note_steps(name)
         if changed:
-            write_sweep_json(self.folder, self.settings, self.runs)
+            self._save()
         self._show()
 
     def _note_steps(self, name: str) -> None:

@@ -22,8 +22,12 @@ def is_int(value) -> bool:
 
 def is_number(value) -> bool:
     """A finite int or float (Python or NumPy), not a bool."""
-    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-            and math.isfinite(value))
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float, e.g. 10**400
+        return False
 
 
 def describe(value) -> str:
@@ -50,6 +54,16 @@ def check_int(name: str, value, *, minimum: int = 1, why: str = "", fix: str = "
     """``value`` as an int, refused unless it is an int >= ``minimum`` (``why``: a note after the bound)."""
     if not is_int(value) or value < minimum:
         fail(name, f"an int >= {minimum}{why}", value, fix, error=error)
+    return int(value)
+
+
+def check_seed(name: str, value, *, error: type = ConfigError):
+    """``value`` as a seed for ``numpy.random.default_rng``: None, a ``SeedSequence`` or an int
+    in [0, 2**64)."""
+    if value is None or isinstance(value, np.random.SeedSequence):
+        return value
+    if not is_int(value) or not 0 <= value < 2**64:
+        fail(name, "None, a numpy SeedSequence or an int in [0, 2**64)", value, error=error)
     return int(value)
 
 
