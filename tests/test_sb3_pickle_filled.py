@@ -22,7 +22,8 @@ STACK = (4, 16, 16)
 
 def filled_buffer(capacity, rows, n_envs=2, seed=0):
     buf = SB3ReplayBuffer(capacity, spaces.Box(0, 255, STACK, np.uint8), spaces.Discrete(4), device="cpu",
-                          n_envs=n_envs, seed=seed, optimize_memory_usage=True, handle_timeout_termination=False)
+                          n_envs=n_envs, seed=seed, optimize_memory_usage=True, handle_timeout_termination=False,
+                          frame_stack=4)
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 255, (rows + 4, n_envs, 16, 16), dtype=np.uint8)
     for t in range(rows):
