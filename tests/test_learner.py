@@ -612,3 +612,19 @@ def test_bad_optional_fields_are_refused(field, value, message):
         learner.update(batch)
     assert learner.num_updates == 0
     assert all(torch.equal(p.detach(), q) for p, q in zip(learner.online.parameters(), before))
+
+
+def test_state_dict_tensors_are_plain_where_compile_tagged_the_optimizer_state(tmp_path):
+    """torch.compile sets a Python attribute on Adam's state tensors; a checkpoint must hold
+    plain tensors (its loader allows nothing else to be rebuilt)."""
+    learner = Learner(tiny_mlp(), compile=False)
+    learner.update(make_batch(np.random.default_rng(0)))
+    for state in learner.optimizer.state.values():
+        for tensor in state.values():
+            tensor._dynamo_static_input_type = "tagged"  # what dynamo does to them
+    saved = learner.state_dict()
+    tensors = [t for s in saved["optimizer"]["state"].values() for t in s.values()]
+    assert tensors and all(type(t) is torch.Tensor and not t.__dict__ for t in tensors)
+    path = tmp_path / "state.pt"
+    torch.save(saved, path)
+    assert "_rebuild_from_type_v2" not in path.read_bytes().decode("latin-1")

@@ -40,6 +40,18 @@ def _own_code(fn):
     return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
+def _plain_copy(value):
+    """A deep copy whose tensors are plain clones: torch.compile tags the optimizer's state
+    tensors with Python attributes, which ``deepcopy`` would carry into checkpoints."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return type(value)((k, _plain_copy(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_copy(v) for v in value)
+    return copy.deepcopy(value)
+
+
 class Learner:
     """Double DQN (or DQN) updates with Adam and a hard target copy every C updates."""
 
@@ -221,9 +233,9 @@ class Learner:
         """Networks, optimizer, update count and RNG state (copies, safe to keep)."""
         if self._cuda:
             self.check_finite()
-        return copy.deepcopy({"online": self.online.state_dict(), "target": self.target.state_dict(),
-                              "optimizer": self.optimizer.state_dict(), "num_updates": self.num_updates,
-                              "rng": self._rng.bit_generator.state})
+        return _plain_copy({"online": self.online.state_dict(), "target": self.target.state_dict(),
+                            "optimizer": self.optimizer.state_dict(), "num_updates": self.num_updates,
+                            "rng": self._rng.bit_generator.state})
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned; training then continues exactly as it would have.

@@ -35,8 +35,11 @@ CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "fastdqn-checkpoint"
 VERSION = 3
 
-# What a pickle of tensors in dicts and lists refers to.
-_TENSOR_GLOBALS = frozenset({"torch._utils._rebuild_tensor_v2", "collections.OrderedDict"} | {
+# What a pickle of tensors in dicts and lists refers to. The last two rebuild a tensor that
+# carries Python attributes: torch.compile marks Adam's state tensors with one, and runs of
+# compiled learners wrote them into their checkpoints before the learner copied them plain.
+_TENSOR_GLOBALS = frozenset({"torch._utils._rebuild_tensor_v2", "collections.OrderedDict", "torch.Tensor",
+                             "torch._tensor._rebuild_from_type_v2"} | {
     f"torch.{kind}Storage"
     for kind in ("Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
 })
