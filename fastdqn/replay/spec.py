@@ -6,6 +6,7 @@ how many bytes a configuration holds. Imports NumPy only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 
@@ -102,22 +103,22 @@ class ReplaySpec:
         put("capacity", check_int("capacity", self.capacity, minimum=self.num_envs * k, error=ReplayError,
                                   why=f" (one stack of {k} frames for each of {self.num_envs} envs)"))
 
-    @property
+    @functools.cached_property  # read on every add and draw
     def frame_bytes(self) -> int:
         """Bytes of one stored frame."""
         return self.obs_dtype.itemsize * math.prod(self.obs_shape) // self.frame_stack
 
-    @property
+    @functools.cached_property
     def keep(self) -> int:
         """Sampleable slots per env."""
         return -(-self.capacity // self.num_envs) + self.frame_stack
 
-    @property
+    @functools.cached_property
     def slots(self) -> int:
         """Slots in each env's ring: ``keep`` plus one add's worth of guard slots."""
         return self.keep + self.frame_stack + 1
 
-    @property
+    @functools.cached_property
     def window_batches(self) -> bool:
         """Whether window batches are allowed: stacked frames and ``n_step=1``."""
         return self.frame_stack > 1 and self.n_step == 1
