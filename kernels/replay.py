@@ -44,6 +44,7 @@ ENV_ID_RANGE = 1
 ENV_ID_REPEATED = 2
 ACTION_RANGE = 3
 NEXT_OBS_NOT_SHIFTED = 4
+REWARD_NOT_FINITE = 5
 
 _INT32_MIN = -(2**31)
 _INT32_MAX = 2**31 - 1
@@ -99,6 +100,10 @@ def _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged,
             err[1] = i
             break
         seen[e] = True
+        if not np.isfinite(reward[i]):  # on every row: an invalid row's reward is still refused
+            err[0] = REWARD_NOT_FINITE
+            err[1] = i
+            break
         if not valid[i]:
             continue
         if action[i] < _INT32_MIN or action[i] > _INT32_MAX:

@@ -62,6 +62,16 @@ def test_add_refuses_rewards_that_are_not_finite_and_changes_nothing(bad):
     assert len(buf) == 2
 
 
+def test_add_refuses_a_non_finite_reward_on_a_skipped_row_too():
+    """The check runs inside the add kernel, before it writes: a row passed with valid=False
+    is still refused, and the rows before it are not stored."""
+    buf = ReplayBuffer(**GOOD)
+    obs, nxt, act, _, term, trunc = rows(buf, np.zeros(2))
+    with pytest.raises(ReplayError, match=r"^reward: expected finite values, got reward\[1\] = nan"):
+        buf.add(obs, nxt, act, np.array([0.5, np.nan], np.float32), term, trunc, valid=np.array([True, False]))
+    assert len(buf) == 0 and int(buf._ring.count.sum()) == 0
+
+
 def test_make_batch_takes_only_a_bool_window():
     buf = ReplayBuffer(**GOOD)
     with pytest.raises(ReplayError, match="^window: "):

@@ -43,22 +43,36 @@ _WARM: set = set()  # kernel signatures compiled (or loaded from cache) in this 
 class _TurnLock:
     """A lock taken in the order it was asked for: a sampler waiting for it gets its turn
     after the add in progress, not after every add a tight loop makes (a plain Lock lets
-    the releasing thread take it again first)."""
+    the releasing thread take it again first).
+
+    A ticket lock. Taking a ticket (``next`` on an ``itertools.count``) is one atomic C call
+    under the GIL, and only the holder advances ``_serving``, so the uncontended path takes
+    no lock at all; the Condition is used only by a thread that has to wait. A waiter
+    registers before it reads ``_serving`` and the holder advances ``_serving`` before it
+    reads ``_waiting``, so either the waiter sees its turn or the holder sees the waiter.
+    """
 
     def __init__(self) -> None:
+        self._tickets = itertools.count()
+        self._serving = 0
+        self._waiting = 0
         self._cond = threading.Condition(threading.Lock())
-        self._next = self._serving = 0
 
     def __enter__(self) -> None:
+        turn = next(self._tickets)
+        if turn == self._serving:
+            return
         with self._cond:
-            turn, self._next = self._next, self._next + 1
+            self._waiting += 1
             while turn != self._serving:
                 self._cond.wait()
+            self._waiting -= 1
 
     def __exit__(self, *exc) -> None:
-        with self._cond:
-            self._serving += 1
-            self._cond.notify_all()
+        self._serving += 1
+        if self._waiting:
+            with self._cond:
+                self._cond.notify_all()
 
 
 class ReplayBuffer:
@@ -110,6 +124,9 @@ class ReplayBuffer:
             self._frames = HostFrames(ring, self._sampler.batch_type)
         self._nbytes = host + on_device
         self._before = np.zeros(spec.num_envs, np.int64)
+        # The parts that read what an add changed (a priority tree, frames on a device); the
+        # host frames and the uniform sampler read the ring itself, so a plain add skips them.
+        self._refresh = tuple(part.after_add for part in (self._sampler, self._frames) if part.REFRESHES)
         self._size_scratch(0)
         self._drawn = None  # (batch handed out, host batch, frame store handle) of the latest draw
         self._warm_up()
@@ -233,10 +250,11 @@ class ReplayBuffer:
         ``next_obs``; with ``n_step > 1`` it also ends the n-step window.
         """
         with self._lock:
-            np.copyto(self._before, self._ring.count)
+            if self._refresh:
+                np.copyto(self._before, self._ring.count)
             env_ids = self._ring.add(obs, next_obs, action, reward, terminated, truncated, env_ids, valid)
-            self._sampler.after_add(self._before, env_ids)
-            self._frames.after_add(self._before)
+            for refresh in self._refresh:
+                refresh(self._before, env_ids)
 
     def make_batch(self, batch_size: int, *, window: bool = False):
         """Arrays (or device tensors) to pass as ``out=`` to ``sample``/``gather``, reused in turn.

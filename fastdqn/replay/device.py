@@ -80,6 +80,8 @@ class _DeviceBatch:
 class TensorFrames:
     """Frames in a ``(E * L, F)`` uint8 tensor on ``device``; batches are device tensors."""
 
+    REFRESHES = True  # after_add copies the new frames to the device
+
     def __init__(self, ring: Ring, batch_type: type, device: torch.device, headroom: int) -> None:
         import torch
 
@@ -113,7 +115,7 @@ class TensorFrames:
         kd.stage_writes(ring.arrays["frames"], ring.count, ring.count, L, *self._stage.host[0])
         kd.newest_slots(ring.count, L, R, np.empty(0, np.int64), np.empty(0, np.int64))
 
-    def after_add(self, before: np.ndarray) -> None:
+    def after_add(self, before: np.ndarray, env_ids: np.ndarray) -> None:
         """Send the frames the add wrote into the host ring to their device rows."""
         slot = self._stage_slot
         self._stage_slot = (slot + 1) % _STAGE_SLOTS

@@ -41,6 +41,8 @@ def kernel_views(batch, k: int, frame_bytes: int) -> tuple:
 class HostFrames:
     """Frames in the ring's host array; batches are NumPy arrays."""
 
+    REFRESHES = False  # add writes the frames in place: after_add has nothing to do
+
     batch_device = None
 
     def __init__(self, ring: Ring, batch_type: type) -> None:
@@ -73,7 +75,7 @@ class HostFrames:
     def finish(self, host, handle):
         return host
 
-    def after_add(self, before: np.ndarray) -> None:
+    def after_add(self, before: np.ndarray, env_ids: np.ndarray) -> None:
         """Nothing to move: ``add`` wrote the frames in place."""
 
     def saved_frames(self):

@@ -40,6 +40,8 @@ def check_options(alpha, eps) -> tuple[float, float]:
 class PrioritizedSampler:
     """Draws from ``ring`` by priority ``(|td_error| + eps) ** alpha``, with ``rng``."""
 
+    REFRESHES = True  # after_add sets the new transitions' leaves
+
     batch_type = PrioritizedBatch
     prioritized = True
 

@@ -78,9 +78,6 @@ class Ring:
         next_b = self._obs("next_obs", next_obs, n)
         action = self._rows("action", action, n, "iu", np.int64, "an integer array")
         reward = self._rows("reward", reward, n, "f", np.float32, "a float array")
-        if not np.isfinite(reward).all():
-            row = int(np.flatnonzero(~np.isfinite(reward))[0])
-            raise ReplayError(f"reward: expected finite values, got reward[{row}] = {reward[row]}")
         terminated = self._rows("terminated", terminated, n, "b", np.bool_, "a bool array")
         truncated = self._rows("truncated", truncated, n, "b", np.bool_, "a bool array")
         E = self.spec.num_envs
@@ -101,14 +98,14 @@ class Ring:
                             obs_b, next_b, action, reward, terminated, env_ids, valid,
                             self._seen, self._err, self.spec.keep)
         if total < 0:
-            self._raise_add_error(int(self._err[0]), int(self._err[1]), env_ids, action)
+            self._raise_add_error(int(self._err[0]), int(self._err[1]), env_ids, action, reward)
         if self.spec.n_step > 1:
             total -= kn.end_windows(a["slot_flags"], a["terminated"], a["count"], self._open, self.spec.keep,
                                     self.spec.n_step, env_ids, valid, truncated)
         self.len = int(total)
         return env_ids
 
-    def _raise_add_error(self, code: int, row: int, env_ids, action) -> None:
+    def _raise_add_error(self, code: int, row: int, env_ids, action, reward) -> None:
         if code == kr.ENV_ID_RANGE:
             raise ReplayError(f"env_ids: expected ids in [0, {self.spec.num_envs}), "
                               f"got env_ids[{row}] = {env_ids[row]}")
@@ -117,6 +114,8 @@ class Ring:
                               f"got env_ids[{row}] = {env_ids[row]} repeated")
         if code == kr.ACTION_RANGE:
             raise ReplayError(f"action: expected values that fit int32, got action[{row}] = {action[row]}")
+        if code == kr.REWARD_NOT_FINITE:
+            raise ReplayError(f"reward: expected finite values, got reward[{row}] = {reward[row]}")
         if code == kr.NEXT_OBS_NOT_SHIFTED:
             raise ReplayError(f"next_obs: expected obs shifted by one frame (next_obs[i, :-1] == "
                               f"obs[i, 1:]), got a different stack in row {row}; pass "

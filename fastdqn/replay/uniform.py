@@ -27,6 +27,8 @@ FREE_ROUNDS = 64
 class UniformSampler:
     """Uniform draws from ``ring`` with ``rng`` (the buffer's seeded generator)."""
 
+    REFRESHES = False  # draws read the ring itself: after_add has nothing to do
+
     batch_type = ReplayBatch
     prioritized = False
 
