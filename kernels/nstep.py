@@ -111,20 +111,22 @@ def count_open(info, term_s, count, open_, keep: int, n: int) -> int:
 
 
 @njit(nogil=True, cache=True)
-def _keep_closed(info, term_s, count, n, index, start, stop):
+def _keep_closed(info, term_s, count, n, index, ids, start, stop):
     L = info.shape[1]
     b = start
     for i in range(start, stop):
         g = index[i]
         if _window(info, term_s, count, n, g // L, _absolute(count, L, g // L, g % L))[1]:
             index[b] = g
+            ids[b] = ids[i]
             b += 1
     return b
 
 
-def keep_closed(info, term_s, count, n: int, index, start: int, stop: int) -> int:
-    """Compact ``index[start:stop]`` (valid transitions) to those with closed windows; returns the new stop."""
-    return _keep_closed(info, term_s, count, n, index, start, stop)
+def keep_closed(info, term_s, count, n: int, index, ids, start: int, stop: int) -> int:
+    """Compact ``index[start:stop]`` (valid transitions) and ``ids`` beside it to those with
+    closed windows; returns the new stop."""
+    return _keep_closed(info, term_s, count, n, index, ids, start, stop)
 
 
 @njit(nogil=True, cache=True)

@@ -214,7 +214,7 @@ def _is_valid(info, count, keep, e, s):
 
 
 @njit(nogil=True, cache=True)
-def _draw_indices(info, count, keep, uniform, out_index, start):
+def _draw_indices(info, count, keep, uniform, out_index, out_ids, start):
     E, L = info.shape
     total = 0
     for e in range(E):
@@ -230,21 +230,24 @@ def _draw_indices(info, count, keep, uniform, out_index, start):
         while x >= min(count[e], keep):
             x -= min(count[e], keep)
             e += 1
-        s = (count[e] - min(count[e], keep) + x) % L
+        a = count[e] - min(count[e], keep) + x  # the absolute slot
+        s = a % L
         if _is_valid(info, count, keep, e, s):
             out_index[b] = e * L + s
+            out_ids[b] = a * E + e
             b += 1
     return b
 
 
-def draw_indices(info, count, keep: int, uniform, out_index, start: int) -> int:
-    """Fill ``out_index[start:]`` by rejection from ``uniform`` floats in [0, 1).
+def draw_indices(info, count, keep: int, uniform, out_index, out_ids, start: int) -> int:
+    """Fill ``out_index[start:]`` (slot ids) and ``out_ids[start:]`` (their transition ids,
+    as ``transition_ids`` computes them) by rejection from ``uniform`` floats in [0, 1).
 
     Each float picks one of the newest ``keep`` slots of an env uniformly; slots without a valid transition are
     rejected, so accepted indices are uniform over valid transitions. Returns how many
-    entries of ``out_index`` are filled.
+    entries are filled.
     """
-    return _draw_indices(info, count, keep, uniform, out_index, start)
+    return _draw_indices(info, count, keep, uniform, out_index, out_ids, start)
 
 
 @njit(nogil=True, cache=True)

@@ -36,13 +36,16 @@ class UniformSampler:
         self.ring, self.rng = ring, rng
         self.snapshot = np.zeros(ring.spec.num_envs, np.int64)  # the counts the latest draw saw
         self._uniform = np.empty(0, np.float64)
+        self._redraw_ids = np.empty(0, np.int64)
 
     def _size(self, B: int) -> None:
         if self._uniform.shape[0] != 2 * B + 16:
             self._uniform = np.empty(2 * B + 16, np.float64)
+            self._redraw_ids = np.empty(B, np.int64)
 
-    def _draw_slots(self, slots: np.ndarray) -> None:
-        """Fill ``slots`` with slot ids of sampleable transitions, against a fresh snapshot."""
+    def _draw_slots(self, slots: np.ndarray, ids: np.ndarray) -> None:
+        """Fill ``slots`` with slot ids of sampleable transitions, against a fresh snapshot,
+        and ``ids`` with their transition ids."""
         a, spec = self.ring.arrays, self.ring.spec
         np.copyto(self.snapshot, a["count"])
         filled = rounds = 0
@@ -52,10 +55,11 @@ class UniformSampler:
             if rounds > limit:
                 limit = self._round_limit(limit, rounds, filled, slots.shape[0])
             self.rng.random(out=self._uniform)
-            drawn = kr.draw_indices(a["slot_flags"], self.snapshot, spec.keep, self._uniform, slots, filled)
+            drawn = kr.draw_indices(a["slot_flags"], self.snapshot, spec.keep, self._uniform, slots, ids,
+                                    filled)
             if spec.n_step > 1:  # drop transitions whose window is still open
                 drawn = kn.keep_closed(a["slot_flags"], a["terminated"], self.snapshot, spec.n_step, slots,
-                                       filled, drawn)
+                                       ids, filled, drawn)
             filled = drawn
 
     def _round_limit(self, limit: int, rounds: int, filled: int, B: int) -> int:
@@ -72,15 +76,14 @@ class UniformSampler:
     def draw(self, slots: np.ndarray, out, rows: np.ndarray, beta: float) -> None:
         """Draw ``len(slots)`` transitions: slot ids into ``slots``, transition ids into ``out.index``."""
         self._size(slots.shape[0])
-        self._draw_slots(slots)
-        kr.transition_ids(self.snapshot, self.ring.spec.slots, slots, rows, out.index)
+        self._draw_slots(slots, out.index)
 
     def redraw(self, rows: np.ndarray, slots: np.ndarray, out, scratch: np.ndarray) -> None:
         """Draw the rows ``rows`` again (their transitions were pushed out during a copy)."""
-        redraw = scratch[:rows.shape[0]]
-        self._draw_slots(redraw)
+        redraw, ids = scratch[:rows.shape[0]], self._redraw_ids[:rows.shape[0]]
+        self._draw_slots(redraw, ids)
         slots[rows] = redraw
-        kr.transition_ids(self.snapshot, self.ring.spec.slots, slots, rows, out.index)
+        out.index[rows] = ids
 
     def gathered(self, slots: np.ndarray, out) -> None:
         """Fields of a gathered batch beyond the copied transitions: none."""
