@@ -126,7 +126,7 @@ def test_cartpole_gif_is_the_rendered_game(tmp_path, one_torch_thread):
     runs = 1 + sum(not np.array_equal(a, b) for a, b in zip(kept[1:], kept[:-1]))
     read = np.stack(imageio.mimread(path))
     assert read.shape == (runs, 400, 600, 3)
-    # Gymnasium's CartPole picture: white background, a brown pole (202, 152, 101).
+    # EnvPool draws CartPole as gymnasium does: white background, a brown pole (202, 152, 101).
     assert (read[0] == 255).all(axis=-1).mean() > 0.8
     pole = np.array([202, 152, 101])
     assert (np.abs(read[0].astype(int) - pole).max(axis=-1) < 12).sum() > 100
