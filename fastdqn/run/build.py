@@ -13,6 +13,7 @@ import numpy as np
 
 from fastdqn.run.config import ATARI, TrainConfig, derive_seed
 from fastdqn.run.envs import EnvInfo, make_envs
+from fastdqn.run.protocols import EvalProtocol
 
 
 def build_network(task: EnvInfo, hidden: Sequence[int] = TrainConfig.hidden, dueling: bool = False):
@@ -68,28 +69,42 @@ def build_envs(config: TrainConfig, *, seed: int):
     """The training envs: a lost life ends an episode (its game goes on)."""
     return make_envs(config.env_id, config.num_envs, seed=seed, async_envs=config.async_envs,
                      batch_size=config.env_batch, episodic_life=True, sticky_actions=config.sticky_actions,
-                     max_episode_steps=config.max_episode_steps, num_threads=config.env_threads)
+                     noop_starts=config.noop_starts, max_episode_steps=config.max_episode_steps,
+                     num_threads=config.env_threads)
 
 
-def build_eval_envs(config: TrainConfig, num_envs: int, *, seed: int, num_threads: int = 0):
-    """Envs that play full games (no life-loss episodes) with the run's env settings."""
-    return make_envs(config.env_id, num_envs, seed=seed, episodic_life=False,
-                     sticky_actions=config.sticky_actions, max_episode_steps=config.max_episode_steps,
-                     num_threads=num_threads)
+def build_eval_envs(env_id: str, protocol: EvalProtocol, num_envs: int, *, seed: int, render: bool = False,
+                    num_threads: int = 0):
+    """Envs that play full games (no life-loss episodes) under ``protocol``'s env settings."""
+    return make_envs(env_id, num_envs, seed=seed, episodic_life=False, sticky_actions=protocol.sticky_actions,
+                     noop_starts=protocol.noop_starts, max_episode_steps=protocol.max_episode_steps,
+                     render=render, num_threads=num_threads)
 
 
-def build_evaluator(learner, config: TrainConfig):
-    """Scores of ``eval_episodes`` full games on separate envs, made on first use."""
+def build_evaluator(learner, config: TrainConfig, task: EnvInfo):
+    """``evaluator(global_step)``: scores of ``eval_episodes`` full games under the run's protocol on
+    separate envs, made on first use; with ``capture_video``, env 0's games are also written to
+    ``RUN_DIR/videos/eval-<global_step>.mp4``."""
+    from pathlib import Path
+
     from fastdqn.run.evaluate import evaluate
+    from fastdqn.run.protocols import run_protocol
+    from fastdqn.run.video import VideoWriter, video_fps
 
+    protocol = run_protocol(config, task.kind)
     envs = []
     eval_seed = derive_seed(config.seed, 1_000_003)
     rng = np.random.default_rng(eval_seed)
 
-    def run():
+    def run(global_step: int):
         if not envs:
-            envs.append(build_eval_envs(config, min(config.eval_episodes, 16), seed=eval_seed,
-                                        num_threads=config.env_threads))
-        return evaluate(learner, envs[0], config.eval_episodes, config.eval_epsilon, rng)
+            envs.append(build_eval_envs(config.env_id, protocol, min(config.eval_episodes, 16), seed=eval_seed,
+                                        render=config.capture_video, num_threads=config.env_threads))
+        if not config.capture_video:
+            return evaluate(learner, envs[0], config.eval_episodes, protocol.epsilon, rng)
+        folder = Path(config.run_dir) / "videos"
+        folder.mkdir(parents=True, exist_ok=True)
+        with VideoWriter(folder / f"eval-{global_step}.mp4", video_fps(task.kind)) as video:
+            return evaluate(learner, envs[0], config.eval_episodes, protocol.epsilon, rng, video=video)
 
     return run

@@ -20,6 +20,11 @@ from fastdqn.util.checks import check_flag, check_int, check_number, fail, is_in
 ATARI = "atari"
 VECTOR = "vector"
 
+CLEANRL = "cleanrl"
+MACHADO = "machado"
+EVAL_PROTOCOLS = (CLEANRL, MACHADO)
+"""Evaluation protocols (``fastdqn.run.protocols`` says what each one sets)."""
+
 SEED_LIMIT = 2**31
 """Seeds are ints in [0, SEED_LIMIT): EnvPool takes int32 seeds only."""
 
@@ -82,7 +87,16 @@ class TrainConfig:
     )
     eval_every: int = _f(0, "env steps between evaluations on separate envs (0: only at the end)")
     eval_episodes: int = _f(10, "full games per evaluation (0: no evaluation)")
-    eval_epsilon: float = _f(0.05, "epsilon during evaluation")
+    eval_epsilon: float = _f(0.05, "epsilon during evaluation (cleanrl protocol; machado plays at 0.01)")
+    eval_protocol: str = _f(
+        CLEANRL, "evaluation protocol: cleanrl (the run's own env settings, --eval-epsilon) or machado "
+        "(Machado et al. 2018, Atari only: sticky actions 0.25, no no-op starts, games capped at 108,000 "
+        "frames, epsilon 0.01; docs/evaluation.md)", choices=EVAL_PROTOCOLS,
+    )
+    noop_starts: int = _f(30, "up to this many random no-op actions at the start of each Atari game, in "
+                              "training and cleanrl evaluation (Nature DQN: 30; 0: none)")
+    capture_video: bool = _f(False, "record each evaluation's first env as RUN_DIR/videos/eval-STEP.mp4 "
+                                    "(needs pip install 'fastdqn[video]')")
     checkpoint_every: int = _f(500_000, "env steps between checkpoints (0: only at the end and on a signal)")
     save_buffer: bool = _f(False, "also save the replay buffer with each checkpoint (large for Atari)")
     log_every: int = _f(10_000, "env steps between td_loss / q_values / SPS records")
@@ -103,7 +117,7 @@ class TrainConfig:
         for name in positive_ints:
             check_int(f"--{_flag(name)}", getattr(self, name), minimum=1)
         for name in ("torch_threads", "env_threads", "learning_starts", "env_batch_size", "eval_every", "eval_episodes",
-                     "checkpoint_every"):
+                     "checkpoint_every", "noop_starts"):
             check_int(f"--{_flag(name)}", getattr(self, name), minimum=0)
         check_seed("--seed", self.seed)
         check_number("--learning-rate", self.learning_rate, 0, low_open=True)
@@ -121,6 +135,9 @@ class TrainConfig:
             check_number(f"--{_flag(name)}", getattr(self, name), 0, 1)
         for name in ("per_eps", "adam_eps"):
             check_number(f"--{_flag(name)}", getattr(self, name), 0, low_open=True)
+        if self.capture_video and not self.eval_episodes:
+            raise ConfigError("--capture-video: it records the evaluation games, and --eval-episodes is 0; "
+                              "set --eval-episodes to at least 1 or drop --capture-video")
         if self.replay_device == "cuda" and not self.cuda:
             raise ConfigError("--replay-device cuda: the learner runs on the CPU; pass --cuda, or "
                               "--replay-device cpu")
@@ -262,6 +279,9 @@ def make_config(kind: str, overrides: dict, *, cuda_available: bool, max_episode
     values = dict(PRESETS[kind])
     values.update(NAMED_PRESETS[preset][kind])
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if kind != ATARI and overrides.get("noop_starts") is not None:
+        raise ConfigError(f"--noop-starts: only Atari tasks take it, {values.get('env_id')!r} is {kind}; drop the flag")
+    check_protocol_flags(values.get("eval_protocol"), overrides)
     values.setdefault("cuda", cuda_available)
     values.setdefault("max_episode_steps", max_episode_steps)
     if values.get("async_envs") and not values.get("env_batch_size"):
@@ -275,6 +295,23 @@ def check_kind(config: TrainConfig, kind: str) -> None:
     """Refuse flags the env's kind does not take (checked before any env is made)."""
     if kind != ATARI and config.sticky_actions:
         raise ConfigError(f"--sticky-actions: only Atari tasks take it, {config.env_id!r} is {kind}; drop the flag")
+    check_eval_protocol(config.eval_protocol, kind, config.env_id)
+
+
+def check_protocol_flags(protocol: str | None, overrides: dict) -> None:
+    """Refuse a flag the evaluation ``protocol`` fixes (machado plays at its own epsilon)."""
+    if protocol == MACHADO and overrides.get("eval_epsilon") is not None:
+        raise ConfigError("--eval-epsilon: the machado protocol plays at epsilon 0.01; drop --eval-epsilon or "
+                          "use --eval-protocol cleanrl")
+
+
+def check_eval_protocol(name: str, kind: str, env_id: str) -> None:
+    """``ConfigError`` for an unknown protocol, or for machado on a task that is not Atari."""
+    if name not in EVAL_PROTOCOLS:
+        fail("--eval-protocol", f"one of {', '.join(EVAL_PROTOCOLS)}", name)
+    if name == MACHADO and kind != ATARI:
+        raise ConfigError(f"--eval-protocol machado: only Atari tasks take it (sticky actions, frame caps), "
+                          f"{env_id!r} is {kind}; use --eval-protocol cleanrl")
 
 
 def check_seed(flag: str, seed) -> None:

@@ -72,13 +72,15 @@ def env_info(env_id: str) -> EnvInfo:
 
 def make_envs(env_id: str, num_envs: int, *, seed: int, async_envs: bool = False, batch_size: int | None = None,
               episodic_life: bool = True, sticky_actions: float = 0.0, max_episode_steps: int | None = None,
-              noop_max: int = 30, num_threads: int = 0):
+              noop_starts: int = 30, render: bool = False, num_threads: int = 0):
     """One ``envpool.make`` call with every option fastdqn relies on spelled out.
 
     Training envs use ``episodic_life=True`` (a lost life ends bootstrapping); evaluation
     envs ``False`` (a game is one episode). Rewards are never clipped here: the trainer
     clips them on the learning path only, so logged returns are real game scores.
-    Classic-control tasks take none of the Atari options.
+    Classic-control tasks take none of the Atari options. With ``render``, ``envs.render(env_ids)``
+    returns the game's own RGB screen (Atari 210x160, CartPole 400x600); it reads the state
+    and changes nothing that is played.
     """
     import envpool
 
@@ -88,9 +90,13 @@ def make_envs(env_id: str, num_envs: int, *, seed: int, async_envs: bool = False
         batch_size = num_envs
     options = dict(env_type="gymnasium", num_envs=num_envs, batch_size=batch_size, seed=seed, num_threads=num_threads,
                    max_episode_steps=max_episode_steps or task.max_episode_steps)
+    if render:
+        options.update(render_mode="rgb_array")
     if task.kind == ATARI:
+        # EnvPool draws the no-op count from [0, noop_max - 1] (plus one in games without FIRE)
+        # and crashes on noop_max 0, so "none" is noop_max 1.
         options.update(episodic_life=episodic_life, reward_clip=False, repeat_action_probability=float(sticky_actions),
-                       noop_max=noop_max, frame_skip=4, stack_num=4, img_height=84, img_width=84, gray_scale=True,
+                       noop_max=max(int(noop_starts), 1), frame_skip=4, stack_num=4, img_height=84, img_width=84, gray_scale=True,
                        use_fire_reset=True, full_action_space=False, zero_discount_on_life_loss=False)
     elif sticky_actions:
         raise ConfigError(f"--sticky-actions: only Atari tasks take it, {env_id!r} is {VECTOR}; drop the flag")

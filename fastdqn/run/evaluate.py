@@ -7,7 +7,7 @@ import numpy as np
 from fastdqn.util.checks import check_int
 
 
-def evaluate(learner, envs, episodes: int, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+def evaluate(learner, envs, episodes: int, epsilon: float, rng: np.random.Generator, video=None) -> np.ndarray:
     """Play ``episodes`` full games on ``envs`` and return their scores (float64, (episodes,)).
 
     Exploration draws come from ``rng``, not the learner's generator, so evaluating during
@@ -16,6 +16,10 @@ def evaluate(learner, envs, episodes: int, epsilon: float, rng: np.random.Genera
     ``envs`` must be synchronous EnvPool envs made with ``episodic_life=False``, so every
     ``terminated`` or ``truncated`` is the end of a game. Each env plays a fixed quota of
     games (``episodes`` split as evenly as possible), so short games are not over-counted.
+
+    With ``video`` (anything with ``add(frame)``), env 0's screen is added after the reset and
+    after every step until env 0 has played its quota of games; ``envs`` must then be made with
+    ``render=True``. Rendering only reads the envs, so the scores are the same either way.
     """
     check_int("episodes", episodes, error=ValueError)
     obs, _ = envs.reset()
@@ -25,6 +29,9 @@ def evaluate(learner, envs, episodes: int, epsilon: float, rng: np.random.Genera
     done = np.zeros(num_envs, dtype=np.int64)
     score = np.zeros(num_envs, dtype=np.float64)
     scores: list[float] = []
+    first_env = np.zeros(1, dtype=np.int32)
+    if video is not None:
+        video.add(envs.render(first_env)[0])
     while len(scores) < episodes:
         actions = learner.act(obs, epsilon, rng=rng)
         obs, reward, terminated, truncated, info = envs.step(actions)
@@ -37,6 +44,10 @@ def evaluate(learner, envs, episodes: int, epsilon: float, rng: np.random.Genera
             scores.extend(score[counted].tolist())
             done[ended_ids] += 1
             score[ended_ids] = 0.0
+        if video is not None:
+            video.add(envs.render(first_env)[0])
+            if done[0] >= quota[0]:
+                video = None  # env 0's last counted game has ended, with its final frame
     return np.asarray(scores, dtype=np.float64)
 
 

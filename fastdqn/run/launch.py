@@ -15,7 +15,7 @@ from pathlib import Path
 from fastdqn.errors import ConfigError
 from fastdqn.run import memory
 from fastdqn.run.build import build_buffer, build_envs, build_eval_envs, build_evaluator, build_learner
-from fastdqn.run.config import DOUBLE_DQN, TrainConfig, check_seed, derive_seed, make_config
+from fastdqn.run.config import ATARI, CLEANRL, DOUBLE_DQN, MACHADO, TrainConfig, check_seed, derive_seed, make_config
 from fastdqn.run.envs import EnvInfo, env_info
 from fastdqn.run.resume import check_saved_buffer, load_learner_state, load_resume
 from fastdqn.run.signals import Interrupted, StopSignals
@@ -51,6 +51,10 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
         config = dataclasses.replace(config, run_dir=str(run_dir))
         if config.cuda and not cuda_available:
             raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
+        if config.capture_video:
+            from fastdqn.run.video import check_video
+
+            check_video("--capture-video")
         memory.replay_spec(config, task)
         memory.check_threads(config)
         memory.check_envs("--num-envs", task, config.num_envs)
@@ -116,7 +120,7 @@ def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_d
         logger = RunLogger(run_dir, total_timesteps=config.total_timesteps, resume_step=resume_step,
                            progress=config.progress)
         try:
-            trainer = Trainer(envs, buffer, learner, config, logger, evaluator=build_evaluator(learner, config))
+            trainer = Trainer(envs, buffer, learner, config, logger, evaluator=build_evaluator(learner, config, task))
             if state is not None:
                 trainer.load_state_dict(state["trainer"], buffer_restored=saved_buffer is not None)
             signals.forward_to(trainer.request_stop)
@@ -161,22 +165,36 @@ def print_summary(config: TrainConfig, task: EnvInfo, learner, replay_bytes: int
     print("\n".join(lines), flush=True)
 
 
-def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float, seed: int, num_envs: int | None,
-                        cuda: bool | None, as_json: bool) -> int:
-    """``fastdqn eval``: play ``episodes`` full games with the network saved at ``path`` and
-    print their score statistics; ``num_envs`` and ``cuda`` default when None."""
+def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float | None, seed: int, num_envs: int | None,
+                        cuda: bool | None, as_json: bool, protocol: str = CLEANRL, noop_starts: int | None = None,
+                        video: str | None = None) -> int:
+    """``fastdqn eval``: play ``episodes`` full games with the network saved at ``path`` under the
+    evaluation ``protocol`` and print their score statistics; with ``video``, env 0's games are
+    also written there. ``epsilon``, ``noop_starts``, ``num_envs`` and ``cuda`` default when None."""
     import numpy as np
     import torch
 
     from fastdqn.run.checkpoint import load_checkpoint
     from fastdqn.run.evaluate import evaluate, score_stats
+    from fastdqn.run.protocols import NOOP_STARTS, frames_trained, make_protocol
+    from fastdqn.run.video import VideoWriter, check_video, video_fps
     from fastdqn.util.checks import check_int, check_number
 
     check_int("--episodes", episodes)
-    check_number("--epsilon", epsilon, 0, 1)
+    if epsilon is not None:
+        check_number("--epsilon", epsilon, 0, 1)
+    if noop_starts is not None:
+        check_int("--noop-starts", noop_starts, minimum=0)
     if num_envs is not None:
         check_int("--num-envs", num_envs)
     check_seed("--seed", seed)
+    if protocol == MACHADO:
+        for flag, value in (("--epsilon", epsilon), ("--noop-starts", noop_starts)):
+            if value is not None:
+                raise ConfigError(f"{flag}: the machado protocol fixes it (docs/evaluation.md); drop {flag} "
+                                  "or use --eval-protocol cleanrl")
+    if video is not None:
+        check_video("--video", video)
     if cuda and not torch.cuda.is_available():
         raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
     state = load_checkpoint(path)
@@ -186,22 +204,42 @@ def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float, seed: int, 
     config = dataclasses.replace(saved, cuda=cuda, compile=False, anneal_lr=False,
                                  torch_threads=min(saved.torch_threads, memory.cores()))
     task = env_info(config.env_id)
+    if task.kind != ATARI and noop_starts is not None:
+        raise ConfigError(f"--noop-starts: only Atari tasks take it, {config.env_id!r} is {task.kind}; drop the flag")
+    rules = make_protocol(protocol, task.kind, config.env_id, epsilon=0.05 if epsilon is None else epsilon,
+                          sticky_actions=config.sticky_actions,
+                          noop_starts=NOOP_STARTS if noop_starts is None else noop_starts,
+                          max_episode_steps=config.max_episode_steps)
     memory.check_envs("--num-envs", task, num_envs or min(episodes, 16))
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     learner = build_learner(config, task)
     load_learner_state(learner, state)
-    envs = build_eval_envs(config, num_envs or min(episodes, 16), seed=seed)
+    envs = build_eval_envs(config.env_id, rules, num_envs or min(episodes, 16), seed=seed, render=video is not None)
+    rng = np.random.default_rng(seed)
     try:
-        stats = score_stats(evaluate(learner, envs, episodes, epsilon, np.random.default_rng(seed)))
+        if video is None:
+            scores = evaluate(learner, envs, episodes, rules.epsilon, rng)
+        else:
+            with VideoWriter(video, video_fps(task.kind)) as writer:
+                scores = evaluate(learner, envs, episodes, rules.epsilon, rng, video=writer)
     finally:
         envs.close()
-    stats.update(env_id=config.env_id, global_step=int(state["trainer"]["global_step"]), epsilon=epsilon)
+    stats = score_stats(scores)
+    step = int(state["trainer"]["global_step"])
+    stats.update(env_id=config.env_id, global_step=step, frames=frames_trained(task.kind, step), **rules.settings())
+    if video is not None:
+        stats["video"] = {"path": str(video), "frames": writer.frames, "env": 0}
     if as_json:
         print(json.dumps(stats))
     else:
-        print(f"{config.env_id} at step {stats['global_step']:,}: {stats['episodes']} games, epsilon {epsilon}")
+        trained = f"{step:,} steps" + (f" ({stats['frames']:,} frames)" if stats["frames"] is not None else "")
+        print(f"{config.env_id} after {trained}: {stats['episodes']} games, {rules.name} protocol "
+              f"(epsilon {rules.epsilon:g}" + (f", sticky actions {rules.sticky_actions:g}, no-op starts up to "
+                                              f"{rules.noop_starts}" if task.kind == ATARI else "") + ")")
         print(f"  mean {stats['mean']:.2f}  std {stats['std']:.2f}  min {stats['min']:.2f}  "
               f"max {stats['max']:.2f}  median {stats['median']:.2f}  "
               f"mean's 95% CI [{stats['mean_ci95'][0]:.2f}, {stats['mean_ci95'][1]:.2f}]")
+        if video is not None:
+            print(f"  video of env 0's games: {video} ({writer.frames} frames)")
     return 0

@@ -85,8 +85,8 @@ class RunLogger:
 
 
 def _plain(value):
-    if value is None:
-        return None
+    if value is None or isinstance(value, str):
+        return value
     value = float(value) if not isinstance(value, int) else value
     return value if not isinstance(value, float) or math.isfinite(value) else None
 

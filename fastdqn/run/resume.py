@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastdqn.errors import CheckpointError, ConfigError
-from fastdqn.run.config import TrainConfig, check_kind
+from fastdqn.run.config import TrainConfig, check_kind, check_protocol_flags
 from fastdqn.run.envs import EnvInfo, env_info
 
 # On resume these must match the checkpoint: they decide the network and its inputs.
@@ -52,6 +52,7 @@ def resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainCo
     values["cuda"] = cuda_available
     values["replay_device"] = "auto"  # chosen again for this machine, like cuda
     values.update({k: v for k, v in overrides.items() if v is not None and k != "run_dir"})
+    check_protocol_flags(values["eval_protocol"], overrides)
     total = values["total_timesteps"]
     if overrides.get("exploration_fraction") is None and isinstance(total, int) and total > 0 \
             and total != saved.total_timesteps:

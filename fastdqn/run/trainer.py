@@ -35,8 +35,8 @@ EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 class Trainer:
     """Runs ``config.total_timesteps`` env steps of DQN with the components handed in: EnvPool
     ``envs`` (sync or async), a ``ReplayBuffer`` for ``config.num_envs`` envs, a ``Learner``, a
-    ``RunLogger`` or None (then nothing is written), an ``evaluator`` (scores of full games with
-    the current network) and a ``pipeline`` over ``buffer`` (None: one for the learner's device,
+    ``RunLogger`` or None (then nothing is written), an ``evaluator`` (``evaluator(global_step)``:
+    scores of full games with the current network) and a ``pipeline`` over ``buffer`` (None: one for the learner's device,
     as ``config.prefetch`` and ``config.per_beta`` say), which ``train()`` closes before it
     returns. ``timers`` holds the seconds spent per phase (``PHASES``).
     """
@@ -266,8 +266,8 @@ class Trainer:
     def _evaluate(self) -> None:
         if self.evaluator is None or not self.config.eval_episodes:
             return
-        scores = self.evaluator()
+        scores = self.evaluator(self.global_step)
         self.last_eval = {"global_step": self.global_step, "mean": float(np.mean(scores)),
                           "std": float(np.std(scores))}
         self.logger.log(self.global_step, eval_return_mean=self.last_eval["mean"],
-                        eval_return_std=self.last_eval["std"])
+                        eval_return_std=self.last_eval["std"], eval_protocol=self.config.eval_protocol)

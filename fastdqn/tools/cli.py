@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from fastdqn.errors import FastDQNError, TrainingError
-from fastdqn.run.config import ATARI, NAMED_PRESETS, PRESETS, VECTOR, TrainConfig
+from fastdqn.run.config import ATARI, CLEANRL, EVAL_PROTOCOLS, NAMED_PRESETS, PRESETS, VECTOR, TrainConfig
 from fastdqn.run.signals import Interrupted, StopSignals
 
 EXIT_FAILED = 1
@@ -96,12 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="play full games with a trained checkpoint")
     ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="checkpoint file or run folder")
     ev.add_argument("--episodes", type=int, default=10, help="full games to play (default: 10)")
-    ev.add_argument("--epsilon", type=float, default=0.05, help="probability of a random action (default: 0.05, as CleanRL)")
+    ev.add_argument("--epsilon", type=float, default=None,
+                    help="probability of a random action (default: the protocol's, cleanrl 0.05, machado 0.01)")
     ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs (default: 12345)")
     ev.add_argument("--num-envs", type=int, default=None, help="parallel envs (default: min(episodes, 16))")
     ev.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=None,
                     help="run the network on the GPU (default: if one is available)")
     ev.add_argument("--json", action="store_true", help="print the statistics as one JSON object (default: off)")
+    ev.add_argument("--eval-protocol", choices=EVAL_PROTOCOLS, default=CLEANRL,
+                    help="cleanrl: full games, --epsilon, --noop-starts and the run's sticky actions; machado "
+                         "(Atari): sticky actions 0.25, no no-op starts, 108,000-frame games, epsilon 0.01 "
+                         "(default: cleanrl; docs/evaluation.md)")
+    ev.add_argument("--noop-starts", type=int, default=None,
+                    help="up to this many random no-op actions at the start of each Atari game (default: 30, "
+                         "Nature DQN's; 0: none; cleanrl protocol only)")
+    ev.add_argument("--video", metavar="PATH", default=None,
+                    help="also write env 0's games as a video: .mp4, or .gif (needs pip install 'fastdqn[video]')")
     ev.set_defaults(handler=_eval)
 
     bench = sub.add_parser("bench", help="measure throughput of fastdqn's components")
@@ -208,7 +218,8 @@ def _eval(args: argparse.Namespace) -> int:
     from fastdqn.run.launch import evaluate_checkpoint
 
     return evaluate_checkpoint(args.checkpoint, episodes=args.episodes, epsilon=args.epsilon, seed=args.seed,
-                               num_envs=args.num_envs, cuda=args.cuda, as_json=args.json)
+                               num_envs=args.num_envs, cuda=args.cuda, as_json=args.json,
+                               protocol=args.eval_protocol, noop_starts=args.noop_starts, video=args.video)
 
 
 def _bench_missing(args: argparse.Namespace) -> int:

@@ -109,6 +109,7 @@ class Curve:
     high: np.ndarray
     eval_steps: np.ndarray
     eval_means: np.ndarray  # mean over the seeds evaluated at that step
+    eval_protocols: tuple[str, ...] = ()  # the evaluation protocols of its runs, for the legend
 
 
 def learning_curve(runs: list[RunResult], *, smooth_fraction: float, reps: int, rng: np.random.Generator) -> Curve:
@@ -123,7 +124,8 @@ def learning_curve(runs: list[RunResult], *, smooth_fraction: float, reps: int, 
             evals.setdefault(step, []).append(value)
     eval_steps = np.array(sorted(evals), dtype=np.float64)
     eval_means = np.array([np.mean(evals[s]) for s in sorted(evals)], dtype=np.float64)
-    return Curve(runs[0].env_id, len(runs), grid, per_run, mean, low, high, eval_steps, eval_means)
+    protocols = tuple(sorted({r.eval_protocol for r in runs if r.eval_steps.size}))
+    return Curve(runs[0].env_id, len(runs), grid, per_run, mean, low, high, eval_steps, eval_means, protocols)
 
 
 def final_score(run: RunResult) -> float | None:
@@ -200,7 +202,8 @@ def _draw_curve(ax, c: Curve) -> None:
         ax.fill_between(c.steps, c.low, c.high, color="C0", alpha=0.2, linewidth=0,
                         label=f"95% bootstrap CI of the mean over {c.seeds} seeds")
     if c.eval_steps.size:
-        ax.plot(c.eval_steps, c.eval_means, "o", color="C3", markersize=4, label="evaluation")
+        ax.plot(c.eval_steps, c.eval_means, "o", color="C3", markersize=4,
+                label=f"evaluation ({' + '.join(c.eval_protocols)} protocol)")
     ax.set_title(f"{c.env_id} ({c.seeds} seed{'s' if c.seeds > 1 else ''})")
     ax.set_xlabel("env steps")
     ax.set_ylabel("episodic return")

@@ -18,6 +18,7 @@ import numpy as np
 
 from fastdqn.util.atomic import atomic_write
 from fastdqn.errors import ConfigError
+from fastdqn.run.config import CLEANRL, EVAL_PROTOCOLS
 from fastdqn.run.logger import METRICS_NAME
 from fastdqn.util.checks import is_int, is_number
 
@@ -38,6 +39,7 @@ class RunResult:
     eval_means: np.ndarray  # mean score of the evaluation games at that step
     last_step: int  # the latest env step any record names
     skipped: tuple = ()  # (line number, why) of each metrics line that was not a readable record
+    eval_protocol: str = CLEANRL  # config.json's (runs written before it was a field evaluated this way)
 
     @property
     def final_eval(self) -> float | None:
@@ -75,7 +77,12 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
                     evals.append((step, record["eval_return_mean"]))
     ep = np.array(sorted(episodes), dtype=np.float64).reshape(-1, 2)
     ev = np.array(sorted(evals), dtype=np.float64).reshape(-1, 2)
-    return RunResult(run_dir, env_id, seed, total, ep[:, 0], ep[:, 1], ev[:, 0], ev[:, 1], last, tuple(skipped))
+    protocol = config.get("eval_protocol", CLEANRL)
+    if protocol not in EVAL_PROTOCOLS:
+        raise ConfigError(f"run folder {str(run_dir)!r}: {CONFIG_NAME} field 'eval_protocol' is {protocol!r}, not a "
+                          "valid value; pass folders written by fastdqn train or fastdqn sweep")
+    return RunResult(run_dir, env_id, seed, total, ep[:, 0], ep[:, 1], ev[:, 0], ev[:, 1], last, tuple(skipped),
+                     protocol)
 
 
 MAX_STEP = 2**62
