@@ -143,6 +143,26 @@ def test_atari5_runs_show_the_papers_median_estimate_beside_iqm(tmp_path, capsys
             f"(95% CI {got['low']:.3f} to {got['high']:.3f})") in printed
 
 
+def test_all_57_games_show_the_median_itself_and_ten_the_atari10_estimate():
+    from fastdqn.tools.atari_scores import REFERENCE_SCORES
+    from fastdqn.tools.plot import suite_summary
+
+    rng = np.random.default_rng(0)
+    atari = {f"{g}-v5": rng.uniform(-0.5, 5.0, size=3) for g in REFERENCE_SCORES}
+    atari["Pong-v4"] = np.array([9.0])  # a second id of one game: one more seed of Pong
+    got = suite_summary(atari, rng=np.random.default_rng(1), reps=200)
+    per_game = [v.mean() for k, v in atari.items() if k not in ("Pong-v5", "Pong-v4")]
+    per_game.append(np.mean(list(atari["Pong-v5"]) + [9.0]))
+    assert got["metric"] == "Median" and len(per_game) == 57
+    assert got["value"] == pytest.approx(float(np.median(per_game)))
+    assert got["low"] <= got["value"] <= got["high"]
+    ten = ("Amidar", "Bowling", "Frostbite", "KungFuMaster", "Riverraid", "BattleZone", "DoubleDunk",
+           "NameThisGame", "Phoenix", "Qbert")
+    assert suite_summary({f"{g}-v5": np.ones(2) for g in ten}, rng=rng, reps=50)["metric"] == "Atari-10 median (est.)"
+    assert suite_summary({f"{g}-v5": np.ones(2) for g in ten[1:]}, rng=rng, reps=50)["suite"] == "atari5"
+    assert suite_summary({"Pong-v5": np.ones(2)}, rng=rng, reps=50) is None
+
+
 @pytest.mark.parametrize("suffix, magic", [(".svg", b"<?xml"), (".pdf", b"%PDF")])
 def test_file_type_follows_the_extension(sweep, tmp_path, suffix, magic):
     out = tmp_path / f"runs{suffix}"
