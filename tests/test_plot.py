@@ -102,6 +102,67 @@ def test_runs_plot_curves_and_atari_aggregate(sweep, tmp_path, capsys):
             f"(95% CI {iqm['low']:.3f} to {iqm['high']:.3f})") in printed
 
 
+# Atari-5 runs: (random, human) of the published table, and each seed's human-normalised score.
+ATARI5_REFERENCE = {"BattleZone-v5": (2360.0, 37187.5), "DoubleDunk-v5": (-18.6, -16.4),
+                    "NameThisGame-v5": (2292.3, 8049.0), "Phoenix-v5": (761.4, 7242.6),
+                    "Qbert-v5": (163.9, 13455.0)}
+ATARI5_NORMALIZED = {"BattleZone-v5": [0.5, 1.5], "DoubleDunk-v5": [-0.2, 3.0], "NameThisGame-v5": [2.0, 4.0],
+                     "Phoenix-v5": [0.1, 0.3], "Qbert-v5": [1.0, 1.2]}
+# The paper's weights (Aitchison et al. 2023), written out.
+ATARI5_WEIGHTS = {"BattleZone-v5": 0.3819751, "DoubleDunk-v5": 0.0679099, "NameThisGame-v5": 0.3108041,
+                  "Phoenix-v5": 0.1241262, "Qbert-v5": 0.0804852}
+
+
+def atari5_estimate(per_game_means: dict) -> float:
+    log_median = sum(w * np.log10(1 + 100 * max(per_game_means[g], 0)) for g, w in ATARI5_WEIGHTS.items())
+    return (10 ** log_median - 1) / 100
+
+
+def test_atari5_runs_show_the_papers_median_estimate_beside_iqm(tmp_path, capsys):
+    for env_id, fractions in ATARI5_NORMALIZED.items():
+        random_score, human = ATARI5_REFERENCE[env_id]
+        for seed, f in enumerate(fractions, start=1):
+            score = random_score + f * (human - random_score)
+            write_run(tmp_path / "runs" / f"{env_id}__{seed}", env_id, seed, score, score)
+    out, data_path, reps = tmp_path / "atari5.png", tmp_path / "atari5.json", 3000
+    assert main(["plot", str(tmp_path / "runs"), "-o", str(out), "--json", str(data_path), "--reps", str(reps)]) == 0
+    printed = capsys.readouterr().out
+    aggregate = {a["metric"]: a for a in json.loads(data_path.read_text())["aggregate"]}
+    assert list(aggregate) == ["IQM", "Mean", "Atari-5 median (est.)"]
+    got = aggregate["Atari-5 median (est.)"]
+    # The estimate of the per-game means over seeds (DoubleDunk's -0.2 and 3.0 average to 1.4).
+    expected = atari5_estimate({g: float(np.mean(v)) for g, v in ATARI5_NORMALIZED.items()})
+    assert got["value"] == pytest.approx(expected, rel=1e-5)
+    r = random.Random(0)
+    stats = [atari5_estimate({g: float(np.mean(r.choices(v, k=len(v)))) for g, v in ATARI5_NORMALIZED.items()})
+             for _ in range(reps)]
+    low, high = reference_percentile(stats, 2.5), reference_percentile(stats, 97.5)
+    assert got["low"] == pytest.approx(low, abs=0.05 * (high - low))
+    assert got["high"] == pytest.approx(high, abs=0.05 * (high - low))
+    assert (f"Atari-5 estimate of the 57-game median human-normalised score: {got['value']:.3f} "
+            f"(95% CI {got['low']:.3f} to {got['high']:.3f})") in printed
+
+
+def test_all_57_games_show_the_median_itself_and_ten_the_atari10_estimate():
+    from fastdqn.tools.atari_scores import REFERENCE_SCORES
+    from fastdqn.tools.plot import suite_summary
+
+    rng = np.random.default_rng(0)
+    atari = {f"{g}-v5": rng.uniform(-0.5, 5.0, size=3) for g in REFERENCE_SCORES}
+    atari["Pong-v4"] = np.array([9.0])  # a second id of one game: one more seed of Pong
+    got = suite_summary(atari, rng=np.random.default_rng(1), reps=200)
+    per_game = [v.mean() for k, v in atari.items() if k not in ("Pong-v5", "Pong-v4")]
+    per_game.append(np.mean(list(atari["Pong-v5"]) + [9.0]))
+    assert got["metric"] == "Median" and len(per_game) == 57
+    assert got["value"] == pytest.approx(float(np.median(per_game)))
+    assert got["low"] <= got["value"] <= got["high"]
+    ten = ("Amidar", "Bowling", "Frostbite", "KungFuMaster", "Riverraid", "BattleZone", "DoubleDunk",
+           "NameThisGame", "Phoenix", "Qbert")
+    assert suite_summary({f"{g}-v5": np.ones(2) for g in ten}, rng=rng, reps=50)["metric"] == "Atari-10 median (est.)"
+    assert suite_summary({f"{g}-v5": np.ones(2) for g in ten[1:]}, rng=rng, reps=50)["suite"] == "atari5"
+    assert suite_summary({"Pong-v5": np.ones(2)}, rng=rng, reps=50) is None
+
+
 @pytest.mark.parametrize("suffix, magic", [(".svg", b"<?xml"), (".pdf", b"%PDF")])
 def test_file_type_follows_the_extension(sweep, tmp_path, suffix, magic):
     out = tmp_path / f"runs{suffix}"

@@ -43,6 +43,24 @@ def test_stratified_bootstrap_equals_a_plain_numpy_resampling():
     assert got.high == pytest.approx(reference_percentile(stats, 97.5))
 
 
+def test_stratified_bootstrap_can_hand_the_statistic_each_task_apart():
+    """pooled=False: the statistic sees the resampled tasks one by one, in order (here a
+    weighted sum of task means that pooling would lose)."""
+    tasks = [np.array([0.1, 0.5, 0.9]), np.array([2.0, 1.0, 3.0, 4.0]), np.array([-0.2, 0.0])]
+    weights = (3.0, 0.5, -2.0)
+
+    def weighted(per_task):
+        return sum(w * sum(t) / len(t) for w, t in zip(weights, per_task))
+
+    reps = 300
+    got = stratified_bootstrap(tasks, weighted, rng=np.random.default_rng(7), reps=reps, pooled=False)
+    rng = np.random.default_rng(7)
+    stats = [weighted([[t[i] for i in rng.integers(0, len(t), len(t))] for t in tasks]) for _ in range(reps)]
+    assert got.value == pytest.approx(3.0 * 0.5 + 0.5 * 2.5 - 2.0 * -0.1)
+    assert got.low == pytest.approx(reference_percentile(stats, 2.5))
+    assert got.high == pytest.approx(reference_percentile(stats, 97.5))
+
+
 def test_stratified_bootstrap_agrees_with_an_independent_monte_carlo():
     """Python's own RNG, many resamples: the two intervals agree within resampling noise."""
     data = np.random.default_rng(3)

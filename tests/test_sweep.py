@@ -20,7 +20,7 @@ import pytest
 
 from fastdqn.run.checkpoint import load_checkpoint
 from fastdqn.tools.cli import build_parser
-from fastdqn.tools.sweep import SweepSettings, start_commands, train_flags
+from fastdqn.tools.sweep import SweepSettings, settings_from_args, start_commands, train_flags
 
 from cli_errors import fails
 
@@ -39,7 +39,7 @@ def test_sweep_and_plot_are_registered():
     result = subprocess.run(fastdqn("--help"), capture_output=True, text=True, check=True)
     assert "sweep" in result.stdout and "plot" in result.stdout
     text = " ".join(subprocess.run(fastdqn("sweep", "--help"), capture_output=True, text=True, check=True).stdout.split())
-    for flag in ("--env-ids", "--seeds", "--sweep-dir", "--resume", "--address", "--cpus-per-run", "--gpus-per-run",
+    for flag in ("--env-ids", "--games", "--seeds", "--sweep-dir", "--resume", "--address", "--cpus-per-run", "--gpus-per-run",
                  "--max-retries", "--total-timesteps", "--learning-rate", "--env-threads"):
         assert flag in text, flag
     assert "--run-dir" not in text and "--env-id " not in text  # set per run
@@ -57,6 +57,16 @@ def test_the_task_looks_for_the_checkpoint_file_train_writes():
     from fastdqn.tools.sweep_task import CHECKPOINT_FILE
 
     assert CHECKPOINT_FILE == CHECKPOINT_NAME
+
+
+def test_games_expand_to_the_suites_envpool_tasks(workdir):
+    args = build_parser().parse_args(SWEEP + ["--games", "atari5", "--seeds", "1,2"])
+    settings, _, _ = settings_from_args(args)
+    # Aitchison et al. 2023's five games, as EnvPool tasks.
+    assert settings.env_ids == ("BattleZone-v5", "DoubleDunk-v5", "NameThisGame-v5", "Phoenix-v5", "Qbert-v5")
+    starts = start_commands(settings)
+    assert len(starts) == 10 and starts["Qbert-v5__2"][:5] == ["train", "--env-id", "Qbert-v5", "--seed", "2"]
+    assert not any(workdir.iterdir())
 
 
 def test_threads_follow_the_cpus_reserved():
@@ -104,7 +114,9 @@ SWEEP = ["sweep", "--sweep-dir", "sw", "--total-timesteps", "1000"]
     (["--env-ids", "CartPole-v1", "--gpus-per-run", "-1"], ["--gpus-per-run"]),
     (["--env-ids", "CartPole-v1", "--max-retries", "-1"], ["--max-retries"]),
     (["--env-ids", "CartPole-v1", "--address", "localhost"], ["--address", "HOST:PORT"]),
-    ([], ["--env-ids"]),
+    ([], ["--env-ids", "--games"]),
+    (["--games", "atari6"], ["--games", "atari5, atari10, atari57", "'atari6'"]),
+    (["--games", "atari5", "--env-ids", "Pong-v5"], ["--games", "--env-ids", "not both"]),
 ])
 def test_bad_sweep_input(extra, expected, capsys, workdir):
     fails(SWEEP + extra, capsys, workdir, *expected)
@@ -125,6 +137,7 @@ def test_sweep_folder_and_resume_rules(capsys, workdir):
     fails(["sweep", "--resume", "sw"], capsys, workdir, "--resume", "sweep.json")
     fails(["sweep", "--resume", "sw", "--seeds", "3"], capsys, workdir, "--seeds", "sweep.json")
     fails(["sweep", "--resume", "sw", "--learning-rate", "0.1"], capsys, workdir, "--learning-rate")
+    fails(["sweep", "--resume", "sw", "--games", "atari5"], capsys, workdir, "--games", "sweep.json")
     fails(["sweep"], capsys, workdir, "--sweep-dir")
     assert [p.name for p in (workdir / "sw").iterdir()] == ["something"]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdqn.tools.atari_scores import game_of, human_normalized
+from fastdqn.tools.atari_suites import LABELS, estimate_median, summary_suite
 from fastdqn.errors import ConfigError
 from fastdqn.util.atomic import atomic_write
 from fastdqn.util.checks import check_int, check_number
@@ -84,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
         data = plot_runs(runs, output, smooth_fraction=args.smooth, reps=args.reps,
                          rng=np.random.default_rng(args.seed))
         for row in data.get("aggregate", []):
-            print(f"{row['metric']} human-normalised score over {data['atari_games']} games: "
-                  f"{row['value']:.3f} (95% CI {row['low']:.3f} to {row['high']:.3f})")
+            what = row.get("describes", f"{row['metric']} human-normalised score over {data['atari_games']} games")
+            print(f"{what}: {row['value']:.3f} (95% CI {row['low']:.3f} to {row['high']:.3f})")
     if args.json:
         text = json.dumps(data, indent=2) + "\n"
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
@@ -148,6 +149,37 @@ def normalized_scores(runs: list[RunResult]) -> dict[str, np.ndarray]:
     return {env_id: np.array(v) for env_id, v in sorted(per_game.items())}
 
 
+def suite_summary(atari: dict[str, np.ndarray], *, rng: np.random.Generator, reps: int) -> dict | None:
+    """The summary score of the largest game suite the runs cover (``atari_suites``): the
+    Atari-5 or Atari-10 estimate of the 57-game median, or with all 57 games the median itself,
+    of the per-game mean over seeds, with its stratified-bootstrap interval; None below Atari-5."""
+    games = [game_of(env_id) for env_id in atari]
+    name = summary_suite(games)
+    if name is None:
+        return None
+    # Runs of one game under two version suffixes count as seeds of that game.
+    per_game: dict[str, list[np.ndarray]] = {}
+    for game, scores in zip(games, atari.values()):
+        per_game.setdefault(game, []).append(scores)
+    order = list(per_game)
+
+    def statistic(tasks: list[np.ndarray]) -> float:
+        means = {game: float(t.mean()) for game, t in zip(order, tasks)}
+        if name == "atari57":
+            return float(np.median(list(means.values())))
+        return estimate_median(name, means)
+
+    ci = stratified_bootstrap([np.concatenate(v) for v in per_game.values()], statistic,
+                              rng=rng, reps=reps, pooled=False)
+    if name == "atari57":
+        metric, describes = "Median", f"Median human-normalised score over {len(order)} games"
+    else:
+        metric = f"{LABELS[name]} median (est.)"
+        describes = f"{LABELS[name]} estimate of the 57-game median human-normalised score"
+    return {"metric": metric, "value": ci.value, "low": ci.low, "high": ci.high, "suite": name,
+            "describes": describes}
+
+
 def plot_runs(runs: list[RunResult], output: Path, *, smooth_fraction: float, reps: int,
               rng: np.random.Generator) -> dict:
     """Draw the runs' panels into ``output``; returns the plotted numbers."""
@@ -162,6 +194,9 @@ def plot_runs(runs: list[RunResult], output: Path, *, smooth_fraction: float, re
         for metric, fn in AGGREGATES.items():
             ci = stratified_bootstrap(tasks, fn, rng=rng, reps=reps)
             aggregate.append({"metric": metric, "value": ci.value, "low": ci.low, "high": ci.high})
+        suite = suite_summary(atari, rng=rng, reps=reps)
+        if suite is not None:
+            aggregate.append(suite)
     panels = len(curves) + (2 if atari else 0)
     fig, axes = _figure(panels)
     for ax, curve in zip(axes, curves):
@@ -230,7 +265,7 @@ def _draw_aggregate(ax, aggregate: list[dict], games: int, runs: int) -> None:
     y = np.arange(len(aggregate))
     values = np.array([a["value"] for a in aggregate])
     err = np.array([[a["value"] - a["low"] for a in aggregate], [a["high"] - a["value"] for a in aggregate]])
-    ax.barh(y, values, xerr=err, color=["C1", "C4"][: len(aggregate)], alpha=0.7, capsize=6)
+    ax.barh(y, values, xerr=err, color=["C1", "C4", "C5"][: len(aggregate)], alpha=0.7, capsize=6)
     for i, a in enumerate(aggregate):
         ax.annotate(f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}]", (a["high"], i),
                     xytext=(4, 0), textcoords="offset points", va="center", fontsize="small")

@@ -49,22 +49,25 @@ def mean(scores: np.ndarray) -> float:
 AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {"IQM": iqm, "Mean": mean}
 
 
-def stratified_bootstrap(per_task: Sequence[np.ndarray], statistic: Callable[[np.ndarray], float], *,
-                         rng: np.random.Generator, reps: int = 2000, confidence: float = 0.95) -> Interval:
+def stratified_bootstrap(per_task: Sequence[np.ndarray], statistic: Callable, *, rng: np.random.Generator,
+                         reps: int = 2000, confidence: float = 0.95, pooled: bool = True) -> Interval:
     """``statistic`` of all scores pooled, with a stratified percentile bootstrap interval.
 
     ``per_task[i]`` holds the scores of task (game) ``i``, one per run (seed); tasks may have
     different numbers of runs. Each resample draws, for every task separately, as many runs
-    as it has, with replacement, and pools them.
+    as it has, with replacement, and pools them. With ``pooled=False`` the statistic is given
+    the list of per-task arrays instead, in the order of ``per_task`` (for summaries that
+    weigh games differently).
     """
     tasks = [np.asarray(t, dtype=np.float64).ravel() for t in per_task]
     if not tasks or any(t.size == 0 for t in tasks):
         raise ConfigError("stratified_bootstrap: expected at least one score for every task, got an empty task")
     _check_interval_args(reps, confidence)
-    point = statistic(np.concatenate(tasks))
+    combine = np.concatenate if pooled else list
+    point = statistic(combine(tasks))
     stats = np.empty(reps)
     for r in range(reps):
-        stats[r] = statistic(np.concatenate([t[rng.integers(0, t.size, t.size)] for t in tasks]))
+        stats[r] = statistic(combine([t[rng.integers(0, t.size, t.size)] for t in tasks]))
     return Interval(point, *_percentiles(stats, confidence))
 
 

@@ -25,6 +25,7 @@ from fastdqn.util.atomic import atomic_write
 from fastdqn.run.config import PRESETS, TrainConfig, check_seed, make_config
 from fastdqn.errors import ConfigError, DependencyError
 from fastdqn.util.checks import check_int, check_number
+from fastdqn.tools.atari_suites import SUITES, suite_env_ids
 from fastdqn.tools.results import find_runs, format_summary, last_step, sweep_summary, write_summary
 from fastdqn.tools.sweep_task import FAILED, FINISHED, QUEUED, RUNNING, STOPPED, RunKilled, read_status, run_training
 
@@ -63,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The sweep's own flags (``cli.py`` adds the train flags it forwards)."""
     add = parser.add_argument
     add("--env-ids", default=None, metavar="ID,ID", help="comma-separated EnvPool task ids, e.g. Pong-v5,Breakout-v5")
+    add("--games", default=None, metavar="|".join(SUITES),
+        help="instead of --env-ids, the Atari games of a suite of Aitchison et al. 2023: atari5 (5 games whose "
+             "scores estimate the 57-game median; fastdqn plot shows the estimate), atari10, or all 57 (atari57)")
     add("--seeds", default=None, metavar="S,S", help="comma-separated seeds; each env is trained once per seed (default: 1)")
     add("--sweep-dir", default=None, metavar="PATH",
         help="folder of the sweep: sweep.json, summary.json/.csv, logs/ and one run folder per (env, seed) "
@@ -92,7 +96,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[SweepSettings, Path, b
     if args.resume:
         if args.sweep_dir:
             raise ConfigError("--sweep-dir: --resume names the sweep folder already; drop --sweep-dir")
-        given = [flag for flag, value in (("--env-ids", args.env_ids), ("--seeds", args.seeds)) if value]
+        given = [flag for flag, value in (("--env-ids", args.env_ids), ("--games", args.games),
+                                          ("--seeds", args.seeds)) if value]
         given += ["--" + name.replace("_", "-") for name in train_given]
         if given:
             raise ConfigError(f"{given[0]}: a resumed sweep keeps the runs and train flags saved in its "
@@ -103,13 +108,16 @@ def settings_from_args(args: argparse.Namespace) -> tuple[SweepSettings, Path, b
         if not args.sweep_dir:
             raise ConfigError("--sweep-dir: expected the folder for the sweep's runs, got none; "
                               "pass --sweep-dir PATH (or --resume PATH to continue a sweep)")
-        if not args.env_ids:
-            raise ConfigError("--env-ids: expected comma-separated EnvPool task ids, e.g. CartPole-v1,Acrobot-v1")
+        if args.env_ids and args.games:
+            raise ConfigError("--games: a suite names the envs already; pass --games or --env-ids, not both")
+        if not args.env_ids and not args.games:
+            raise ConfigError("--env-ids: expected comma-separated EnvPool task ids, e.g. CartPole-v1,Acrobot-v1 "
+                              f"(or --games {'|'.join(SUITES)} for a suite of Atari games)")
         folder = Path(args.sweep_dir)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise ConfigError(f"--sweep-dir: {str(folder)!r} already exists and is not empty; pass "
                               f"--resume {folder} to continue that sweep or choose another --sweep-dir")
-        env_ids = _split(args.env_ids, "--env-ids", str)
+        env_ids = suite_env_ids("--games", args.games) if args.games else _split(args.env_ids, "--env-ids", str)
         seeds = _split("1" if args.seeds is None else args.seeds, "--seeds", int)
         for seed in seeds:
             check_seed("--seeds", seed)
