@@ -163,13 +163,29 @@ def print_summary(config: TrainConfig, task: EnvInfo, learner, replay_bytes: int
 
 def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float, seed: int, num_envs: int | None,
                         cuda: bool | None, as_json: bool) -> int:
-    """``fastdqn eval``: play ``episodes`` full games with the network saved at ``path`` and
-    print their score statistics; ``num_envs`` and ``cuda`` default when None."""
+    """``fastdqn eval``: play ``episodes`` full games with the network saved at ``path`` (a
+    checkpoint, a run folder or a model folder) and print their score statistics."""
+    stats = score_checkpoint(path, episodes=episodes, epsilon=epsilon, seed=seed, num_envs=num_envs, cuda=cuda)
+    if as_json:
+        print(json.dumps(stats))
+    else:
+        print(f"{stats['env_id']} at step {stats['global_step']:,}: {stats['episodes']} games, epsilon {epsilon}")
+        print(f"  mean {stats['mean']:.2f}  std {stats['std']:.2f}  min {stats['min']:.2f}  "
+              f"max {stats['max']:.2f}  median {stats['median']:.2f}  "
+              f"mean's 95% CI [{stats['mean_ci95'][0]:.2f}, {stats['mean_ci95'][1]:.2f}]")
+    return 0
+
+
+def score_checkpoint(path: str, *, episodes: int, epsilon: float, seed: int, num_envs: int | None,
+                     cuda: bool | None) -> dict:
+    """The score statistics (``score_stats``) of ``episodes`` full games played by the network at
+    ``path``, with its env id, step, epsilon and seed; ``num_envs`` and ``cuda`` default when None."""
     import numpy as np
     import torch
 
     from fastdqn.run.checkpoint import load_checkpoint
     from fastdqn.run.evaluate import evaluate, score_stats
+    from fastdqn.run.model_folder import is_model_folder, load_model_folder
     from fastdqn.util.checks import check_int, check_number
 
     check_int("--episodes", episodes)
@@ -179,8 +195,14 @@ def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float, seed: int, 
     check_seed("--seed", seed)
     if cuda and not torch.cuda.is_available():
         raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
-    state = load_checkpoint(path)
-    saved = TrainConfig.from_dict(state["config"])  # load_checkpoint has checked it
+    # fastdqn export's folder holds the online network's weights only.
+    model = load_model_folder(path) if is_model_folder(path) else None
+    if model is not None:
+        saved, global_step = model.config, model.global_step
+    else:
+        state = load_checkpoint(path)
+        saved = TrainConfig.from_dict(state["config"])  # load_checkpoint has checked it
+        global_step = int(state["trainer"]["global_step"])
     cuda = torch.cuda.is_available() if cuda is None else cuda
     # The saved thread count was the training machine's choice: no more than this one's cores.
     config = dataclasses.replace(saved, cuda=cuda, compile=False, anneal_lr=False,
@@ -190,18 +212,15 @@ def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float, seed: int, 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     learner = build_learner(config, task)
-    load_learner_state(learner, state)
+    if model is not None:
+        with torch.no_grad():
+            learner.online.load_state_dict(model.online)
+    else:
+        load_learner_state(learner, state)
     envs = build_eval_envs(config, num_envs or min(episodes, 16), seed=seed)
     try:
         stats = score_stats(evaluate(learner, envs, episodes, epsilon, np.random.default_rng(seed)))
     finally:
         envs.close()
-    stats.update(env_id=config.env_id, global_step=int(state["trainer"]["global_step"]), epsilon=epsilon)
-    if as_json:
-        print(json.dumps(stats))
-    else:
-        print(f"{config.env_id} at step {stats['global_step']:,}: {stats['episodes']} games, epsilon {epsilon}")
-        print(f"  mean {stats['mean']:.2f}  std {stats['std']:.2f}  min {stats['min']:.2f}  "
-              f"max {stats['max']:.2f}  median {stats['median']:.2f}  "
-              f"mean's 95% CI [{stats['mean_ci95'][0]:.2f}, {stats['mean_ci95'][1]:.2f}]")
-    return 0
+    stats.update(env_id=config.env_id, global_step=global_step, epsilon=epsilon, seed=seed)
+    return stats

@@ -1,5 +1,5 @@
 """The ``fastdqn`` command line: its parser, the dispatch to ``train``, ``eval`` (both in
-``fastdqn.run.launch``), ``bench``, ``sweep`` and ``plot``, and the exit statuses (README,
+``fastdqn.run.launch``), ``export``, ``bench``, ``sweep`` and ``plot``, and the exit statuses (README,
 "Exit statuses"): every failure is one line on stderr. Train flags are generated from
 ``TrainConfig``'s fields and default to None here; ``make_config`` fills in the preset of the
 environment's kind, so the frozen config only ever holds concrete values.
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             parser = build_parser()
             args = parser.parse_args(argv)
             if args.command is None:
-                raise UsageError("expected a command: train, eval, bench, sweep or plot; see fastdqn --help")
+                raise UsageError("expected a command: train, eval, export, bench, sweep or plot; see fastdqn --help")
             # EnvPool's classic-control specs declare float64 bounds that gymnasium warns about on
             # every env creation; the observations themselves are float32 and exact.
             warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32",
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fastdqn", description="Fast DQN on batched EnvPool environments.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,bench,sweep,plot}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,export,bench,sweep,plot}")
 
     train = sub.add_parser(
         "train", help="train a DQN agent",
@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=sorted(NAMED_PRESETS), default=None, help=_preset_help())
 
     ev = sub.add_parser("eval", help="play full games with a trained checkpoint")
-    ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="checkpoint file or run folder")
+    ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR",
+                    help="checkpoint file, run folder, or model folder written by fastdqn export")
     ev.add_argument("--episodes", type=int, default=10, help="full games to play (default: 10)")
     ev.add_argument("--epsilon", type=float, default=0.05, help="probability of a random action (default: 0.05, as CleanRL)")
     ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs (default: 12345)")
@@ -103,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run the network on the GPU (default: if one is available)")
     ev.add_argument("--json", action="store_true", help="print the statistics as one JSON object (default: off)")
     ev.set_defaults(handler=_eval)
+
+    import fastdqn.tools.export as export_module
+
+    export = sub.add_parser("export", help="write a run's network as a Hugging Face Hub model folder",
+                            description=export_module.DESCRIPTION)
+    export_module.add_arguments(export)
+    export.set_defaults(handler=export_module.run)
 
     bench = sub.add_parser("bench", help="measure throughput of fastdqn's components")
     try:
