@@ -19,6 +19,7 @@ from fastdqn.run.config import DOUBLE_DQN, TrainConfig, check_seed, derive_seed,
 from fastdqn.run.envs import EnvInfo, env_info
 from fastdqn.run.resume import check_saved_buffer, load_learner_state, load_resume
 from fastdqn.run.signals import Interrupted, StopSignals
+from fastdqn.run.tracking import WandbTracker, check_tracking
 
 
 def train(overrides: dict, *, resume: str | None, preset: str | None, signals: StopSignals) -> int:
@@ -53,6 +54,7 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
             raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
         memory.replay_spec(config, task)
         memory.check_threads(config)
+        check_tracking(config)
         memory.check_envs("--num-envs", task, config.num_envs)
         replay_device = memory.choose_replay_device(config, task)
         config = dataclasses.replace(config, replay_device=replay_device)
@@ -113,8 +115,9 @@ def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_d
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.json",
                      lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2) + "\n"))
+        tracker = WandbTracker.start(config, run_dir, resume_step) if config.track else None
         logger = RunLogger(run_dir, total_timesteps=config.total_timesteps, resume_step=resume_step,
-                           progress=config.progress)
+                           progress=config.progress, tracker=tracker)
         try:
             trainer = Trainer(envs, buffer, learner, config, logger, evaluator=build_evaluator(learner, config))
             if state is not None:
