@@ -90,7 +90,7 @@ def _train_options(command: str = "train") -> set[str]:
 @pytest.mark.parametrize("name", ["README.md", *DOCS])
 def test_every_flag_the_docs_name_exists_exactly(name):
     # The sweep and plot sections name the flags of fastdqn sweep and fastdqn plot too.
-    options = _train_options() | _train_options("sweep") | _train_options("plot")
+    options = _train_options() | _train_options("sweep") | _train_options("plot") | _train_options("export")
     text = README if name == "README.md" else DOCS[name]
     named = set(re.findall(r"`(--[a-z][a-z0-9-]*)", text))
     # Flags of the other commands (and of pytest and bench/gpu_check.sh), named in their own sections.

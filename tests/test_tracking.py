@@ -110,3 +110,20 @@ def test_optional_packages_are_not_imported_by_the_command_line():
             "bad = [m for m in ('wandb', 'huggingface_hub', 'safetensors') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_wandb_that_cannot_start_stops_the_run_before_its_first_file(offline, capsys, monkeypatch):
+    import wandb
+
+    def refuse(**kwargs):
+        raise RuntimeError("api_key not configured (no-tty)\nmore detail")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    monkeypatch.chdir(offline)
+    assert main(["train", "--env-id", "CartPole-v1", "--no-progress", "--total-timesteps", "600", "--track",
+                 "--run-dir", "run"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("fastdqn: error: --track") and "api_key not configured" in line
+    assert "WANDB_MODE=offline" in line
+    # Only the folder's lock, which is no run file: the same command may simply run again.
+    assert [p.name for p in (offline / "run").iterdir()] == ["fastdqn.lock"]

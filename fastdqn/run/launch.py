@@ -112,10 +112,11 @@ def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_d
     signals.hold()
     print_summary(config, task, learner, replay_bytes, free_ram, resume_step, saved_buffer is not None)
     try:
+        # Before the first file: a W&B that cannot start leaves the folder as it was.
+        tracker = WandbTracker.start(config, run_dir, resume_step) if config.track else None
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.json",
                      lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2) + "\n"))
-        tracker = WandbTracker.start(config, run_dir, resume_step) if config.track else None
         logger = RunLogger(run_dir, total_timesteps=config.total_timesteps, resume_step=resume_step,
                            progress=config.progress, tracker=tracker)
         try:
