@@ -89,8 +89,9 @@ def _train_options(command: str = "train") -> set[str]:
 
 @pytest.mark.parametrize("name", ["README.md", *DOCS])
 def test_every_flag_the_docs_name_exists_exactly(name):
-    # The sweep, plot and evaluation sections name the flags of fastdqn sweep, plot and eval too.
-    options = _train_options() | _train_options("sweep") | _train_options("plot") | _train_options("eval")
+    # The sweep, plot, evaluation and export sections name those commands' flags too.
+    options = (_train_options() | _train_options("sweep") | _train_options("plot") | _train_options("eval")
+               | _train_options("export"))
     text = README if name == "README.md" else DOCS[name]
     named = set(re.findall(r"`(--[a-z][a-z0-9-]*)", text))
     # Flags of the other commands (and of pytest and bench/gpu_check.sh), named in their own sections.

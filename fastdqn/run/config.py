@@ -102,6 +102,10 @@ class TrainConfig:
     log_every: int = _f(10_000, "env steps between td_loss / q_values / SPS records")
     run_dir: str = _f("", "output folder (default: runs/<env>__<seed>__<unix time>)")
     progress: bool = _f(True, "show a progress bar (only on a terminal)")
+    track: bool = _f(False, "also log the scalars to Weights & Biases, under the TensorBoard tags "
+                            "(pip install 'fastdqn[track]'; WANDB_MODE=offline writes the run locally)")
+    wandb_project_name: str = _f("fastdqn", "Weights & Biases project of --track")
+    wandb_entity: str = _f("", "Weights & Biases user or team of --track (default: your default entity)")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -138,6 +142,9 @@ class TrainConfig:
         if self.capture_video and not self.eval_episodes:
             raise ConfigError("--capture-video: it records the evaluation games, and --eval-episodes is 0; "
                               "set --eval-episodes to at least 1 or drop --capture-video")
+        if self.track and not self.wandb_project_name:
+            raise ConfigError("--wandb-project-name: --track needs a project name, got ''; pass a name or drop it "
+                              "for the default 'fastdqn'")
         if self.replay_device == "cuda" and not self.cuda:
             raise ConfigError("--replay-device cuda: the learner runs on the CPU; pass --cuda, or "
                               "--replay-device cpu")

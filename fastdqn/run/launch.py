@@ -19,6 +19,7 @@ from fastdqn.run.config import ATARI, CLEANRL, DOUBLE_DQN, MACHADO, TrainConfig,
 from fastdqn.run.envs import EnvInfo, env_info
 from fastdqn.run.resume import check_saved_buffer, load_learner_state, load_resume
 from fastdqn.run.signals import Interrupted, StopSignals
+from fastdqn.run.tracking import WandbTracker, check_tracking
 
 
 def train(overrides: dict, *, resume: str | None, preset: str | None, signals: StopSignals) -> int:
@@ -57,6 +58,7 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
             check_video("--capture-video")
         memory.replay_spec(config, task)
         memory.check_threads(config)
+        check_tracking(config)
         memory.check_envs("--num-envs", task, config.num_envs)
         replay_device = memory.choose_replay_device(config, task)
         config = dataclasses.replace(config, replay_device=replay_device)
@@ -114,11 +116,13 @@ def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_d
     signals.hold()
     print_summary(config, task, learner, replay_bytes, free_ram, resume_step, saved_buffer is not None)
     try:
+        # Before the first file: a W&B that cannot start leaves the folder as it was.
+        tracker = WandbTracker.start(config, run_dir, resume_step) if config.track else None
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.json",
                      lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2) + "\n"))
         logger = RunLogger(run_dir, total_timesteps=config.total_timesteps, resume_step=resume_step,
-                           progress=config.progress)
+                           progress=config.progress, tracker=tracker)
         try:
             trainer = Trainer(envs, buffer, learner, config, logger, evaluator=build_evaluator(learner, config, task))
             if state is not None:
@@ -168,14 +172,39 @@ def print_summary(config: TrainConfig, task: EnvInfo, learner, replay_bytes: int
 def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float | None, seed: int, num_envs: int | None,
                         cuda: bool | None, as_json: bool, protocol: str = CLEANRL, noop_starts: int | None = None,
                         video: str | None = None) -> int:
-    """``fastdqn eval``: play ``episodes`` full games with the network saved at ``path`` under the
-    evaluation ``protocol`` and print their score statistics; with ``video``, env 0's games are
-    also written there. ``epsilon``, ``noop_starts``, ``num_envs`` and ``cuda`` default when None."""
+    """``fastdqn eval``: play ``episodes`` full games with the network saved at ``path`` (a
+    checkpoint, a run folder or a model folder) under the evaluation ``protocol`` and print
+    their score statistics; with ``video``, env 0's games are also written there."""
+    stats = score_checkpoint(path, episodes=episodes, epsilon=epsilon, seed=seed, num_envs=num_envs, cuda=cuda,
+                             protocol=protocol, noop_starts=noop_starts, video=video)
+    if as_json:
+        print(json.dumps(stats))
+        return 0
+    step, atari = stats["global_step"], stats["frames"] is not None
+    trained = f"{step:,} steps" + (f" ({stats['frames']:,} frames)" if atari else "")
+    print(f"{stats['env_id']} after {trained}: {stats['episodes']} games, {stats['protocol']} protocol "
+          f"(epsilon {stats['epsilon']:g}" + (f", sticky actions {stats['sticky_actions']:g}, no-op starts up to "
+                                              f"{stats['noop_starts']}" if atari else "") + ")")
+    print(f"  mean {stats['mean']:.2f}  std {stats['std']:.2f}  min {stats['min']:.2f}  "
+          f"max {stats['max']:.2f}  median {stats['median']:.2f}  "
+          f"mean's 95% CI [{stats['mean_ci95'][0]:.2f}, {stats['mean_ci95'][1]:.2f}]")
+    if video is not None:
+        print(f"  video of env 0's games: {video} ({stats['video']['frames']} frames)")
+    return 0
+
+
+def score_checkpoint(path: str, *, episodes: int, epsilon: float | None, seed: int, num_envs: int | None,
+                     cuda: bool | None, protocol: str = CLEANRL, noop_starts: int | None = None,
+                     video: str | None = None) -> dict:
+    """The score statistics (``score_stats``) of ``episodes`` full games played by the network at
+    ``path`` under ``protocol``, with its env id, step, frames trained, the protocol's settings
+    and the seed. ``epsilon``, ``noop_starts``, ``num_envs`` and ``cuda`` default when None."""
     import numpy as np
     import torch
 
     from fastdqn.run.checkpoint import load_checkpoint
     from fastdqn.run.evaluate import evaluate, score_stats
+    from fastdqn.run.model_folder import is_model_folder, load_model_folder
     from fastdqn.run.protocols import NOOP_STARTS, frames_trained, make_protocol
     from fastdqn.run.video import VideoWriter, check_video, video_fps
     from fastdqn.util.checks import check_int, check_number
@@ -197,8 +226,14 @@ def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float | None, seed
         check_video("--video", video)
     if cuda and not torch.cuda.is_available():
         raise ConfigError("--cuda: no CUDA device is available; drop --cuda or pass --no-cuda")
-    state = load_checkpoint(path)
-    saved = TrainConfig.from_dict(state["config"])  # load_checkpoint has checked it
+    # fastdqn export's folder holds the online network's weights only.
+    model = load_model_folder(path) if is_model_folder(path) else None
+    if model is not None:
+        saved, step = model.config, model.global_step
+    else:
+        state = load_checkpoint(path)
+        saved = TrainConfig.from_dict(state["config"])  # load_checkpoint has checked it
+        step = int(state["trainer"]["global_step"])
     cuda = torch.cuda.is_available() if cuda is None else cuda
     # The saved thread count was the training machine's choice: no more than this one's cores.
     config = dataclasses.replace(saved, cuda=cuda, compile=False, anneal_lr=False,
@@ -214,7 +249,11 @@ def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float | None, seed
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     learner = build_learner(config, task)
-    load_learner_state(learner, state)
+    if model is not None:
+        with torch.no_grad():
+            learner.online.load_state_dict(model.online)
+    else:
+        load_learner_state(learner, state)
     envs = build_eval_envs(config.env_id, rules, num_envs or min(episodes, 16), seed=seed, render=video is not None)
     rng = np.random.default_rng(seed)
     try:
@@ -226,20 +265,8 @@ def evaluate_checkpoint(path: str, *, episodes: int, epsilon: float | None, seed
     finally:
         envs.close()
     stats = score_stats(scores)
-    step = int(state["trainer"]["global_step"])
-    stats.update(env_id=config.env_id, global_step=step, frames=frames_trained(task.kind, step), **rules.settings())
+    stats.update(env_id=config.env_id, global_step=step, frames=frames_trained(task.kind, step), **rules.settings(),
+                 seed=seed)
     if video is not None:
         stats["video"] = {"path": str(video), "frames": writer.frames, "env": 0}
-    if as_json:
-        print(json.dumps(stats))
-    else:
-        trained = f"{step:,} steps" + (f" ({stats['frames']:,} frames)" if stats["frames"] is not None else "")
-        print(f"{config.env_id} after {trained}: {stats['episodes']} games, {rules.name} protocol "
-              f"(epsilon {rules.epsilon:g}" + (f", sticky actions {rules.sticky_actions:g}, no-op starts up to "
-                                              f"{rules.noop_starts}" if task.kind == ATARI else "") + ")")
-        print(f"  mean {stats['mean']:.2f}  std {stats['std']:.2f}  min {stats['min']:.2f}  "
-              f"max {stats['max']:.2f}  median {stats['median']:.2f}  "
-              f"mean's 95% CI [{stats['mean_ci95'][0]:.2f}, {stats['mean_ci95'][1]:.2f}]")
-        if video is not None:
-            print(f"  video of env 0's games: {video} ({writer.frames} frames)")
-    return 0
+    return stats

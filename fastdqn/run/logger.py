@@ -1,8 +1,9 @@
 """Run outputs: metrics.jsonl, TensorBoard events and a progress bar.
 
 Every logged point is one JSON line in ``metrics.jsonl`` and the same scalars under
-CleanRL's TensorBoard tags. On resume, records past the checkpoint's step are dropped
-(from the JSON file and, via ``purge_step``, from TensorBoard), so no step is counted twice.
+CleanRL's TensorBoard tags (with a tracker, on Weights & Biases too). On resume, records
+past the checkpoint's step are dropped (from the JSON file and, via ``purge_step``, from
+TensorBoard), so no step is counted twice.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ TAGS = {
 
 
 class RunLogger:
-    """Writes the records of one run into ``run_dir``; ``resume_step`` appends after it."""
+    """Writes the records of one run into ``run_dir``; ``resume_step`` appends after it. A
+    ``tracker`` (``fastdqn.run.tracking.WandbTracker``) gets the tagged scalars too, and is
+    finished by ``close``."""
 
     def __init__(self, run_dir: str | os.PathLike, *, total_timesteps: int, resume_step: int | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, tracker=None) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
@@ -50,15 +53,17 @@ class RunLogger:
         self._bar = tqdm(total=total_timesteps, initial=start, unit="step", dynamic_ncols=True,
                          disable=not (progress and sys.stderr.isatty()), mininterval=0.5)
         self._bar_step = start
+        self._tracker = tracker
 
     def log(self, global_step: int, **scalars) -> None:
         record = {"global_step": int(global_step)}
         record.update({k: _plain(v) for k, v in scalars.items()})
         self._file.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            tag = TAGS.get(key)
-            if tag is not None and value is not None:
-                self._writer.add_scalar(tag, value, global_step)
+        tagged = {TAGS[key]: value for key, value in record.items() if key in TAGS and value is not None}
+        for tag, value in tagged.items():
+            self._writer.add_scalar(tag, value, global_step)
+        if self._tracker is not None and tagged:
+            self._tracker.log(int(global_step), tagged)
 
     def episodes(self, global_step: int, returns: np.ndarray, lengths: np.ndarray, epsilon: float) -> None:
         for ret, length in zip(returns.tolist(), lengths.tolist()):
@@ -82,6 +87,8 @@ class RunLogger:
         self._bar.close()
         self._file.close()
         self._writer.close()
+        if self._tracker is not None:
+            self._tracker.finish()
 
 
 def _plain(value):

@@ -1,5 +1,5 @@
 """The ``fastdqn`` command line: its parser, the dispatch to ``train``, ``eval`` (both in
-``fastdqn.run.launch``), ``bench``, ``sweep`` and ``plot``, and the exit statuses (README,
+``fastdqn.run.launch``), ``export``, ``bench``, ``sweep`` and ``plot``, and the exit statuses (README,
 "Exit statuses"): every failure is one line on stderr. Train flags are generated from
 ``TrainConfig``'s fields and default to None here; ``make_config`` fills in the preset of the
 environment's kind, so the frozen config only ever holds concrete values.
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             parser = build_parser()
             args = parser.parse_args(argv)
             if args.command is None:
-                raise UsageError("expected a command: train, eval, bench, sweep or plot; see fastdqn --help")
+                raise UsageError("expected a command: train, eval, export, bench, sweep or plot; see fastdqn --help")
             # EnvPool's classic-control specs declare float64 bounds that gymnasium warns about on
             # every env creation; the observations themselves are float32 and exact.
             warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32",
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fastdqn", description="Fast DQN on batched EnvPool environments.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,bench,sweep,plot}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,export,bench,sweep,plot}")
 
     train = sub.add_parser(
         "train", help="train a DQN agent",
@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=sorted(NAMED_PRESETS), default=None, help=_preset_help())
 
     ev = sub.add_parser("eval", help="play full games with a trained checkpoint")
-    ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="checkpoint file or run folder")
+    ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR",
+                    help="checkpoint file, run folder, or model folder written by fastdqn export")
     ev.add_argument("--episodes", type=int, default=10, help="full games to play (default: 10)")
     ev.add_argument("--epsilon", type=float, default=None,
                     help="probability of a random action (default: the protocol's, cleanrl 0.05, machado 0.01)")
@@ -113,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--video", metavar="PATH", default=None,
                     help="also write env 0's games as a video: .mp4, or .gif (needs pip install 'fastdqn[video]')")
     ev.set_defaults(handler=_eval)
+
+    import fastdqn.tools.export as export_module
+
+    export = sub.add_parser("export", help="write a run's network as a Hugging Face Hub model folder",
+                            description=export_module.DESCRIPTION)
+    export_module.add_arguments(export)
+    export.set_defaults(handler=export_module.run)
 
     bench = sub.add_parser("bench", help="measure throughput of fastdqn's components")
     try:
@@ -187,7 +195,7 @@ def _preset_help() -> str:
 
 def _default_text(f: dataclasses.Field) -> str:
     """'(default: X)', or per kind of env when the presets differ."""
-    if f.name in ("cuda", "run_dir", "env_batch_size", "max_episode_steps"):
+    if f.name in ("cuda", "run_dir", "env_batch_size", "max_episode_steps", "wandb_entity"):
         return ""  # their help says how they default
     atari = PRESETS[ATARI].get(f.name, f.default)
     vector = PRESETS[VECTOR].get(f.name, f.default)
