@@ -135,6 +135,29 @@ def test_same_transitions_as_sb3_at_the_same_place(sb3_stream):
     assert len(ours) >= 0.9 * capacity
 
 
+def test_breakout_storage_equals_sb3s_row_for_row(sb3_stream):
+    """SB3's Atari env (AtariWrapper, VecFrameStack(4)), rings wrapped: every row the frame ring
+    holds equals SB3's storage at that row and env, and it holds all but a few of the oldest."""
+    rows = 150
+    space = spaces.Box(0, 255, STACK, np.uint8)
+    theirs = SB3Buffer(2 * rows, space, spaces.Discrete(4), device="cpu", n_envs=2)
+    ours = SB3ReplayBuffer(2 * rows, space, spaces.Discrete(4), device="cpu", n_envs=2, seed=0, frame_stack=4)
+    add_all(theirs, sb3_stream)
+    add_all(ours, sb3_stream)
+    got = {f: getattr(ours, f) for f in ("observations", "next_observations", "actions", "rewards")}
+    for f in ("dones", "timeouts"):
+        assert np.array_equal(getattr(ours, f), getattr(theirs, f)), f
+    held = 0
+    for p in range(rows):
+        for e in range(2):
+            if got["observations"][p, e].any():
+                assert all(np.array_equal(got[f][p, e], getattr(theirs, f)[p, e]) for f in got), (p, e)
+                held += 1
+    # A stack that starts over ([0, 0, 0, f]) takes two slots more than one that continues.
+    starts = int(np.sum([s["done"] for s in sb3_stream[-rows:]]))
+    assert 2 * rows > held >= 2 * rows - 2 * starts - 2
+
+
 def test_sb3_optimize_memory_usage_returns_wrong_transitions(sb3_stream):
     """SB3's optimize_memory_usage=True reads next_obs from the next row, which holds the
     reset observation after every episode end; ours returns each row as it was added."""
