@@ -557,3 +557,43 @@ def test_n_step_returns_match_a_numpy_reference_and_sb3():
         if not term[t]:
             assert data.discounts[i, 0].item() == pytest.approx(ref.discounts[0, 0].item())
     assert seen == set(np.flatnonzero(steps > 0).tolist())
+
+
+def test_n_step_returns_under_vec_normalize_normalise_each_step_as_sb3_does():
+    """With ``VecNormalize`` SB3 normalises (and clips) each one-step reward, then sums the
+    window: with a clip that bites, that differs from normalising the summed return."""
+    from stable_baselines3.common.buffers import NStepReplayBuffer
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    n, gamma, T, clip = 3, 0.9, 60, 0.8
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("CartPole-v1")]), norm_obs=False, clip_reward=clip)
+    venv.ret_rms.var = np.array(4.0)
+    scale = np.sqrt(4.0 + venv.epsilon)
+    space = spaces.Box(-1e6, 1e6, (2,), np.float32)
+    ours = SB3ReplayBuffer(200, space, spaces.Discrete(2), device="cpu", seed=0, n_steps=n, gamma=gamma)
+    theirs = NStepReplayBuffer(200, space, spaces.Discrete(2), device="cpu", n_steps=n, gamma=gamma)
+    rng = np.random.default_rng(1)
+    reward = (3 * rng.normal(size=T)).astype(np.float32)
+    terminated, truncated = rng.random(T) < 0.1, rng.random(T) < 0.08
+    truncated &= ~terminated
+    for t in range(T):
+        obs = np.array([[t, 0]], np.float32)
+        next_obs = np.array([[t + 1, 0]], np.float32)
+        step = (obs, next_obs, np.array([t % 2]), reward[t:t + 1], np.array([terminated[t] or truncated[t]]),
+                [{"TimeLimit.truncated": bool(truncated[t])}])
+        ours.add(*step)
+        theirs.add(*step)
+    clipped = np.clip(reward / scale, -clip, clip)
+    want, steps, _ = nstep_reference(clipped, terminated, truncated, n, gamma)
+    unclipped, _, _ = nstep_reference(reward, terminated, truncated, n, gamma)
+    assert np.abs(want - np.clip(unclipped / scale, -clip, clip)).max() > 0.1  # the clip matters here
+    data = ours.sample(300, env=venv)
+    seen = set()
+    for i in range(300):
+        t = int(data.observations[i, 0])
+        seen.add(t)
+        assert data.rewards[i, 0].item() == pytest.approx(want[t], rel=1e-5, abs=1e-5)
+        ref = theirs._get_samples(np.array([t]), env=venv)
+        assert data.rewards[i, 0].item() == pytest.approx(ref.rewards[0, 0].item(), rel=1e-6, abs=1e-6)
+    assert seen == set(np.flatnonzero(steps > 0).tolist())
+    venv.close()

@@ -222,7 +222,12 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         if env is not None:  # VecNormalize: SB3 normalises at sample time
             obs = torch.from_numpy(self._normalize_obs(host.obs, env))
             next_obs = torch.from_numpy(self._normalize_obs(host.next_obs, env))
-            rewards = torch.from_numpy(self._normalize_reward(host.reward, env)).view(batch_size, 1)
+            if self.n_steps == 1:
+                rewards = self._normalize_reward(host.reward, env)
+            else:  # SB3 normalises each step's reward, then sums the window
+                rewards = views.window_returns(views.ring_arrays(self._buffer), host.index, self.n_steps,
+                                               self.gamma, lambda r: self._normalize_reward(r, env))
+            rewards = torch.from_numpy(rewards).view(batch_size, 1)
         fields = (obs, t["action"].view(batch_size, 1), next_obs,
                   t["terminated"].view(batch_size, 1), rewards)
         if self.n_steps > 1:

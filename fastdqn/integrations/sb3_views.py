@@ -1,4 +1,4 @@
-"""SB3's storage arrays, rebuilt from fastdqn's frame ring when read.
+"""SB3's storage arrays and per-step rewards, read from fastdqn's frame ring.
 
 SB3's ``ReplayBuffer`` keeps ``observations``, ``next_observations``, ``actions``, ``rewards``,
 ``dones`` and ``timeouts`` as ``(buffer_size, n_envs, ...)`` arrays indexed by the row ``pos``
@@ -7,14 +7,15 @@ frame once instead, so it rebuilds them on each read from the ring (its public
 ``file_parts``) and one byte per row of ``row_flags``: what SB3 recorded as ``dones`` and
 ``timeouts``, and whether the row became a stored transition. Each read allocates SB3's full
 array (for an Atari buffer of 1M transitions, 28 GB of observations): they are for tests and
-inspection, not for a training loop.
+inspection, not for a training loop. ``window_returns`` gives n-step returns of normalised
+one-step rewards, which ``VecNormalize`` needs (it normalises each step, then SB3 sums).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fastdqn.kernels.replay import DEPTH_MASK, HAS_TRANSITION
+from fastdqn.kernels.replay import DEPTH_MASK, HAS_TRANSITION, WINDOW_END
 
 DONE, TIMEOUT, STORED = np.uint8(1), np.uint8(2), np.uint8(4)
 
@@ -73,3 +74,24 @@ def per_slot(ring: tuple, name: str, envs, slots) -> np.ndarray:
     """A per-slot array of the ring (``action``, ``reward``) at the transitions' slots."""
     arr = ring[1][name]
     return arr[envs, slots % arr.shape[1]]
+
+
+def window_returns(ring: tuple, index: np.ndarray, n: int, gamma: float, normalize) -> np.ndarray:
+    """n-step returns ``(B,)`` float32 of the transition ids ``index`` (``a * E + e``, as
+    batches hold them) with each one-step reward passed through ``normalize`` first, summed
+    as SB3's ``NStepReplayBuffer`` sums them under ``VecNormalize`` (float32). A window follows
+    ``kernels/nstep.py``: up to ``n`` steps, ending at a termination, a ``WINDOW_END`` flag or
+    a slot that starts no transition."""
+    header, named = ring
+    info, term, reward = named["info"], named["terminated"], named["reward"]
+    E, L = info.shape
+    env, first = index % E, index // E
+    slots = (first[:, None] + np.arange(n)) % L  # (B, n)
+    ends = term[env[:, None], slots] | ((info[env[:, None], slots] & WINDOW_END) != 0)
+    ends[:, :-1] |= (info[env[:, None], slots[:, 1:]] & HAS_TRANSITION) == 0  # the next step started anew
+    ends[:, -1] = True
+    last = ends.argmax(axis=1)  # the window's last step
+    inside = np.arange(n)[None, :] <= last[:, None]
+    steps = normalize(reward[env[:, None], slots])
+    discounts = gamma ** np.arange(n, dtype=np.float32)[None, :]
+    return (steps * discounts * inside).sum(axis=1).astype(np.float32)
