@@ -1,8 +1,8 @@
 """``SB3ReplayBuffer``: fastdqn's frame-ring replay buffer behind Stable-Baselines3's API.
 
 SB3's off-policy algorithms take it as ``replay_buffer_class=SB3ReplayBuffer``, a CleanRL script
-by its import line: the constructor, ``add``, ``sample``, ``size``, ``reset``, ``pos``/``full``
-and pickling behave as SB3's ``ReplayBuffer``. A ``(k, H, W)`` uint8 stack is stored one frame
+by its import line: the constructor, ``add``, ``sample``, ``size``, ``reset``, ``pos``/``full``,
+pickling and SB3's storage arrays (rebuilt when read) behave as SB3's ``ReplayBuffer``. A ``(k, H, W)`` uint8 stack is stored one frame
 per step and rebuilt bit for bit at sample time. As in SB3, ``done`` ends bootstrapping unless
 ``infos[i]["TimeLimit.truncated"]`` says otherwise. A terminated row whose ``next_obs`` is the
 auto-reset observation (CleanRL) is stored with ``obs`` shifted by one frame instead (its
