@@ -2,11 +2,11 @@
 
 SB3's off-policy algorithms take it as ``replay_buffer_class=SB3ReplayBuffer``, a CleanRL script
 by its import line: the constructor, ``add``, ``sample``, ``size``, ``reset``, ``pos``/``full``,
-pickling and SB3's storage arrays (rebuilt when read) behave as SB3's ``ReplayBuffer``. A ``(k, H, W)`` uint8 stack is stored one frame
-per step and rebuilt bit for bit at sample time. As in SB3, ``done`` ends bootstrapping unless
-``infos[i]["TimeLimit.truncated"]`` says otherwise. A terminated row whose ``next_obs`` is the
-auto-reset observation (CleanRL) is stored with ``obs`` shifted by one frame instead (its
-target never reads it); a row that is not done and maps a final observation to a reset one
+pickling and SB3's storage arrays (rebuilt when read) behave as SB3's ``ReplayBuffer``. A
+``(k, H, W)`` uint8 stack is stored one frame per step and rebuilt bit for bit at sample time.
+As in SB3, ``done`` ends bootstrapping unless ``infos[i]["TimeLimit.truncated"]`` says
+otherwise. A terminated row whose ``next_obs`` is the auto-reset observation (CleanRL) is
+stored with ``obs`` shifted by one frame instead (its target never reads it); a row that is not done and maps a final observation to a reset one
 (Gymnasium >= 1.0 vector envs) is not a transition and is skipped (``skipped_rows``).
 Needs stable-baselines3 (``pip install "fastdqn[sb3]"``); README, "Using the buffer in
 Stable-Baselines3 or CleanRL".
@@ -49,8 +49,8 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
 
     Extra keyword arguments (SB3: ``replay_buffer_kwargs=``): ``frame_stack`` (1: whole
     observations, as SB3 stores them; ``k``: a ``(k, H, W)`` stack stored one frame per step),
-    ``n_steps`` and ``gamma`` (n-step returns, as SB3's ``NStepReplayBuffer``), ``seed`` (None: drawn from NumPy's global generator, which SB3
-    seeds), ``scratch_dir`` (for pickling, see ``fastdqn.integrations.replay_pickle``).
+    ``n_steps`` and ``gamma`` (n-step returns, as SB3's ``NStepReplayBuffer``), ``seed`` (None:
+    drawn from NumPy's global generator, which SB3 seeds), ``scratch_dir`` (for pickling, see ``fastdqn.integrations.replay_pickle``).
     ``optimize_memory_usage`` is accepted (CleanRL passes True, as may SB3's ``DQN``) and
     changes nothing: each frame is stored once already. A second ``learn()`` of an SB3
     algorithm built with it marks the last row done (``dones[pos] = True``); here the next
@@ -59,8 +59,8 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
     SB3's arrays (``observations``, ``next_observations``, ``actions``, ``rewards``,
     ``dones``, ``timeouts``) are read-only properties rebuilt from the ring on each read
     (``fastdqn.integrations.sb3_views``): equal to SB3's on every row the ring still holds;
-    rows it no longer holds (a wrapped ring keeps one transition fewer per episode start in
-    its window) and rows skipped as resets read as zeros, except ``dones`` and ``timeouts``,
+    rows it no longer holds (a wrapped ring holds fewer: each episode start in its window
+    takes extra slots) and rows skipped as resets read as zeros, except ``dones`` and ``timeouts``,
     which are kept for every row (one byte per row).
     """
 
