@@ -6,8 +6,9 @@ pickling and SB3's storage arrays (rebuilt when read) behave as SB3's ``ReplayBu
 ``(k, H, W)`` uint8 stack is stored one frame per step and rebuilt bit for bit at sample time.
 As in SB3, ``done`` ends bootstrapping unless ``infos[i]["TimeLimit.truncated"]`` says
 otherwise. A terminated row whose ``next_obs`` is the auto-reset observation (CleanRL) is
-stored with ``obs`` shifted by one frame instead (its target never reads it); a row that is not done and maps a final observation to a reset one
-(Gymnasium >= 1.0 vector envs) is not a transition and is skipped (``skipped_rows``).
+stored with ``obs`` shifted by one frame instead (its target never reads it); a row that is
+not done and maps a final observation to a reset one (Gymnasium >= 1.0 vector envs) is not a
+transition and is skipped (``skipped_rows``).
 Needs stable-baselines3 (``pip install "fastdqn[sb3]"``); README, "Using the buffer in
 Stable-Baselines3 or CleanRL".
 """
