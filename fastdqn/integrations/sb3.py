@@ -51,7 +51,8 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
     Extra keyword arguments (SB3: ``replay_buffer_kwargs=``): ``frame_stack`` (1: whole
     observations, as SB3 stores them; ``k``: a ``(k, H, W)`` stack stored one frame per step),
     ``n_steps`` and ``gamma`` (n-step returns, as SB3's ``NStepReplayBuffer``), ``seed`` (None:
-    drawn from NumPy's global generator, which SB3 seeds), ``scratch_dir`` (for pickling, see ``fastdqn.integrations.replay_pickle``).
+    drawn from NumPy's global generator, which SB3 seeds), ``scratch_dir`` (for pickling, see
+    ``fastdqn.integrations.replay_pickle``).
     ``optimize_memory_usage`` is accepted (CleanRL passes True, as may SB3's ``DQN``) and
     changes nothing: each frame is stored once already. A second ``learn()`` of an SB3
     algorithm built with it marks the last row done (``dones[pos] = True``); here the next
