@@ -135,6 +135,29 @@ def test_same_transitions_as_sb3_at_the_same_place(sb3_stream):
     assert len(ours) >= 0.9 * capacity
 
 
+def test_breakout_storage_equals_sb3s_row_for_row(sb3_stream):
+    """SB3's Atari env (AtariWrapper, VecFrameStack(4)), rings wrapped: every row the frame ring
+    holds equals SB3's storage at that row and env, and it holds all but a few of the oldest."""
+    rows = 150
+    space = spaces.Box(0, 255, STACK, np.uint8)
+    theirs = SB3Buffer(2 * rows, space, spaces.Discrete(4), device="cpu", n_envs=2)
+    ours = SB3ReplayBuffer(2 * rows, space, spaces.Discrete(4), device="cpu", n_envs=2, seed=0, frame_stack=4)
+    add_all(theirs, sb3_stream)
+    add_all(ours, sb3_stream)
+    got = {f: getattr(ours, f) for f in ("observations", "next_observations", "actions", "rewards")}
+    for f in ("dones", "timeouts"):
+        assert np.array_equal(getattr(ours, f), getattr(theirs, f)), f
+    held = 0
+    for p in range(rows):
+        for e in range(2):
+            if got["observations"][p, e].any():
+                assert all(np.array_equal(got[f][p, e], getattr(theirs, f)[p, e]) for f in got), (p, e)
+                held += 1
+    # A stack that starts over ([0, 0, 0, f]) takes two slots more than one that continues.
+    starts = int(np.sum([s["done"] for s in sb3_stream[-rows:]]))
+    assert 2 * rows > held >= 2 * rows - 2 * starts - 2
+
+
 def test_sb3_optimize_memory_usage_returns_wrong_transitions(sb3_stream):
     """SB3's optimize_memory_usage=True reads next_obs from the next row, which holds the
     reset observation after every episode end; ours returns each row as it was added."""
@@ -534,3 +557,43 @@ def test_n_step_returns_match_a_numpy_reference_and_sb3():
         if not term[t]:
             assert data.discounts[i, 0].item() == pytest.approx(ref.discounts[0, 0].item())
     assert seen == set(np.flatnonzero(steps > 0).tolist())
+
+
+def test_n_step_returns_under_vec_normalize_normalise_each_step_as_sb3_does():
+    """With ``VecNormalize`` SB3 normalises (and clips) each one-step reward, then sums the
+    window: with a clip that bites, that differs from normalising the summed return."""
+    from stable_baselines3.common.buffers import NStepReplayBuffer
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    n, gamma, T, clip = 3, 0.9, 60, 0.8
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("CartPole-v1")]), norm_obs=False, clip_reward=clip)
+    venv.ret_rms.var = np.array(4.0)
+    scale = np.sqrt(4.0 + venv.epsilon)
+    space = spaces.Box(-1e6, 1e6, (2,), np.float32)
+    ours = SB3ReplayBuffer(200, space, spaces.Discrete(2), device="cpu", seed=0, n_steps=n, gamma=gamma)
+    theirs = NStepReplayBuffer(200, space, spaces.Discrete(2), device="cpu", n_steps=n, gamma=gamma)
+    rng = np.random.default_rng(1)
+    reward = (3 * rng.normal(size=T)).astype(np.float32)
+    terminated, truncated = rng.random(T) < 0.1, rng.random(T) < 0.08
+    truncated &= ~terminated
+    for t in range(T):
+        obs = np.array([[t, 0]], np.float32)
+        next_obs = np.array([[t + 1, 0]], np.float32)
+        step = (obs, next_obs, np.array([t % 2]), reward[t:t + 1], np.array([terminated[t] or truncated[t]]),
+                [{"TimeLimit.truncated": bool(truncated[t])}])
+        ours.add(*step)
+        theirs.add(*step)
+    clipped = np.clip(reward / scale, -clip, clip)
+    want, steps, _ = nstep_reference(clipped, terminated, truncated, n, gamma)
+    unclipped, _, _ = nstep_reference(reward, terminated, truncated, n, gamma)
+    assert np.abs(want - np.clip(unclipped / scale, -clip, clip)).max() > 0.1  # the clip matters here
+    data = ours.sample(300, env=venv)
+    seen = set()
+    for i in range(300):
+        t = int(data.observations[i, 0])
+        seen.add(t)
+        assert data.rewards[i, 0].item() == pytest.approx(want[t], rel=1e-5, abs=1e-5)
+        ref = theirs._get_samples(np.array([t]), env=venv)
+        assert data.rewards[i, 0].item() == pytest.approx(ref.rewards[0, 0].item(), rel=1e-6, abs=1e-6)
+    assert seen == set(np.flatnonzero(steps > 0).tolist())
+    venv.close()

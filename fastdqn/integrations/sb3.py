@@ -1,13 +1,14 @@
 """``SB3ReplayBuffer``: fastdqn's frame-ring replay buffer behind Stable-Baselines3's API.
 
 SB3's off-policy algorithms take it as ``replay_buffer_class=SB3ReplayBuffer``, a CleanRL script
-by its import line: the constructor, ``add``, ``sample``, ``size``, ``reset``, ``pos``/``full``
-and pickling behave as SB3's ``ReplayBuffer``. A ``(k, H, W)`` uint8 stack is stored one frame
-per step and rebuilt bit for bit at sample time. As in SB3, ``done`` ends bootstrapping unless
-``infos[i]["TimeLimit.truncated"]`` says otherwise. A terminated row whose ``next_obs`` is the
-auto-reset observation (CleanRL) is stored with ``obs`` shifted by one frame instead (its
-target never reads it); a row that is not done and maps a final observation to a reset one
-(Gymnasium >= 1.0 vector envs) is not a transition and is skipped (``skipped_rows``).
+by its import line: the constructor, ``add``, ``sample``, ``size``, ``reset``, ``pos``/``full``,
+pickling and SB3's storage arrays (rebuilt when read) behave as SB3's ``ReplayBuffer``. A
+``(k, H, W)`` uint8 stack is stored one frame per step and rebuilt bit for bit at sample time.
+As in SB3, ``done`` ends bootstrapping unless ``infos[i]["TimeLimit.truncated"]`` says
+otherwise. A terminated row whose ``next_obs`` is the auto-reset observation (CleanRL) is
+stored with ``obs`` shifted by one frame instead (its target never reads it); a row that is
+not done and maps a final observation to a reset one (Gymnasium >= 1.0 vector envs) is not a
+transition and is skipped (``skipped_rows``).
 Needs stable-baselines3 (``pip install "fastdqn[sb3]"``); README, "Using the buffer in
 Stable-Baselines3 or CleanRL".
 """
@@ -21,6 +22,7 @@ from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer as _SB3Rep
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from fastdqn.errors import ReplayError
+from fastdqn.integrations import sb3_views as views
 from fastdqn.integrations.replay_pickle import Streamed
 from fastdqn.replay.batch import allocate_batch
 from fastdqn.replay.buffer import ReplayBuffer
@@ -48,21 +50,21 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
 
     Extra keyword arguments (SB3: ``replay_buffer_kwargs=``): ``frame_stack`` (1: whole
     observations, as SB3 stores them; ``k``: a ``(k, H, W)`` stack stored one frame per step),
-    ``n_steps`` and ``gamma`` (n-step returns, as SB3's ``NStepReplayBuffer``), ``seed`` (None: drawn from NumPy's global generator, which SB3
-    seeds), ``scratch_dir`` (for pickling, see ``fastdqn.integrations.replay_pickle``).
+    ``n_steps`` and ``gamma`` (n-step returns, as SB3's ``NStepReplayBuffer``), ``seed`` (None:
+    drawn from NumPy's global generator, which SB3 seeds), ``scratch_dir`` (for pickling, see
+    ``fastdqn.integrations.replay_pickle``).
     ``optimize_memory_usage`` is accepted (CleanRL passes True, as may SB3's ``DQN``) and
     changes nothing: each frame is stored once already. A second ``learn()`` of an SB3
     algorithm built with it marks the last row done (``dones[pos] = True``); here the next
-    ``add`` after the env's reset starts a new stack anyway, so that write is ignored.
+    ``add`` after the env's reset starts a new stack anyway, so that write lands in a copy.
+
+    SB3's arrays (``observations``, ``next_observations``, ``actions``, ``rewards``,
+    ``dones``, ``timeouts``) are read-only properties rebuilt from the ring on each read
+    (``fastdqn.integrations.sb3_views``): equal to SB3's on every row the ring still holds;
+    rows it no longer holds (a wrapped ring holds fewer: each episode start in its window
+    takes extra slots) and rows skipped as resets read as zeros, except ``dones`` and ``timeouts``,
+    which are kept for every row (one byte per row).
     """
-
-    class _Dones:
-        """Takes SB3's ``replay_buffer.dones[pos] = True``, which needs no action here."""
-
-        def __setitem__(self, index, value) -> None:
-            pass
-
-    dones = _Dones()
 
     def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
                  device: torch.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
@@ -88,6 +90,7 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         self.n_steps, self.gamma = n_steps, gamma
         self.scratch_dir = scratch_dir
         self.skipped_rows = 0
+        self._row_flags = np.zeros((self.buffer_size, n_envs), np.uint8)  # sb3_views.row_flags
         if seed is None:
             seed = int(np.random.randint(2**31 - 1))
         self._seeds = np.random.SeedSequence(seed)
@@ -103,7 +106,7 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
     @property
     def nbytes(self) -> int:
         """Bytes of storage held (frames and per-slot metadata)."""
-        return self._buffer.nbytes
+        return self._buffer.nbytes + self._row_flags.nbytes
 
     def __len__(self) -> int:
         """Transitions stored, over all envs."""
@@ -117,6 +120,7 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         super().reset()
         self._buffer = None  # free the old storage before allocating the new one
         self._buffer = self._new_buffer()
+        self._row_flags[:] = 0
 
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
         n, dtype = self.n_envs, self.observation_space.dtype
@@ -126,23 +130,26 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         action = np.asarray(action).reshape(n)
         reward = np.asarray(reward, dtype=np.float32).reshape(n)
         done = np.asarray(done).reshape(n).astype(bool)
-        if self.handle_timeout_termination:
-            timeout = np.fromiter((bool(info.get("TimeLimit.truncated", False)) for info in infos),
-                                  bool, n) & done
+        if self.handle_timeout_termination:  # what SB3 records as timeouts, done or not
+            truncated = np.fromiter((bool(info.get("TimeLimit.truncated", False)) for info in infos), bool, n)
         else:
-            timeout = np.zeros(n, bool)
+            truncated = np.zeros(n, bool)
+        timeout = truncated & done
         terminated = done & ~timeout
+        stored = np.ones(n, bool)
         try:
             self._buffer.add(obs, next_obs, action, reward, terminated, timeout)
         except ReplayError as exc:
-            self._add_mended(obs, next_obs, action, reward, terminated, timeout, exc)
+            stored = self._add_mended(obs, next_obs, action, reward, terminated, timeout, exc)
+        self._row_flags[self.pos] = views.row_flags(done, truncated, stored)
         self.pos += 1
         if self.pos == self.buffer_size:
             self.full = True
             self.pos = 0
 
-    def _add_mended(self, obs, next_obs, action, reward, terminated, timeout, error) -> None:
-        """Rows whose ``next_obs`` does not continue ``obs``: mend terminal ones, skip resets."""
+    def _add_mended(self, obs, next_obs, action, reward, terminated, timeout, error) -> np.ndarray:
+        """Rows whose ``next_obs`` does not continue ``obs``: mend terminal ones, skip resets;
+        returns which rows were stored."""
         k, n = self.frame_stack, self.n_envs
         if k == 1:
             raise error
@@ -172,6 +179,7 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         mended[ends, -1] = obs[ends, -1]
         self._buffer.add(obs, mended, action, reward, terminated, timeout, valid=~resets)
         self.skipped_rows += int(resets.sum())
+        return ~resets
 
     def _host_batch(self, batch_size: int):
         """The ``ReplayBatch`` the kernels fill and the ``StagedTransfer`` that sends it: without a
@@ -216,7 +224,12 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         if env is not None:  # VecNormalize: SB3 normalises at sample time
             obs = torch.from_numpy(self._normalize_obs(host.obs, env))
             next_obs = torch.from_numpy(self._normalize_obs(host.next_obs, env))
-            rewards = torch.from_numpy(self._normalize_reward(host.reward, env)).view(batch_size, 1)
+            if self.n_steps == 1:
+                rewards = self._normalize_reward(host.reward, env)
+            else:  # SB3 normalises each step's reward, then sums the window
+                rewards = views.window_returns(views.ring_arrays(self._buffer), host.index, self.n_steps,
+                                               self.gamma, lambda r: self._normalize_reward(r, env))
+            rewards = torch.from_numpy(rewards).view(batch_size, 1)
         fields = (obs, t["action"].view(batch_size, 1), next_obs,
                   t["terminated"].view(batch_size, 1), rewards)
         if self.n_steps > 1:
@@ -232,4 +245,42 @@ class SB3ReplayBuffer(_SB3ReplayBuffer):
         state = self.__dict__.copy()
         state["_buffer"] = Streamed(self._buffer, self.scratch_dir)
         state["_staging"] = {}
+        if not self.full:  # the rows written so far, as for the ring
+            state["_row_flags"] = self._row_flags[:self.pos]
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        rows = state["buffer_size"] if state["full"] else state["pos"]
+        # Pickles from before the row flags: every written row stored, dones unknown.
+        flags = state.get("_row_flags", np.full((rows, state["n_envs"]), views.STORED, np.uint8))
+        state["_row_flags"] = np.zeros((state["buffer_size"], state["n_envs"]), np.uint8)
+        state["_row_flags"][:flags.shape[0]] = flags
+        self.__dict__.update(state)
+
+    def _sb3_array(self, field: str) -> np.ndarray:
+        rows_shape = (self.buffer_size, self.n_envs)
+        if field in ("dones", "timeouts"):
+            bit = views.DONE if field == "dones" else views.TIMEOUT
+            return ((self._row_flags & bit) != 0).astype(np.float32)
+        ring = views.ring_arrays(self._buffer)
+        rows, envs, slots, depths = views.held_transitions(ring, self._row_flags, self.pos, self.full)
+        if field in ("observations", "next_observations"):
+            dtype = self.observation_space.dtype
+            out = np.zeros((*rows_shape, *self.obs_shape), dtype)
+            out[rows, envs] = views.frames_at(ring, envs, slots, depths, int(field == "next_observations"),
+                                              self.obs_shape, dtype)
+        elif field == "actions":
+            out = np.zeros((*rows_shape, self.action_dim), self._maybe_cast_dtype(self.action_space.dtype))
+            out[rows, envs, 0] = views.per_slot(ring, "action", envs, slots)
+        else:
+            out = np.zeros(rows_shape, np.float32)
+            out[rows, envs] = views.per_slot(ring, "reward", envs, slots)
+        return out
+
+    observations = property(lambda self: self._sb3_array("observations"), doc="SB3's ``observations``.")
+    next_observations = property(lambda self: self._sb3_array("next_observations"),
+                                 doc="SB3's ``next_observations``.")
+    actions = property(lambda self: self._sb3_array("actions"), doc="SB3's ``actions``.")
+    rewards = property(lambda self: self._sb3_array("rewards"), doc="SB3's ``rewards`` (one-step).")
+    dones = property(lambda self: self._sb3_array("dones"), doc="SB3's ``dones``.")
+    timeouts = property(lambda self: self._sb3_array("timeouts"), doc="SB3's ``timeouts``.")
