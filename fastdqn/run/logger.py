@@ -27,7 +27,14 @@ TAGS = {
     "q_values": "losses/q_values",
     "eval_return_mean": "eval/return_mean",
     "eval_return_std": "eval/return_std",
+    "updates_per_s": "actors/updates_per_s",
+    "ingest_rows_per_s": "actors/ingest_rows_per_s",
+    "queue_depth": "actors/queue_depth",
+    "replay_ratio": "actors/replay_ratio",
+    "actor_restarts": "actors/restarts",
 }
+ACTOR_PREFIX = "actor"
+"""Per-actor scalars (``actor0_sps``, ``actor0_return``, ...) go under ``actors/`` in TensorBoard."""
 
 
 class RunLogger:
@@ -56,7 +63,7 @@ class RunLogger:
         record.update({k: _plain(v) for k, v in scalars.items()})
         self._file.write(json.dumps(record) + "\n")
         for key, value in record.items():
-            tag = TAGS.get(key)
+            tag = TAGS.get(key) or (f"actors/{key}" if key.startswith(ACTOR_PREFIX) and key[5:6].isdigit() else None)
             if tag is not None and value is not None:
                 self._writer.add_scalar(tag, value, global_step)
 
@@ -65,13 +72,15 @@ class RunLogger:
             self.log(global_step, episodic_return=ret, episodic_length=int(length), epsilon=epsilon)
             self.recent_returns.append(ret)
 
-    def progress(self, global_step: int, *, sps: float | None = None, epsilon: float | None = None) -> None:
+    def progress(self, global_step: int, *, sps: float | None = None, epsilon: float | None = None,
+                 extra: dict | None = None) -> None:
         self._bar.update(global_step - self._bar_step)
         self._bar_step = global_step
         if sps is not None:
             postfix = {"sps": f"{sps:,.0f}", "eps": f"{epsilon:.3f}"}
             if self.recent_returns:
                 postfix["return"] = f"{np.mean(self.recent_returns):.1f}"
+            postfix.update(extra or {})
             self._bar.set_postfix(postfix, refresh=False)
 
     def flush(self) -> None:
