@@ -84,7 +84,7 @@ def test_two_actors_one_killed_feed_exact_transitions(tmp_path):
     from fastdqn.run.envs import env_info
 
     task = env_info("CartPole-v1")
-    config = make_config(VECTOR, dict(env_id="CartPole-v1", actors=2, num_envs=2, total_timesteps=3000,
+    config = make_config(VECTOR, dict(env_id="CartPole-v1", actors=2, num_envs=2, total_timesteps=2000,
                                       learning_starts=300, actor_chunk_steps=8, eval_episodes=0, batch_size=32,
                                       weight_sync_every=20), cuda_available=False, max_episode_steps=500)
     buffer = build_buffer(config, task, seed=1)
@@ -96,7 +96,7 @@ def test_two_actors_one_killed_feed_exact_transitions(tmp_path):
         trainer = ActorTrainer(fleet, buffer, learner, config)
 
         def kill_when_halfway():
-            while fleet.limiter.steps < 1200 and not fleet._stop.is_set():
+            while fleet.limiter.steps < 800 and not fleet._stop.is_set():
                 time.sleep(0.02)
             os.kill(first[0], signal.SIGKILL)
 
@@ -104,7 +104,7 @@ def test_two_actors_one_killed_feed_exact_transitions(tmp_path):
         killer.start()
         assert trainer.train() == 0
         killer.join()
-        assert int(fleet.restarts[0]) >= 1 and int(fleet.restarts[1]) == 0
+        assert fleet.restarts.tolist() == [1, 0]
     keys, pids = _recorded(record)
     assert len(pids[0]) >= 2 and first[0] in pids[0]  # actor 0 ran again in a new process
     E = config.replay_envs

@@ -32,9 +32,9 @@ class ActorFleet:
     """
 
     def __init__(self, ray, config, task, buffer, limiter: RateLimiter, *, seed: int, depth: int = 2,
-                 record_dir: str | None = None, max_restarts: int = -1) -> None:
+                 record_dir: str | None = None, max_restarts: int = 20) -> None:
         self.ray, self.config, self.buffer, self.limiter = ray, config, buffer, limiter
-        self.depth = depth
+        self.depth, self.max_restarts = depth, max_restarts
         self.writer_lock = threading.Lock()
         self.epsilon = config.start_e
         self.chunk_steps = config.actor_chunk_steps * config.env_batch
@@ -69,6 +69,8 @@ class ActorFleet:
 
     def check(self) -> None:
         """Raise what the ingest thread raised, if anything."""
+        if isinstance(self.error, TrainingError):
+            raise self.error
         if self.error is not None:
             raise TrainingError(f"actors: {self.error}") from self.error
 
@@ -109,11 +111,16 @@ class ActorFleet:
         pending: dict = {}
         in_flight = np.zeros(len(self.actors), np.int64)
         served, turn = [0] * len(self.actors), 0
+        down = [0.0] * len(self.actors)  # per actor: 0, or when to ask again while Ray restarts it
         while not self._stop.is_set():
             # One request at a time, to the actor with the fewest in flight (ties: the one served
             # least recently): every actor gets its share when the limiter lets few through.
             while self._weights is not None:
-                i = min(range(len(self.actors)), key=lambda j: (in_flight[j], served[j]))
+                now = time.monotonic()
+                up = [j for j in range(len(self.actors)) if down[j] <= now]
+                if not up:
+                    break
+                i = min(up, key=lambda j: (in_flight[j], served[j]))
                 steps = (len(pending) + 1) * self.chunk_steps
                 if (in_flight[i] >= self.depth or limiter.steps + steps > total + self.chunk_steps - 1
                         or not limiter.may_insert(steps)):
@@ -137,8 +144,13 @@ class ActorFleet:
                 try:
                     chunk = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:
-                    self._restarted(i, exc)
+                    # Every request to a dead actor fails until Ray has started it again: one
+                    # restart is counted per death, and requests pause meanwhile.
+                    if not down[i]:
+                        self._restarted(i, exc)
+                    down[i] = time.monotonic() + 0.5
                     continue
+                down[i] = 0.0
                 self._ingest(i, chunk)
 
     def _ingest(self, i: int, chunk) -> None:
@@ -166,6 +178,9 @@ class ActorFleet:
     def _restarted(self, i: int, exc: BaseException) -> None:
         """Actor ``i``'s process died: Ray restarts it; end its envs' open windows."""
         self.restarts[i] += 1
+        if 0 <= self.max_restarts < self.restarts[i]:
+            raise TrainingError(f"actor {i} died {self.restarts[i]} times, more than the {self.max_restarts} "
+                                f"restarts allowed ({exc}); see the Ray logs for why")
         c = self.config
         ids = np.arange(i * c.num_envs, (i + 1) * c.num_envs, dtype=np.int64)
         shape = (c.num_envs, *self.buffer.obs_shape)
