@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from cli_errors import fails
+import processes
 from processes import start, wait_for_line
 
 TRAIN = ["train", "--env-id", "CartPole-v1", "--total-timesteps", "3000", "--no-progress"]
@@ -125,7 +126,7 @@ def test_two_actors_one_killed_feed_exact_transitions(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_a_checkpoint_and_no_ray_process(tmp_path):
+def test_ctrl_c_leaves_a_checkpoint_and_no_ray_process_and_the_run_resumes(tmp_path):
     needs_ray()
     import psutil
 
@@ -154,5 +155,10 @@ def test_ctrl_c_leaves_a_checkpoint_and_no_ray_process(tmp_path):
     time.sleep(2)
     left = [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], f"processes left behind: {left}"
-    steps = [json.loads(line)["global_step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps)
+    stopped = max(json.loads(line)["global_step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+    done = subprocess.run(processes.fastdqn("train", "--resume", run_dir, "--total-timesteps", stopped + 600,
+                                            "--no-progress"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming at step" in done.stdout
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["global_step"] >= stopped + 600 and "actor0_sps" in records[-1]
