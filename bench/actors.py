@@ -7,8 +7,8 @@
 ``wire`` packs real Breakout-v5 steps (8 envs, 16 steps a chunk, random actions) into chunks
 and pickles them as Ray does (protocol 5, buffers out of band): every byte counted, per env
 step. ``ingest`` times the learner's side of those chunks for 4 actors x 8 envs (32 env
-rings): unpickling, rebuilding the stacks and ``ReplayBuffer.add``, one vector step per add,
-as ``ActorFleet`` does; and the same for CartPole-v1 (4 actors x 4 envs). ``sps`` runs
+rings): unpickling, merging a round of one chunk per actor, rebuilding the stacks and
+``ReplayBuffer.add``, one vector step of every actor per add, as ``ActorFleet`` does; and the same for CartPole-v1 (4 actors x 4 envs). ``sps`` runs
 ``fastdqn train`` on CartPole-v1 with and without ``--actors 1``, alternating which goes
 first, and reports the env steps/s of the last record of each (median over pairs).
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdqn.replay import ReplayBuffer
-from fastdqn.run.actors.wire import ChunkWriter, StackRebuilder
+from fastdqn.run.actors.wire import ChunkWriter, StackRebuilder, merge
 from fastdqn.run.envpool_rows import EnvPoolRows
 from fastdqn.run.envs import env_info, make_envs
 
@@ -84,11 +84,11 @@ def ingest(env_id: str, num_envs: int, actors: int, repeats: int = 5) -> dict:
     for _ in range(repeats):
         buffer = ReplayBuffer(100_000, task.obs_shape, E, obs_dtype=task.obs_dtype, frame_stack=task.frame_stack,
                               seed=0)
-        rebuilder = StackRebuilder(E, task.obs_shape, task.obs_dtype, task.frame_stack, num_envs)
+        rebuilder = StackRebuilder(E, task.obs_shape, task.obs_dtype, task.frame_stack, E)
         rows = 0
         start = time.perf_counter()
-        for blob in data:
-            chunk = pickle.loads(blob)
+        for r in range(0, len(data), actors):  # a round: one chunk of each actor, merged
+            chunk = merge([pickle.loads(blob) for blob in data[r:r + actors]])
             for add in rebuilder.steps(chunk):
                 buffer.add(**add)
             rows += chunk.rows

@@ -82,3 +82,39 @@ def test_an_atari_step_costs_one_frame_on_the_wire():
     resets_bytes = 2 * 4 * 84 * 84  # the first recv is both envs' reset rows, whole stacks
     per_step = (wire - resets_bytes) / (40 * 2)
     assert 84 * 84 <= per_step <= 84 * 84 + 100
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pong-v5"])
+def test_merged_chunks_of_two_actors_rebuild_both_streams(env_id):
+    from fastdqn.run.actors.wire import merge
+
+    n, T = 2, 15
+    streams = [_stream(env_id, n, 3 * T, async_envs=False, seed=s, max_episode_steps=12) for s in (4, 5)]
+    task = streams[0][0]
+    rebuilder = StackRebuilder(2 * n, task.obs_shape, task.obs_dtype, task.frame_stack, 2 * n)
+    parts = [(EnvPoolRows(n, n, task.obs_shape, task.obs_dtype),
+              ChunkWriter(a, T, n, task.obs_shape, task.obs_dtype, task.frame_stack, task.num_actions, a * n))
+             for a in range(2)]
+    expected, got = set(), set()
+    prev = {}
+    for start in range(0, 3 * T, T):
+        chunks = []
+        for a, (rows, writer) in enumerate(parts):
+            writer.clear()
+            for obs, reward, term, trunc, info, actions in streams[a][2][start:start + T]:
+                writer.append(rows.received(obs, reward, term, trunc, info))
+                rows.sent(actions, info["env_id"])
+                for r, e in enumerate(info["env_id"]):
+                    g = a * n + e
+                    if info["elapsed_step"][r] != 0:
+                        expected.add((g, prev[g][0].tobytes(), obs[r].tobytes(), int(prev[g][1]),
+                                      float(np.sign(reward[r])), bool(term[r])))
+                    prev[g] = (obs[r], actions[r])
+            chunks.append(pickle.loads(pickle.dumps(
+                writer.chunk(episode_returns=[], episode_lengths=[], epsilon=0.1), protocol=5)))
+        for add in rebuilder.steps(merge(chunks)):
+            assert len(set(add["env_ids"].tolist())) == len(add["env_ids"])  # one row per env per add
+            for r in np.flatnonzero(add["valid"]):
+                got.add((int(add["env_ids"][r]), add["obs"][r].tobytes(), add["next_obs"][r].tobytes(),
+                         int(add["action"][r]), float(add["reward"][r]), bool(add["terminated"][r])))
+    assert got == expected and len(expected) > 3 * T

@@ -20,7 +20,7 @@ import numpy as np
 from fastdqn.errors import TrainingError
 from fastdqn.run.actors.env_actor import EnvActor, apex_epsilon
 from fastdqn.run.actors.limiter import RateLimiter
-from fastdqn.run.actors.wire import StackRebuilder
+from fastdqn.run.actors.wire import StackRebuilder, merge
 
 
 class ActorFleet:
@@ -41,7 +41,7 @@ class ActorFleet:
         n = config.actors
         self._eps = [apex_epsilon(i, n, config.apex_epsilon, config.apex_alpha) for i in range(n)]
         self._rebuilder = StackRebuilder(config.replay_envs, task.obs_shape, task.obs_dtype, task.frame_stack,
-                                         config.env_batch)
+                                         n * config.env_batch)
         remote = ray.remote(EnvActor).options(max_restarts=max_restarts, max_task_retries=0, num_cpus=1)
         self.actors = [remote.remote(config.to_dict(), i, seed, record_dir) for i in range(n)]
         self._weights: tuple[list, int] | None = None
@@ -138,6 +138,9 @@ class ActorFleet:
                 limiter.wait_insert(self.chunk_steps, 0.05)
                 continue
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.05)
+            if ready:  # and every other chunk already there
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+            arrived = []
             for ref in ready:
                 i = pending.pop(ref)
                 in_flight[i] -= 1
@@ -151,22 +154,39 @@ class ActorFleet:
                     down[i] = time.monotonic() + 0.5
                     continue
                 down[i] = 0.0
-                self._ingest(i, chunk)
+                arrived.append((i, chunk))
+            if arrived:
+                self._ingest(arrived)
 
-    def _ingest(self, i: int, chunk) -> None:
+    def _ingest(self, arrived: list) -> None:
+        """Add the chunks that arrived, in rounds of one chunk per actor (each actor's in the
+        order they came): a round is merged, one vector step of all its actors per add."""
         start = time.perf_counter()
-        priorities = chunk.priorities
-        with self.writer_lock:
-            for step, add in enumerate(self._rebuilder.steps(chunk)):
-                self.buffer.add(**add)
-                if priorities is not None:
-                    self._set_priorities(add, priorities[step * chunk.step_rows:(step + 1) * chunk.step_rows])
+        rounds: list[list] = []
+        for i, chunk in arrived:
+            for group in rounds:
+                if all(j != i for j, _ in group):
+                    group.append((i, chunk))
+                    break
+            else:
+                rounds.append([(i, chunk)])
+        rows = 0
+        for group in rounds:
+            merged = merge([chunk for _, chunk in group])
+            with self.writer_lock:
+                for step, add in enumerate(self._rebuilder.steps(merged)):
+                    self.buffer.add(**add)
+                    if merged.priorities is not None:
+                        B = merged.step_rows
+                        self._set_priorities(add, merged.priorities[step * B:(step + 1) * B])
+            for i, chunk in group:
+                self.actor_steps[i] += chunk.rows
+                if chunk.episode_returns.size:
+                    self._episodes.append((i, chunk.episode_returns, chunk.episode_lengths, chunk.epsilon))
+            rows += merged.rows
         self.ingest_seconds += time.perf_counter() - start
-        self.rows_ingested += chunk.rows
-        self.actor_steps[i] += chunk.rows
-        if chunk.episode_returns.size:
-            self._episodes.append((i, chunk.episode_returns, chunk.episode_lengths, chunk.epsilon))
-        self.limiter.inserted(chunk.rows)
+        self.rows_ingested += rows
+        self.limiter.inserted(rows)
 
     def _set_priorities(self, add: dict, priorities: np.ndarray) -> None:
         """The actor's |TD| as the priorities of the transitions this step stored."""

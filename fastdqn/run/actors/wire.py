@@ -106,9 +106,37 @@ class ChunkWriter:
                      self._priorities[:n] if priorities else None)
 
 
+def merge(chunks: list[Chunk]) -> Chunk:
+    """One chunk whose step ``j`` holds step ``j`` of every chunk in ``chunks`` (chunks of
+    different actors, so of disjoint envs, with equal ``steps`` and ``step_rows``): the
+    learner then adds one vector step of all of them per ``ReplayBuffer.add``."""
+    if len(chunks) == 1:
+        return chunks[0]
+    T, B, m = chunks[0].steps, chunks[0].step_rows, len(chunks)
+    if any(c.steps != T or c.step_rows != B for c in chunks):
+        raise ValueError("merge: expected chunks of equal steps and step_rows")
+
+    def weave(name):
+        arrays = [getattr(c, name) for c in chunks]
+        stacked = np.stack([a.reshape(T, B, *a.shape[1:]) for a in arrays], axis=1)  # (T, m, B, ...)
+        return stacked.reshape(T * m * B, *arrays[0].shape[1:])
+
+    resets = []
+    starts = [np.concatenate([[0], np.cumsum(((c.flags.reshape(T, B) & VALID) == 0).sum(1))]) for c in chunks]
+    for j in range(T):
+        for c, start in zip(chunks, starts):
+            if start[j + 1] > start[j]:
+                resets.append(c.resets[start[j]:start[j + 1]])
+    resets = np.concatenate(resets) if resets else chunks[0].resets[:0]
+    priorities = weave("priorities") if chunks[0].priorities is not None else None
+    return Chunk(-1, m * B, weave("env_ids"), weave("frames"), weave("action"), weave("reward"), weave("flags"),
+                 resets, priorities=priorities)
+
+
 class StackRebuilder:
     """The learner's newest stack of each of ``num_envs`` global envs, and the ``add``
-    arguments of a chunk's steps rebuilt from it (arrays reused from step to step)."""
+    arguments of a chunk's steps rebuilt from it (arrays reused from step to step).
+    ``step_rows``: the most rows a step may have (a merged chunk's)."""
 
     def __init__(self, num_envs: int, obs_shape, obs_dtype, frame_stack: int, step_rows: int) -> None:
         shape, dtype = tuple(obs_shape), np.dtype(obs_dtype)
@@ -125,9 +153,11 @@ class StackRebuilder:
         """Yield ``ReplayBuffer.add`` keyword arguments, one vector step of ``chunk`` at a time;
         each is valid until the next is asked for."""
         B, k = chunk.step_rows, self.frame_stack
-        if self._ids.shape[0] != B:
-            raise ValueError(f"chunk: expected {self._ids.shape[0]} rows per step, got {B}")
-        obs, nxt, ids, (term, trunc, valid) = self._obs, self._next, self._ids, self._flags
+        if B > self._ids.shape[0]:
+            raise ValueError(f"chunk: expected at most {self._ids.shape[0]} rows per step, got {B}")
+        obs, nxt, ids = self._obs[:B], self._next[:B], self._ids[:B]
+        term, trunc, valid = (f[:B] for f in self._flags)
+        action, reward = self._action[:B], self._reward[:B]
         resets = 0
         for a in range(0, chunk.rows, B):
             b = a + B
@@ -147,7 +177,7 @@ class StackRebuilder:
                 nxt[~valid] = chunk.resets[resets:resets + m]
                 resets += m
             self._last[ids] = nxt
-            np.copyto(self._action, chunk.action[a:b], casting="unsafe")
-            np.copyto(self._reward, chunk.reward[a:b], casting="unsafe")
-            yield dict(obs=obs, next_obs=nxt, action=self._action, reward=self._reward, terminated=term,
+            np.copyto(action, chunk.action[a:b], casting="unsafe")
+            np.copyto(reward, chunk.reward[a:b], casting="unsafe")
+            yield dict(obs=obs, next_obs=nxt, action=action, reward=reward, terminated=term,
                        truncated=trunc, env_ids=ids, valid=valid)
