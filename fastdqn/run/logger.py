@@ -27,12 +27,15 @@ TAGS = {
     "q_values": "losses/q_values",
     "eval_return_mean": "eval/return_mean",
     "eval_return_std": "eval/return_std",
+}
+ACTOR_TAGS = {
     "updates_per_s": "actors/updates_per_s",
     "ingest_rows_per_s": "actors/ingest_rows_per_s",
     "queue_depth": "actors/queue_depth",
     "replay_ratio": "actors/replay_ratio",
     "actor_restarts": "actors/restarts",
 }
+"""What runs with ``--actors`` log besides ``TAGS``."""
 ACTOR_PREFIX = "actor"
 """Per-actor scalars (``actor0_sps``, ``actor0_return``, ...) go under ``actors/`` in TensorBoard."""
 
@@ -63,7 +66,8 @@ class RunLogger:
         record.update({k: _plain(v) for k, v in scalars.items()})
         self._file.write(json.dumps(record) + "\n")
         for key, value in record.items():
-            tag = TAGS.get(key) or (f"actors/{key}" if key.startswith(ACTOR_PREFIX) and key[5:6].isdigit() else None)
+            tag = TAGS.get(key) or ACTOR_TAGS.get(key) or (
+                f"actors/{key}" if key.startswith(ACTOR_PREFIX) and key[len(ACTOR_PREFIX):][:1].isdigit() else None)
             if tag is not None and value is not None:
                 self._writer.add_scalar(tag, value, global_step)
 
