@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 
 from fastdqn.run.actors.ray_setup import check_address, import_ray, start_ray
 
@@ -22,7 +23,7 @@ def check_actors(config) -> None:
     ray = import_ray(local=not config.address, command=COMMAND)
     if config.address:
         check_address(config.address)
-        start_ray(ray, config.address)
+        _start(ray, config.address)
 
 
 @contextlib.contextmanager
@@ -35,7 +36,7 @@ def actor_fleet(config, task, buffer, *, seed: int, record_dir: str | None = Non
     ray = import_ray(local=not config.address, command=COMMAND)
     try:
         if not ray.is_initialized():  # a cluster is joined by check_actors
-            start_ray(ray, config.address or None, num_cpus=max(os.cpu_count() or 1, config.actors))
+            _start(ray, None, num_cpus=max(os.cpu_count() or 1, config.actors))
         rows = config.actor_chunk_steps * config.env_batch
         limiter = RateLimiter(config.train_frequency, config.ratio_tolerance, config.learning_starts,
                               slack=config.actors * DEPTH * rows + rows, free_running=config.free_running)
@@ -46,3 +47,15 @@ def actor_fleet(config, task, buffer, *, seed: int, record_dir: str | None = Non
             fleet.close()
     finally:
         ray.shutdown()
+
+
+def _start(ray, address, **options) -> None:
+    """``start_ray``, keeping this process's SIGINT and SIGTERM handlers: ``ray.init`` installs
+    its own for SIGTERM, and the run must stop by its own rule (one checkpoint, exit 143)."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        start_ray(ray, address, **options)
+    finally:
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
