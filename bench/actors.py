@@ -3,6 +3,7 @@
     python bench/actors.py wire                 # bytes sent per Atari env step
     python bench/actors.py ingest               # learner-side rows/s: unpickle, rebuild stacks, add
     python bench/actors.py sps --pairs 3 --steps 20000   # --actors 1 against the one-process loop
+    python bench/actors.py sps --pairs 2 --steps 3000 --env-id Breakout-v5
 
 ``wire`` packs real Breakout-v5 steps (8 envs, 16 steps a chunk, random actions) into chunks
 and pickles them as Ray does (protocol 5, buffers out of band): every byte counted, per env
@@ -10,7 +11,9 @@ step. ``ingest`` times the learner's side of those chunks for 4 actors x 8 envs 
 rings): unpickling, merging a round of one chunk per actor, rebuilding the stacks and
 ``ReplayBuffer.add``, one vector step of every actor per add, as ``ActorFleet`` does; and the same for CartPole-v1 (4 actors x 4 envs). ``sps`` runs
 ``fastdqn train`` on CartPole-v1 with and without ``--actors 1``, alternating which goes
-first, and reports the env steps/s of the last record of each (median over pairs).
+first, and reports the env steps/s of the last record of each (median over pairs); on an
+Atari task with 8 envs, a 20,000-transition buffer, learning from step 1,000, no compile and
+one torch thread (a CPU learner).
 """
 
 from __future__ import annotations
@@ -97,10 +100,13 @@ def ingest(env_id: str, num_envs: int, actors: int, repeats: int = 5) -> dict:
             "rows_per_s_median": statistics.median(rates), "rows_per_s_all": [round(r) for r in rates]}
 
 
-def sps(pairs: int, steps: int) -> dict:
+def sps(pairs: int, steps: int, env_id: str) -> dict:
     runs: dict[str, list[float]] = {"loop": [], "actors1": []}
-    flags = ["--env-id", "CartPole-v1", "--total-timesteps", str(steps), "--eval-episodes", "0", "--no-progress",
+    flags = ["--env-id", env_id, "--total-timesteps", str(steps), "--eval-episodes", "0", "--no-progress",
              "--checkpoint-every", "0", "--log-every", str(steps)]
+    if env_id != "CartPole-v1":  # Atari on a CPU learner: a short run with a small buffer
+        flags += ["--num-envs", "8", "--buffer-size", "20000", "--learning-starts", "1000", "--no-compile",
+                  "--torch-threads", "1"]
     for p in range(pairs):
         order = ["loop", "actors1"] if p % 2 == 0 else ["actors1", "loop"]
         for name in order:
@@ -111,7 +117,7 @@ def sps(pairs: int, steps: int) -> dict:
                 records = [json.loads(x) for x in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
                 runs[name].append([r for r in records if "sps" in r][-1]["sps"])
         print(json.dumps({k: [round(v) for v in vs] for k, vs in runs.items()}), flush=True)
-    return {"steps": steps, "pairs": pairs, **{f"{k}_sps": [round(v) for v in vs] for k, vs in runs.items()},
+    return {"env": env_id, "steps": steps, "pairs": pairs, **{f"{k}_sps": [round(v) for v in vs] for k, vs in runs.items()},
             **{f"{k}_median": round(statistics.median(vs)) for k, vs in runs.items()}}
 
 
@@ -120,6 +126,7 @@ def main() -> None:
     parser.add_argument("what", choices=("wire", "ingest", "sps"))
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--env-id", default="CartPole-v1", help="sps: CartPole-v1 or an Atari task")
     args = parser.parse_args()
     if args.what == "wire":
         print(json.dumps(wire()))
@@ -127,7 +134,7 @@ def main() -> None:
         print(json.dumps(ingest("Breakout-v5", 8, 4)))
         print(json.dumps(ingest("CartPole-v1", 4, 4)))
     else:
-        print(json.dumps(sps(args.pairs, args.steps)))
+        print(json.dumps(sps(args.pairs, args.steps, args.env_id)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -47,6 +48,11 @@ def needs_ray():
 ])
 def test_bad_actor_input(extra, expected, capsys, workdir):
     fails(TRAIN + extra, capsys, workdir, *expected)
+
+
+def test_missing_ray_is_one_clear_line(capsys, workdir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    fails(TRAIN + ["--actors", "2"], capsys, workdir, "Ray is not installed", "fastdqn[ray]")
 
 
 def test_unreachable_address_is_refused_within_seconds(capsys, workdir):
