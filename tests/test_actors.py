@@ -91,7 +91,7 @@ def test_two_actors_one_killed_feed_exact_transitions(tmp_path):
     from fastdqn.run.envs import env_info
 
     task = env_info("CartPole-v1")
-    config = make_config(VECTOR, dict(env_id="CartPole-v1", actors=2, num_envs=2, total_timesteps=2000,
+    config = make_config(VECTOR, dict(env_id="CartPole-v1", actors=2, num_envs=2, total_timesteps=1_000_000,
                                       learning_starts=300, actor_chunk_steps=8, eval_episodes=0, batch_size=32,
                                       weight_sync_every=20), cuda_available=False, max_episode_steps=500)
     buffer = build_buffer(config, task, seed=1)
@@ -102,15 +102,24 @@ def test_two_actors_one_killed_feed_exact_transitions(tmp_path):
         first = fleet.ray.get([a.pid.remote() for a in fleet.actors])
         trainer = ActorTrainer(fleet, buffer, learner, config)
 
-        def kill_when_halfway():
-            while fleet.limiter.steps < 800 and not fleet._stop.is_set():
+        def kill_then_stop():
+            # Kill actor 0 once learning runs; stop the run once its new process has sent
+            # 200 more env steps (or after two minutes, and the checks below fail).
+            deadline = time.monotonic() + 120
+            while fleet.limiter.steps < 800 and time.monotonic() < deadline:
                 time.sleep(0.02)
             os.kill(first[0], signal.SIGKILL)
+            while fleet.restarts[0] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            back = int(fleet.actor_steps[0])
+            while fleet.actor_steps[0] < back + 200 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            trainer.request_stop(signal.SIGINT)
 
-        killer = threading.Thread(target=kill_when_halfway)
-        killer.start()
-        assert trainer.train() == 0
-        killer.join()
+        stopper = threading.Thread(target=kill_then_stop)
+        stopper.start()
+        assert trainer.train() == 130  # stopped as asked, nothing raised
+        stopper.join()
         assert fleet.restarts.tolist() == [1, 0]
     keys, pids = _recorded(record)
     assert len(pids[0]) >= 2 and first[0] in pids[0]  # actor 0 ran again in a new process

@@ -87,8 +87,10 @@ class EnvActor:
                 record.append({k: np.array(v) for k, v in add.items()})
         if record is not None:
             self._record(record)
-        return self.writer.chunk(episode_returns=returns, episode_lengths=lengths, epsilon=epsilon,
-                                 priorities=priorities)
+        chunk = self.writer.chunk(episode_returns=returns, episode_lengths=lengths, epsilon=epsilon,
+                                  priorities=priorities)
+        chunk.pid = os.getpid()
+        return chunk
 
     def _q(self, obs) -> np.ndarray:
         with self._torch.inference_mode():

@@ -22,6 +22,10 @@ from fastdqn.run.actors.env_actor import EnvActor, apex_epsilon
 from fastdqn.run.actors.limiter import RateLimiter
 from fastdqn.run.actors.wire import StackRebuilder, merge
 
+GIVE_UP_SECONDS = 120
+"""How long an actor's requests may keep failing (Ray restarting it, or out of restarts)
+before the run stops with an error."""
+
 
 class ActorFleet:
     """``config.actors`` ``EnvActor``s on ``ray``, feeding ``buffer`` (``config.replay_envs`` envs).
@@ -34,7 +38,7 @@ class ActorFleet:
     def __init__(self, ray, config, task, buffer, limiter: RateLimiter, *, seed: int, depth: int = 2,
                  record_dir: str | None = None, max_restarts: int = 20) -> None:
         self.ray, self.config, self.buffer, self.limiter = ray, config, buffer, limiter
-        self.depth, self.max_restarts = depth, max_restarts
+        self.depth = depth
         self.writer_lock = threading.Lock()
         self.epsilon = config.start_e
         self.chunk_steps = config.actor_chunk_steps * config.env_batch
@@ -48,6 +52,7 @@ class ActorFleet:
         self._lock = threading.Lock()
         self.actor_steps = np.zeros(n, np.int64)
         self.restarts = np.zeros(n, np.int64)
+        self._pids = [0] * n  # the process each actor's last chunk came from
         self.rows_ingested = 0
         self.ingest_seconds = 0.0
         self.in_flight = 0
@@ -112,6 +117,7 @@ class ActorFleet:
         in_flight = np.zeros(len(self.actors), np.int64)
         served, turn = [0] * len(self.actors), 0
         down = [0.0] * len(self.actors)  # per actor: 0, or when to ask again while Ray restarts it
+        since = [0.0] * len(self.actors)  # when its requests started failing
         while not self._stop.is_set():
             # One request at a time, to the actor with the fewest in flight (ties: the one served
             # least recently): every actor gets its share when the limiter lets few through.
@@ -147,13 +153,20 @@ class ActorFleet:
                 try:
                     chunk = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:
-                    # Every request to a dead actor fails until Ray has started it again: one
-                    # restart is counted per death, and requests pause meanwhile.
+                    # Requests to a dead actor fail until Ray has started it again: its envs'
+                    # windows are ended once, and requests pause meanwhile. The restart itself
+                    # is counted when a chunk comes from a new process.
+                    now = time.monotonic()
                     if not down[i]:
-                        self._restarted(i, exc)
-                    down[i] = time.monotonic() + 0.5
+                        self._stream_cut(i)
+                        since[i] = now
+                    elif now - since[i] > GIVE_UP_SECONDS:
+                        raise TrainingError(f"actor {i} has not come back for {GIVE_UP_SECONDS} s after its "
+                                            f"process died ({exc}); see the Ray logs for why")
+                    down[i] = now + 0.5
                     continue
                 down[i] = 0.0
+                self._note_process(i, chunk.pid)
                 arrived.append((i, chunk))
             if arrived:
                 self._ingest(arrived)
@@ -195,12 +208,17 @@ class ActorFleet:
             return
         self.buffer.update_priorities(self.buffer.latest_ids(add["env_ids"][valid]), priorities[valid])
 
-    def _restarted(self, i: int, exc: BaseException) -> None:
-        """Actor ``i``'s process died: Ray restarts it; end its envs' open windows."""
-        self.restarts[i] += 1
-        if 0 <= self.max_restarts < self.restarts[i]:
-            raise TrainingError(f"actor {i} died {self.restarts[i]} times, more than the {self.max_restarts} "
-                                f"restarts allowed ({exc}); see the Ray logs for why")
+    def _note_process(self, i: int, pid: int) -> None:
+        """Count a restart when actor ``i``'s chunks come from a process other than before."""
+        if self._pids[i] and pid != self._pids[i]:
+            self.restarts[i] += 1
+            n = int(self.restarts[i])
+            self._events.append(f"actor {i} was restarted by Ray in a new process (pid {pid}; "
+                                f"{n} restart{'s' if n > 1 else ''} so far)")
+        self._pids[i] = pid
+
+    def _stream_cut(self, i: int) -> None:
+        """Actor ``i``'s process died: end its envs' open n-step windows."""
         c = self.config
         ids = np.arange(i * c.num_envs, (i + 1) * c.num_envs, dtype=np.int64)
         shape = (c.num_envs, *self.buffer.obs_shape)
@@ -209,8 +227,7 @@ class ActorFleet:
         with self.writer_lock:
             self.buffer.add(obs, obs, np.zeros(c.num_envs, np.int64), np.zeros(c.num_envs, np.float32), no, no,
                             ids, no)
-        self._events.append(f"actor {i} died ({type(exc).__name__}); Ray restarts it "
-                            f"({int(self.restarts[i])} restart{'s' if self.restarts[i] > 1 else ''} so far)")
+        self._events.append(f"actor {i} died; Ray restarts it")
 
     def stats(self) -> dict:
         return {"actor_steps": self.actor_steps.copy(), "restarts": int(self.restarts.sum()),

@@ -37,6 +37,7 @@ class Chunk:
     episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     epsilon: float = 0.0
     priorities: np.ndarray | None = None  # (n,) float32 |TD| from the actor's network, or None
+    pid: int = 0  # the actor's process: a new one means Ray restarted it
 
     @property
     def rows(self) -> int:
