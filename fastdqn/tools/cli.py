@@ -177,7 +177,7 @@ def _preset_help() -> str:
 
 def _default_text(f: dataclasses.Field) -> str:
     """'(default: X)', or per kind of env when the presets differ."""
-    if f.name in ("cuda", "run_dir", "env_batch_size", "max_episode_steps"):
+    if f.name in ("cuda", "run_dir", "env_batch_size", "max_episode_steps", "address"):
         return ""  # their help says how they default
     atari = PRESETS[ATARI].get(f.name, f.default)
     vector = PRESETS[VECTOR].get(f.name, f.default)
