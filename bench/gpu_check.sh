@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared check of fastdqn's CUDA path, in under 6 minutes on one GPU and 16 cores.
+# One prepared check of fastdqn's CUDA path, in under 6 minutes on one GPU and 16 cores
+# (under 8 where Ray is installed and the --actors runs take their 100 s).
 #
 #   bash bench/gpu_check.sh OUT_DIR [--smoke]      (OUT_DIR defaults to $OUT)
 #
@@ -15,6 +16,8 @@
 #   train-*/ *.txt    Breakout-v5 trained for a fixed wall time with 32 envs; stopped with
 #                     SIGINT, which writes a checkpoint, so its metrics.jsonl is complete
 #                     (on the CPU: 3,000 steps with 8 envs, ended by the step count)
+#   train-actors-*/   Breakout-v5 with --actors 1, 2, 4, 8 feeding the GPU learner, 25 s each
+#                     (GPU and Ray only)
 # Without a GPU the CUDA parts are skipped (said so in summary.txt) and the rest runs on
 # the CPU with small sizes, so that CI checks the script's plumbing. --smoke shortens
 # every part to seconds (for CI).
@@ -109,6 +112,34 @@ for part in "${bench_parts[@]}"; do
         "$py" -m fastdqn bench --device "$device" --json "$out/bench-$part_name.json" "${part_args[@]}"
 done
 
+# summarize NAME: one summary line from the run folder NAME's metrics.jsonl.
+summarize() {
+    local name=$1
+    "$py" - "$out/$name/metrics.jsonl" "$name" <<'PY' | tee -a "$summary"
+import json, sys
+path, name = sys.argv[1], sys.argv[2]
+try:
+    records = [json.loads(line) for line in open(path) if line.strip()]
+except OSError:
+    print(f"{name}: no metrics.jsonl")
+    sys.exit(0)
+train = [r for r in records if "sps" in r]
+if not train:
+    print(f"{name}: no training record yet (run shorter than --log-every)")
+else:
+    last = train[-1]
+    loss = f"td_loss {last['td_loss']:.4f}" if "td_loss" in last else "no update yet"
+    extra = ""
+    if "replay_ratio" in last:
+        per_actor = [v for k, v in sorted(last.items()) if k.startswith("actor") and k.endswith("_sps")]
+        ratio = "none yet" if last["replay_ratio"] is None else f"{last['replay_ratio']:.2f}"
+        extra = (f", replay ratio {ratio}, {last['updates_per_s']:,.0f} updates/s, actors "
+                 + " ".join(f"{v:,.0f}" for v in per_actor) + " env steps/s")
+    print(f"{name}: {last['global_step']:,} env steps, {last['sps']:,.0f} env steps/s "
+          f"(mean since start, compile included), {loss}{extra}")
+PY
+}
+
 # ---- Breakout-v5 training for a fixed wall time ------------------------------------------
 # Replay frames on the host; a --replay-device flag, where this version has one, adds a run
 # with frames on the GPU.
@@ -124,24 +155,30 @@ for replay in "${replay_devices[@]}"; do
         --buffer-size "$buffer" --learning-starts "$starts" --total-timesteps "$steps" \
         --log-every "$log_every" "$compile" --eval-episodes 0 --checkpoint-every 0 --no-progress \
         --run-dir "$out/$name" "${extra[@]}"
-    "$py" - "$out/$name/metrics.jsonl" "$name" <<'PY' | tee -a "$summary"
-import json, sys
-path, name = sys.argv[1], sys.argv[2]
-try:
-    records = [json.loads(line) for line in open(path) if line.strip()]
-except OSError:
-    print(f"{name}: no metrics.jsonl")
-    sys.exit(0)
-train = [r for r in records if "sps" in r]
-if not train:
-    print(f"{name}: no training record yet (run shorter than --log-every)")
-else:
-    last = train[-1]
-    loss = f"td_loss {last['td_loss']:.4f}" if "td_loss" in last else "no update yet"
-    print(f"{name}: {last['global_step']:,} env steps, {last['sps']:,.0f} env steps/s "
-          f"(mean since start, compile included), {loss}")
-PY
+    summarize "$name"
 done
+
+# ---- Breakout-v5 with Ray actors feeding the GPU learner (--actors 1, 2, 4, 8) -------------
+# Total env steps/s against the one-process runs above, at CleanRL's replay ratio (the rate
+# limiter on), each for a fixed wall time; 8 envs per actor. Needs Ray on the machine (the
+# .gpu kit does not carry it: the part is then skipped, and said so).
+if [ "$has_cuda" != 1 ]; then
+    note "train-actors: skipped (no CUDA device; the scaling runs measure the GPU learner)"
+elif ! "$py" -c "import ray" 2>/dev/null; then
+    note "train-actors: skipped (Ray is not installed here; pip install 'fastdqn[ray]' where an index is reachable)"
+else
+    actor_seconds=25; [ "$smoke" = 1 ] && actor_seconds=15
+    actor_counts=(1 2 4 8); [ "$smoke" = 1 ] && actor_counts=(2)
+    for n in "${actor_counts[@]}"; do
+        name="train-actors-$n"
+        run_part "$name" "$actor_seconds" "$out/$name.txt" \
+            "$py" -m fastdqn train --env-id Breakout-v5 $cuda_flag --actors "$n" --num-envs 8 \
+            --buffer-size "$buffer" --learning-starts "$starts" --total-timesteps "$steps" \
+            --log-every 5000 "$compile" --eval-episodes 0 --checkpoint-every 0 --no-progress \
+            --run-dir "$out/$name"
+        summarize "$name"
+    done
+fi
 
 echo "---- summary ($out/summary.txt)"
 cat "$summary"

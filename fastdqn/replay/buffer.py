@@ -363,6 +363,16 @@ class ReplayBuffer:
         with self._lock:
             return sampler.update_priorities(idx, priorities)
 
+    def latest_ids(self, env_ids) -> np.ndarray:
+        """Transition ids of the transition each env of ``env_ids`` stored last (e.g. to set its
+        priority right after the ``add``); meaningful for envs whose last row was valid."""
+        ids = _index_array(env_ids)
+        E = self._spec.num_envs
+        if ids.size and (ids.min() < 0 or ids.max() >= E):
+            raise ReplayError(f"env_ids: expected ids in [0, {E}), got {ids.min()}..{ids.max()}")
+        with self._lock:
+            return (self._ring.count[ids] - 2) * E + ids
+
     def transition_ids(self, slot_ids) -> np.ndarray:
         """Transition ids of slot ids ``env * slots_per_env + slot`` (what uniform batches'
         ``index`` held in files and checkpoints before transition ids)."""

@@ -60,7 +60,7 @@ def build_buffer(config: TrainConfig, task: EnvInfo, *, seed: int, frames_device
         device = torch.device(frames_device)
     if path is not None:
         return ReplayBuffer.load(path, device=device)
-    return ReplayBuffer(config.buffer_size, task.obs_shape, config.num_envs, obs_dtype=task.obs_dtype,
+    return ReplayBuffer(config.buffer_size, task.obs_shape, config.replay_envs, obs_dtype=task.obs_dtype,
                         frame_stack=task.frame_stack, n_step=config.n_step, gamma=config.gamma, seed=seed,
                         prioritized=config.prioritized, alpha=config.per_alpha, eps=config.per_eps, device=device)
 

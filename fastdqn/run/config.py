@@ -106,6 +106,22 @@ class TrainConfig:
                             "(pip install 'fastdqn[track]'; WANDB_MODE=offline writes the run locally)")
     wandb_project_name: str = _f("fastdqn", "Weights & Biases project of --track")
     wandb_entity: str = _f("", "Weights & Biases user or team of --track (default: your default entity)")
+    actors: int = _f(0, "Ray actors that step envs (--num-envs each) and act with a CPU copy of the network, "
+                        "feeding one learner (0: one process, no Ray; docs/actors.md)")
+    address: str = _f("", "Ray cluster the actors run on: HOST:PORT of its head or auto (default: a local Ray "
+                          "instance on this machine); with --actors only")
+    weight_sync_every: int = _f(100, "learner updates between sending the network's weights to the actors")
+    actor_chunk_steps: int = _f(16, "vector steps an actor sends per chunk (rows: this x env batch)")
+    apex_epsilon: float = _f(0.4, "with --actors N > 1, actor i explores with apex-epsilon ** (1 + apex-alpha * "
+                                  "i / (N - 1)) (Ape-X); --actors 1 uses the run's epsilon schedule")
+    apex_alpha: float = _f(7.0, "the exponent's spread across actors in the Ape-X epsilons")
+    ratio_tolerance: float = _f(0.1, "with --actors: updates per env step held at 1/train-frequency within "
+                                     "this fraction, the faster side waiting for the slower")
+    free_running: bool = _f(False, "with --actors: no rate limit; actors step and the learner updates as "
+                                   "fast as each can (Ape-X's original)")
+    actor_priorities: bool = _f(False, "with --actors and --prioritized: actors compute each new transition's "
+                                       "initial priority |TD| with their network copy (Ape-X) instead of the "
+                                       "buffer's running maximum")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -120,8 +136,10 @@ class TrainConfig:
                          "batch_size", "train_frequency", "max_episode_steps", "log_every")
         for name in positive_ints:
             check_int(f"--{_flag(name)}", getattr(self, name), minimum=1)
+        check_int("--weight-sync-every", self.weight_sync_every, minimum=1)
+        check_int("--actor-chunk-steps", self.actor_chunk_steps, minimum=1)
         for name in ("torch_threads", "env_threads", "learning_starts", "env_batch_size", "eval_every", "eval_episodes",
-                     "checkpoint_every", "noop_starts"):
+                     "checkpoint_every", "noop_starts", "actors"):
             check_int(f"--{_flag(name)}", getattr(self, name), minimum=0)
         check_seed("--seed", self.seed)
         check_number("--learning-rate", self.learning_rate, 0, low_open=True)
@@ -133,6 +151,15 @@ class TrainConfig:
                               f"{self.exploration_steps!r} of {self.total_timesteps} steps; expected at least 1 "
                               f"step, so at least {1 / self.total_timesteps!r}")
         check_number("--max-grad-norm", self.max_grad_norm, 0)
+        check_number("--apex-epsilon", self.apex_epsilon, 0, 1)
+        check_number("--apex-alpha", self.apex_alpha, 0)
+        check_number("--ratio-tolerance", self.ratio_tolerance, 0, 1, low_open=True)
+        if self.address and not self.actors:
+            raise ConfigError(f"--address {self.address}: only actors run on a Ray cluster; pass --actors N "
+                              "or drop --address")
+        if self.actor_priorities and not (self.actors and self.prioritized and self.n_step == 1):
+            raise ConfigError("--actor-priorities: needs --actors N, --prioritized and --n-step 1 (actors "
+                              "compute one-step TD errors); add them or drop --actor-priorities")
         check_int("--n-step", self.n_step, minimum=1)
         check_number("--per-alpha", self.per_alpha, 0)
         for name in ("per_beta_start", "per_beta_end"):
@@ -168,6 +195,12 @@ class TrainConfig:
     @property
     def device(self) -> str:
         return "cuda" if self.cuda else "cpu"
+
+    @property
+    def replay_envs(self) -> int:
+        """Envs the replay buffer holds: every actor's (env ids [i * num_envs, (i + 1) * num_envs)
+        are actor i's), or the one loop's."""
+        return self.num_envs * max(self.actors, 1)
 
     @property
     def target_update_interval(self) -> int:

@@ -6,6 +6,7 @@ made; what a signal leaves behind is said through ``StopSignals.note``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from fastdqn.errors import ConfigError
 from fastdqn.run import memory
+from fastdqn.run.actors.session import actor_fleet, check_actors
 from fastdqn.run.build import build_buffer, build_envs, build_eval_envs, build_evaluator, build_learner
 from fastdqn.run.config import ATARI, CLEANRL, DOUBLE_DQN, MACHADO, TrainConfig, check_seed, derive_seed, make_config
 from fastdqn.run.envs import EnvInfo, env_info
@@ -63,6 +65,7 @@ def train(overrides: dict, *, resume: str | None, preset: str | None, signals: S
         replay_device = memory.choose_replay_device(config, task)
         config = dataclasses.replace(config, replay_device=replay_device)
         replay_bytes, free_ram = memory.check_memory(config, task)
+        check_actors(config)
         lock = RunDirLock(run_dir)
         # Under the lock, so that no other process can start a run here or write a newer checkpoint.
         if state is None:
@@ -94,6 +97,7 @@ def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_d
     """Build the components (in a fixed order: the seeds depend on it), write config.json, train."""
     import torch
 
+    from fastdqn.run.actors.learner_loop import ActorTrainer
     from fastdqn.run.logger import RunLogger
     from fastdqn.run.trainer import Trainer
     from fastdqn.util.atomic import atomic_write
@@ -110,7 +114,7 @@ def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_d
     buffer = build_buffer(config, task, seed=seed, path=saved_buffer)
     if saved_buffer is not None:
         check_saved_buffer(buffer, config, task, saved_buffer)
-    envs = build_envs(config, seed=seed)
+    envs = None if config.actors else build_envs(config, seed=seed)
     # From here a first signal is recorded and the trainer ends with a checkpoint, even one
     # that arrives before its loop starts.
     signals.hold()
@@ -124,15 +128,22 @@ def _run_training(config: TrainConfig, task: EnvInfo, state, saved_buffer, run_d
         logger = RunLogger(run_dir, total_timesteps=config.total_timesteps, resume_step=resume_step,
                            progress=config.progress, tracker=tracker)
         try:
-            trainer = Trainer(envs, buffer, learner, config, logger, evaluator=build_evaluator(learner, config, task))
-            if state is not None:
-                trainer.load_state_dict(state["trainer"], buffer_restored=saved_buffer is not None)
-            signals.forward_to(trainer.request_stop)
-            status = trainer.train()
+            with contextlib.ExitStack() as stack:
+                evaluator = build_evaluator(learner, config, task)
+                if config.actors:
+                    fleet = stack.enter_context(actor_fleet(config, task, buffer, seed=seed))
+                    trainer = ActorTrainer(fleet, buffer, learner, config, logger, evaluator=evaluator)
+                else:
+                    trainer = Trainer(envs, buffer, learner, config, logger, evaluator=evaluator)
+                if state is not None:
+                    trainer.load_state_dict(state["trainer"], buffer_restored=saved_buffer is not None)
+                signals.forward_to(trainer.request_stop)
+                status = trainer.train()
         finally:
             logger.close()
     finally:
-        envs.close()
+        if envs is not None:
+            envs.close()
     if status:
         print(f"stopped by {signal.Signals(trainer.stop_signal).name} at step {trainer.global_step:,}; "
               f"checkpoint saved. Continue with: fastdqn train --resume {run_dir}")
@@ -150,6 +161,11 @@ def print_summary(config: TrainConfig, task: EnvInfo, learner, replay_bytes: int
     params = sum(p.numel() for p in learner.online.parameters())
     network = type(learner.online).__name__
     mode = f"async, batches of {config.env_batch}" if config.async_envs else "sync"
+    if config.actors:
+        mode += (f"; per actor, {config.actors} Ray actor{'s' if config.actors > 1 else ''} on "
+                 f"{config.address or 'a local Ray instance'}, "
+                 + ("free-running" if config.free_running else
+                    f"updates per env step held at 1/{config.train_frequency} ± {config.ratio_tolerance:.0%}"))
     lines = [
         f"fastdqn train: {config.env_id} ({task.kind}: obs {task.obs_shape} {task.obs_dtype}, "
         f"{task.num_actions} actions)",

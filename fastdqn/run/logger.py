@@ -29,6 +29,16 @@ TAGS = {
     "eval_return_mean": "eval/return_mean",
     "eval_return_std": "eval/return_std",
 }
+ACTOR_TAGS = {
+    "updates_per_s": "actors/updates_per_s",
+    "ingest_rows_per_s": "actors/ingest_rows_per_s",
+    "queue_depth": "actors/queue_depth",
+    "replay_ratio": "actors/replay_ratio",
+    "actor_restarts": "actors/restarts",
+}
+"""What runs with ``--actors`` log besides ``TAGS``."""
+ACTOR_PREFIX = "actor"
+"""Per-actor scalars (``actor0_sps``, ``actor0_return``, ...) go under ``actors/`` in TensorBoard."""
 
 
 class RunLogger:
@@ -59,7 +69,12 @@ class RunLogger:
         record = {"global_step": int(global_step)}
         record.update({k: _plain(v) for k, v in scalars.items()})
         self._file.write(json.dumps(record) + "\n")
-        tagged = {TAGS[key]: value for key, value in record.items() if key in TAGS and value is not None}
+        tagged = {}
+        for key, value in record.items():
+            tag = TAGS.get(key) or ACTOR_TAGS.get(key) or (
+                f"actors/{key}" if key.startswith(ACTOR_PREFIX) and key[len(ACTOR_PREFIX):][:1].isdigit() else None)
+            if tag is not None and value is not None:
+                tagged[tag] = value
         for tag, value in tagged.items():
             self._writer.add_scalar(tag, value, global_step)
         if self._tracker is not None and tagged:
@@ -70,13 +85,15 @@ class RunLogger:
             self.log(global_step, episodic_return=ret, episodic_length=int(length), epsilon=epsilon)
             self.recent_returns.append(ret)
 
-    def progress(self, global_step: int, *, sps: float | None = None, epsilon: float | None = None) -> None:
+    def progress(self, global_step: int, *, sps: float | None = None, epsilon: float | None = None,
+                 extra: dict | None = None) -> None:
         self._bar.update(global_step - self._bar_step)
         self._bar_step = global_step
         if sps is not None:
             postfix = {"sps": f"{sps:,.0f}", "eps": f"{epsilon:.3f}"}
             if self.recent_returns:
                 postfix["return"] = f"{np.mean(self.recent_returns):.1f}"
+            postfix.update(extra or {})
             self._bar.set_postfix(postfix, refresh=False)
 
     def flush(self) -> None:

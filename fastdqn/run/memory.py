@@ -33,7 +33,7 @@ def replay_spec(config: TrainConfig, task: EnvInfo):
     from fastdqn.replay.prioritized import check_options
 
     try:
-        spec = ReplaySpec(config.buffer_size, task.obs_shape, config.num_envs, task.obs_dtype, task.frame_stack,
+        spec = ReplaySpec(config.buffer_size, task.obs_shape, config.replay_envs, task.obs_dtype, task.frame_stack,
                           config.n_step, config.gamma)
         if config.prioritized:
             check_options(config.per_alpha, config.per_eps)

@@ -15,7 +15,7 @@ from fastdqn.run.envs import EnvInfo, env_info
 FIXED_ON_RESUME = ("env_id", "hidden", "dueling")
 # With a saved replay buffer these must match it too.
 # (gamma: n-step rewards are stored already discounted, and the file records it.)
-FIXED_WITH_BUFFER = ("buffer_size", "num_envs", "n_step", "gamma", "prioritized", "per_alpha", "per_eps")
+FIXED_WITH_BUFFER = ("buffer_size", "num_envs", "actors", "n_step", "gamma", "prioritized", "per_alpha", "per_eps")
 
 
 def load_resume(path: str, overrides: dict, cuda_available: bool) -> tuple[dict, TrainConfig, EnvInfo]:
@@ -62,7 +62,7 @@ def resume_config(state: dict, overrides: dict, cuda_available: bool) -> TrainCo
 
 def check_saved_buffer(buffer, config: TrainConfig, task: EnvInfo, path: Path) -> None:
     """The replay file must be the buffer this run would build."""
-    expected = (config.buffer_size, config.num_envs, task.obs_shape, task.obs_dtype, task.frame_stack,
+    expected = (config.buffer_size, config.replay_envs, task.obs_shape, task.obs_dtype, task.frame_stack,
                 config.n_step, config.gamma, (config.per_alpha, config.per_eps) if config.prioritized else None)
     got = (buffer.capacity, buffer.num_envs, buffer.obs_shape, buffer.obs_dtype, buffer.frame_stack,
            buffer.n_step, buffer.gamma, (buffer.alpha, buffer.eps) if buffer.prioritized else None)

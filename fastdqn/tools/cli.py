@@ -195,7 +195,7 @@ def _preset_help() -> str:
 
 def _default_text(f: dataclasses.Field) -> str:
     """'(default: X)', or per kind of env when the presets differ."""
-    if f.name in ("cuda", "run_dir", "env_batch_size", "max_episode_steps", "wandb_entity"):
+    if f.name in ("cuda", "run_dir", "env_batch_size", "max_episode_steps", "wandb_entity", "address"):
         return ""  # their help says how they default
     atari = PRESETS[ATARI].get(f.name, f.default)
     vector = PRESETS[VECTOR].get(f.name, f.default)

@@ -14,16 +14,15 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 
 from fastdqn.util.atomic import atomic_write
+from fastdqn.run.actors.ray_setup import check_address, import_ray, start_ray
 from fastdqn.run.config import PRESETS, TrainConfig, check_seed, make_config
-from fastdqn.errors import ConfigError, DependencyError
+from fastdqn.errors import ConfigError
 from fastdqn.util.checks import check_int, check_number
 from fastdqn.tools.atari_suites import SUITES, suite_env_ids
 from fastdqn.tools.results import find_runs, format_summary, last_step, sweep_summary, write_summary
@@ -33,8 +32,9 @@ SWEEP_NAME = "sweep.json"
 STOP_NAME = "STOP"
 FORMAT = "fastdqn-sweep"
 VERSION = 1
-# Set per run from the flags of the sweep, never forwarded from the command line.
-PER_RUN_FIELDS = ("env_id", "seed", "run_dir")
+# Set per run from the flags of the sweep, never forwarded from the command line; the sweep's
+# own --address names its cluster, and a run's actors (train --actors) stay on the run's machine.
+PER_RUN_FIELDS = ("env_id", "seed", "run_dir", "address")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,22 +179,6 @@ def _split(text: str, flag: str, kind) -> tuple:
     return values
 
 
-def check_address(address: str) -> None:
-    """Refuse an ``--address`` that names no reachable Ray head, in seconds: ``ray.init`` keeps
-    retrying one for minutes. ``auto`` is left to Ray, which fails fast without a cluster."""
-    if address == "auto":
-        return
-    target = address.split("://", 1)[-1]
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--address: expected auto or HOST:PORT of a Ray head node, got {address!r}")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
-    except OSError as exc:
-        raise ConfigError(f"--address: no Ray cluster answers at {address!r} ({exc.strerror or exc}); "
-                          "start one with `ray start --head` or drop --address for a local instance") from None
-
-
 # ---- sweep.json ---------------------------------------------------------------------------------
 
 
@@ -311,35 +295,12 @@ def start_commands(settings: SweepSettings) -> dict[str, list[str]]:
 
 
 def _import_ray(*, local: bool):
-    if local:
-        # The embedded instance serves this machine only: keep Ray on the loopback address
-        # instead of the machine's network address, which Ray takes for a cluster head.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    try:
-        import ray
-    except ImportError:
-        raise DependencyError("sweep: Ray is not installed; install it with pip install 'fastdqn[ray]' "
-                              "(or pip install ray)") from None
-    return ray
+    return import_ray(local=local, command="sweep")
 
 
 def _start_ray(ray, address: str | None) -> None:
-    import logging
-
-    common = dict(include_dashboard=False, log_to_driver=False)
-    if address is None:
-        # Runs exchange no data through Ray: a small object store leaves the memory to replay
-        # buffers. Errors only: the instance lives and dies with this command, so Ray's
-        # notes on setting up a long-lived cluster (e.g. its auth token) do not apply.
-        # address "local": a new instance even where RAY_ADDRESS names a cluster.
-        ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=200 * 2**20,
-                 logging_level=logging.ERROR, **common)
-        return
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, **common)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"--address: could not join a Ray cluster at {address!r}: {str(exc).splitlines()[0]}; "
-                          "start one with `ray start --head` or drop --address for a local instance") from None
+    # Runs exchange no data through Ray: a small object store leaves the memory to replay buffers.
+    start_ray(ray, address, object_store_mb=200)
 
 
 def _check_resources(ray, settings: SweepSettings) -> None:

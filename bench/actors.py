@@ -1,0 +1,141 @@
+"""What ``fastdqn train --actors N`` costs and carries, on this machine.
+
+    python bench/actors.py wire                 # bytes sent per Atari env step
+    python bench/actors.py ingest               # learner-side rows/s: unpickle, rebuild stacks, add
+    python bench/actors.py sps --pairs 3 --steps 20000   # --actors 1 against the one-process loop
+    python bench/actors.py sps --pairs 2 --steps 3000 --env-id Breakout-v5
+
+``wire`` packs real Breakout-v5 steps (8 envs, 16 steps a chunk, random actions) into chunks
+and pickles them as Ray does (protocol 5, buffers out of band): every byte counted, per env
+step. ``ingest`` times the learner's side of those chunks for 4 actors x 8 envs (32 env
+rings): unpickling, merging a round of one chunk per actor, rebuilding the stacks and
+``ReplayBuffer.add``, one vector step of every actor per add, as ``ActorFleet`` does; and the same for CartPole-v1 (4 actors x 4 envs). ``sps`` runs
+``fastdqn train`` on CartPole-v1 with and without ``--actors 1``, alternating which goes
+first, and reports the env steps/s of the last record of each (median over pairs); on an
+Atari task with 8 envs, a 20,000-transition buffer, learning from step 1,000, no compile and
+one torch thread (a CPU learner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fastdqn.replay import ReplayBuffer
+from fastdqn.run.actors.wire import ChunkWriter, StackRebuilder, merge
+from fastdqn.run.envpool_rows import EnvPoolRows
+from fastdqn.run.envs import env_info, make_envs
+
+
+def chunks(env_id: str, num_envs: int, steps: int, count: int, actors: int) -> tuple[list[bytes], object]:
+    """``count`` pickled chunks of ``steps`` vector steps each, taken in turn from ``actors``
+    actors' streams (real env steps; each actor's chunks in order)."""
+    task = env_info(env_id)
+    rng = np.random.default_rng(0)
+    out = []
+    streams = []
+    for a in range(actors):
+        envs = make_envs(env_id, num_envs, seed=a)
+        envs.async_reset()
+        rows = EnvPoolRows(num_envs, num_envs, task.obs_shape, task.obs_dtype)
+        writer = ChunkWriter(a, steps, num_envs, task.obs_shape, task.obs_dtype, task.frame_stack,
+                             task.num_actions, a * num_envs)
+        streams.append((envs, rows, writer))
+    for c in range(count):
+        envs, rows, writer = streams[c % actors]
+        writer.clear()
+        for _ in range(steps):
+            obs, reward, term, trunc, info = envs.recv()
+            ids = info["env_id"]
+            add = rows.received(obs, reward, term, trunc, info)
+            actions = rng.integers(task.num_actions, size=len(ids))
+            envs.send(actions, ids)
+            rows.sent(actions, ids)
+            writer.append(add)
+        out.append(pickle.dumps(writer.chunk(episode_returns=[], episode_lengths=[], epsilon=0.1), protocol=5))
+    for envs, _, _ in streams:
+        envs.close()
+    return out, task
+
+
+def wire() -> dict:
+    task = env_info("Breakout-v5")
+    data, _ = chunks("Breakout-v5", 8, 16, 6, 1)
+    sizes = []
+    for blob in data[1:]:  # the first holds every env's reset stack
+        chunk = pickle.loads(blob)
+        buffers: list = []
+        inband = pickle.dumps(chunk, protocol=5, buffer_callback=buffers.append)
+        sizes.append((len(inband) + sum(memoryview(b.raw()).nbytes for b in buffers)) / chunk.rows)
+    return {"env": task.env_id, "bytes_per_env_step": statistics.median(sizes),
+            "frame_bytes": int(np.prod(task.obs_shape[1:])), "per_env_step_range": [min(sizes), max(sizes)]}
+
+
+def ingest(env_id: str, num_envs: int, actors: int, repeats: int = 5) -> dict:
+    data, task = chunks(env_id, num_envs, 16, 8 * actors, actors)
+    E = num_envs * actors
+    rates = []
+    for _ in range(repeats):
+        buffer = ReplayBuffer(100_000, task.obs_shape, E, obs_dtype=task.obs_dtype, frame_stack=task.frame_stack,
+                              seed=0)
+        rebuilder = StackRebuilder(E, task.obs_shape, task.obs_dtype, task.frame_stack, E)
+        rows = 0
+        start = time.perf_counter()
+        for r in range(0, len(data), actors):  # a round: one chunk of each actor, merged
+            chunk = merge([pickle.loads(blob) for blob in data[r:r + actors]])
+            for add in rebuilder.steps(chunk):
+                buffer.add(**add)
+            rows += chunk.rows
+        rates.append(rows / (time.perf_counter() - start))
+    return {"env": env_id, "actors": actors, "envs_per_actor": num_envs, "rows": rows,
+            "rows_per_s_median": statistics.median(rates), "rows_per_s_all": [round(r) for r in rates]}
+
+
+def sps(pairs: int, steps: int, env_id: str) -> dict:
+    runs: dict[str, list[float]] = {"loop": [], "actors1": []}
+    flags = ["--env-id", env_id, "--total-timesteps", str(steps), "--eval-episodes", "0", "--no-progress",
+             "--checkpoint-every", "0", "--log-every", str(steps)]
+    if env_id != "CartPole-v1":  # Atari on a CPU learner: a short run with a small buffer
+        flags += ["--num-envs", "8", "--buffer-size", "20000", "--learning-starts", "1000", "--no-compile",
+                  "--torch-threads", "1"]
+    for p in range(pairs):
+        order = ["loop", "actors1"] if p % 2 == 0 else ["actors1", "loop"]
+        for name in order:
+            with tempfile.TemporaryDirectory() as tmp:
+                extra = ["--actors", "1"] if name == "actors1" else []
+                subprocess.run([sys.executable, "-m", "fastdqn", "train", *flags, *extra, "--run-dir", f"{tmp}/run"],
+                               check=True, capture_output=True)
+                records = [json.loads(x) for x in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+                runs[name].append([r for r in records if "sps" in r][-1]["sps"])
+        print(json.dumps({k: [round(v) for v in vs] for k, vs in runs.items()}), flush=True)
+    return {"env": env_id, "steps": steps, "pairs": pairs, **{f"{k}_sps": [round(v) for v in vs] for k, vs in runs.items()},
+            **{f"{k}_median": round(statistics.median(vs)) for k, vs in runs.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=("wire", "ingest", "sps"))
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--env-id", default="CartPole-v1", help="sps: CartPole-v1 or an Atari task")
+    args = parser.parse_args()
+    if args.what == "wire":
+        print(json.dumps(wire()))
+    elif args.what == "ingest":
+        print(json.dumps(ingest("Breakout-v5", 8, 4)))
+        print(json.dumps(ingest("CartPole-v1", 4, 4)))
+    else:
+        print(json.dumps(sps(args.pairs, args.steps, args.env_id)))
+
+
+if __name__ == "__main__":
+    main()
