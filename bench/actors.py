@@ -1,15 +1,19 @@
 """What ``fastdqn train --actors N`` costs and carries, on this machine.
 
     python bench/actors.py wire                 # bytes sent per Atari env step
-    python bench/actors.py ingest               # learner-side rows/s: unpickle, rebuild stacks, add
+    python bench/actors.py ingest               # learner-side rows/s: unpickle, merge, store
     python bench/actors.py sps --pairs 3 --steps 20000   # --actors 1 against the one-process loop
     python bench/actors.py sps --pairs 2 --steps 3000 --env-id Breakout-v5
 
 ``wire`` packs real Breakout-v5 steps (8 envs, 16 steps a chunk, random actions) into chunks
 and pickles them as Ray does (protocol 5, buffers out of band): every byte counted, per env
 step. ``ingest`` times the learner's side of those chunks for 4 actors x 8 envs (32 env
-rings): unpickling, merging a round of one chunk per actor, rebuilding the stacks and
-``ReplayBuffer.add``, one vector step of every actor per add, as ``ActorFleet`` does; and the same for CartPole-v1 (4 actors x 4 envs). ``sps`` runs
+rings): unpickling, merging a round of one chunk per actor and storing it
+(``StackRebuilder.store``: each continuing row's new frame through
+``ReplayBuffer.add_next_frames``, reset rows with their stacks through ``add``), one vector
+step of every actor per call, as ``ActorFleet`` does; and the same for CartPole-v1 (4
+actors x 4 envs). Beside it, alternated, the baseline: every row through ``add`` with its
+stacks rebuilt from each env's newest one (what the learner did before ``add_next_frames``). ``sps`` runs
 ``fastdqn train`` on CartPole-v1 with and without ``--actors 1``, alternating which goes
 first, and reports the env steps/s of the last record of each (median over pairs); on an
 Atari task with 8 envs, a 20,000-transition buffer, learning from step 1,000, no compile and
@@ -31,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdqn.replay import ReplayBuffer
-from fastdqn.run.actors.wire import ChunkWriter, StackRebuilder, merge
+from fastdqn.run.actors.wire import TERMINATED, TRUNCATED, VALID, ChunkWriter, StackRebuilder, merge
 from fastdqn.run.envpool_rows import EnvPoolRows
 from fastdqn.run.envs import env_info, make_envs
 
@@ -80,24 +84,54 @@ def wire() -> dict:
             "frame_bytes": int(np.prod(task.obs_shape[1:])), "per_env_step_range": [min(sizes), max(sizes)]}
 
 
+def _store_stacks(buffer, chunk, last: np.ndarray) -> None:
+    """The baseline: every row through ``ReplayBuffer.add`` with whole stacks, rebuilt from
+    each env's newest stack ``last`` (which the buffer then compares with the frames it holds)."""
+    B, k = chunk.step_rows, buffer.frame_stack
+    resets = 0
+    for a in range(0, chunk.rows, B):
+        ids = chunk.env_ids[a:a + B].astype(np.int64)
+        obs = last[ids]
+        nxt = np.concatenate([obs[:, 1:], chunk.frames[a:a + B, None]], axis=1) if k > 1 else chunk.frames[a:a + B]
+        valid = (chunk.flags[a:a + B] & VALID) != 0
+        if k > 1 and not valid.all():
+            m = int(np.count_nonzero(~valid))
+            nxt[~valid] = chunk.resets[resets:resets + m]
+            resets += m
+        last[ids] = nxt
+        buffer.add(obs, nxt, chunk.action[a:a + B], chunk.reward[a:a + B].astype(np.float32),
+                   (chunk.flags[a:a + B] & TERMINATED) != 0, (chunk.flags[a:a + B] & TRUNCATED) != 0, ids, valid)
+
+
 def ingest(env_id: str, num_envs: int, actors: int, repeats: int = 5) -> dict:
+    """Rows/s of both ways of storing the same chunks, alternated: ``frames`` (what the
+    learner does) and ``stacks`` (every row through ``add`` with rebuilt stacks)."""
     data, task = chunks(env_id, num_envs, 16, 8 * actors, actors)
     E = num_envs * actors
-    rates = []
-    for _ in range(repeats):
-        buffer = ReplayBuffer(100_000, task.obs_shape, E, obs_dtype=task.obs_dtype, frame_stack=task.frame_stack,
-                              seed=0)
-        rebuilder = StackRebuilder(E, task.obs_shape, task.obs_dtype, task.frame_stack, E)
-        rows = 0
-        start = time.perf_counter()
-        for r in range(0, len(data), actors):  # a round: one chunk of each actor, merged
-            chunk = merge([pickle.loads(blob) for blob in data[r:r + actors]])
-            for add in rebuilder.steps(chunk):
-                buffer.add(**add)
-            rows += chunk.rows
-        rates.append(rows / (time.perf_counter() - start))
+    rates: dict[str, list[float]] = {"frames": [], "stacks": []}
+    for r in range(repeats):
+        for mode in (("frames", "stacks") if r % 2 == 0 else ("stacks", "frames")):
+            buffer = ReplayBuffer(100_000, task.obs_shape, E, obs_dtype=task.obs_dtype,
+                                  frame_stack=task.frame_stack, seed=0)
+            rebuilder = StackRebuilder(E, task.obs_shape, task.obs_dtype, task.frame_stack, E)
+            last = np.zeros((E, *task.obs_shape), task.obs_dtype)
+            rows = 0
+            start = time.perf_counter()
+            for i in range(0, len(data), actors):  # a round: one chunk of each actor, merged
+                chunk = merge([pickle.loads(blob) for blob in data[i:i + actors]])
+                if mode == "frames":
+                    rebuilder.store(buffer, chunk)
+                else:
+                    _store_stacks(buffer, chunk, last)
+                rows += chunk.rows
+            rates[mode].append(rows / (time.perf_counter() - start))
+            assert len(buffer) > 0
+    med = {m: statistics.median(v) for m, v in rates.items()}
     return {"env": env_id, "actors": actors, "envs_per_actor": num_envs, "rows": rows,
-            "rows_per_s_median": statistics.median(rates), "rows_per_s_all": [round(r) for r in rates]}
+            "rows_per_s_median": med["frames"], "rows_per_s_all": [round(x) for x in rates["frames"]],
+            "stacks_rows_per_s_median": med["stacks"], "stacks_rows_per_s_all": [round(x) for x in rates["stacks"]],
+            "frames_over_stacks": round(statistics.median(
+                [f / s for f, s in zip(rates["frames"], rates["stacks"])]), 2)}
 
 
 def sps(pairs: int, steps: int, env_id: str) -> dict:

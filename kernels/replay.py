@@ -45,6 +45,7 @@ ENV_ID_REPEATED = 2
 ACTION_RANGE = 3
 NEXT_OBS_NOT_SHIFTED = 4
 REWARD_NOT_FINITE = 5
+NO_OPEN_STACK = 6
 
 _INT32_MIN = -(2**31)
 _INT32_MAX = 2**31 - 1
@@ -78,6 +79,66 @@ def _write_slot(frames, info, flagged, e, a, L, frame, depth):
         flagged[e] -= 1
     _copy_frame(frames[e, a % frames.shape[1]], frame)
     info[e, s] = np.uint8(depth)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _store(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
+           e, c, t, d, k, action, reward, terminated, next_frame, keep):
+    """The transition whose obs ends at absolute slot ``t`` (depth ``d``), and its next
+    frame written at slot ``c`` (= ``t + 1``); then env ``e``'s tallies."""
+    L = info.shape[1]
+    s = t % L
+    action_s[e, s] = action
+    reward_s[e, s] = reward
+    term_s[e, s] = terminated
+    info[e, s] = HAS_TRANSITION | np.uint8(d)
+    flagged[e] += 1
+    _write_slot(frames, info, flagged, e, c, L, next_frame, min(d + 1, k - 1))
+    c += 1
+    count[e] = c
+    pending[e] = True
+    # Transitions still stored in the guard slots, and those among the oldest k-1 kept
+    # slots whose stack reaches into the guard, are no longer sampleable.
+    lost = 0
+    lo = max(np.int64(0), c - keep)
+    for a in range(max(np.int64(0), c - L), min(lo + k - 1, c)):
+        f = info[e, a % L]
+        if (f & HAS_TRANSITION) and a - np.int64(f & DEPTH_MASK) < lo:
+            lost += 1
+    nvalid[e] = flagged[e] - lost
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _total(nvalid):
+    total = 0
+    for e in range(nvalid.shape[0]):
+        total += nvalid[e]
+    return total
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _check_row(e, E, seen, reward, action, err, i):
+    """Status of row ``i``'s env id, reward and action (``seen`` marks the ids met so far)."""
+    if e < 0 or e >= E:
+        err[0] = ENV_ID_RANGE
+    elif seen[e]:
+        err[0] = ENV_ID_REPEATED
+    elif not np.isfinite(reward):
+        err[0] = REWARD_NOT_FINITE
+    elif action < _INT32_MIN or action > _INT32_MAX:
+        err[0] = ACTION_RANGE
+    else:
+        seen[e] = True
+        return True
+    err[1] = i
+    return False
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _unsee(env_ids, seen):
+    for i in range(env_ids.shape[0]):
+        if env_ids[i] >= 0 and env_ids[i] < seen.shape[0]:
+            seen[env_ids[i]] = False
 
 
 @njit(nogil=True, cache=True)
@@ -117,9 +178,7 @@ def _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged,
                 break
         if err[0] != OK:
             break
-    for i in range(n):
-        if env_ids[i] >= 0 and env_ids[i] < E:
-            seen[env_ids[i]] = False
+    _unsee(env_ids, seen)
     if err[0] != OK:
         return -1
 
@@ -152,29 +211,9 @@ def _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged,
                 _write_slot(frames, info, flagged, e, c, L, obs[i, j], j - m)
                 c += 1
             t = c - 1
-        s = t % L
-        action_s[e, s] = action[i]
-        reward_s[e, s] = reward[i]
-        term_s[e, s] = terminated[i]
-        info[e, s] = HAS_TRANSITION | np.uint8(d)
-        flagged[e] += 1
-        _write_slot(frames, info, flagged, e, c, L, next_obs[i, k - 1], min(d + 1, k - 1))
-        c += 1
-        count[e] = c
-        pending[e] = True
-        # Transitions still stored in the guard slots, and those among the oldest k-1 kept
-        # slots whose stack reaches into the guard, are no longer sampleable.
-        lost = 0
-        lo = max(np.int64(0), c - keep)
-        for a in range(max(np.int64(0), c - L), min(lo + k - 1, c)):
-            f = info[e, a % L]
-            if (f & HAS_TRANSITION) and a - np.int64(f & DEPTH_MASK) < lo:
-                lost += 1
-        nvalid[e] = flagged[e] - lost
-    total = 0
-    for e in range(E):
-        total += nvalid[e]
-    return total
+        _store(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
+               e, c, t, d, k, action[i], reward[i], terminated[i], next_obs[i, k - 1], keep)
+    return _total(nvalid)
 
 
 def add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
@@ -193,6 +232,45 @@ def add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, 
     """
     return _add_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
                      obs, next_obs, action, reward, terminated, env_ids, valid, seen, err, keep)
+
+
+@njit(nogil=True, cache=True)
+def _append_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
+                 next_frame, action, reward, terminated, env_ids, seen, err, keep, k):
+    E = info.shape[0]
+    n = next_frame.shape[0]
+    err[0] = OK
+    err[1] = -1
+    for i in range(n):  # validate every row before writing anything
+        if not _check_row(env_ids[i], E, seen, reward[i], action[i], err, i):
+            break
+        if not pending[env_ids[i]]:
+            err[0] = NO_OPEN_STACK
+            err[1] = i
+            break
+    _unsee(env_ids, seen)
+    if err[0] != OK:
+        return -1
+    L = info.shape[1]
+    for i in range(n):
+        e = env_ids[i]
+        c = count[e]
+        # The pending slot holds the newest frame of the env's stack (the obs) and its depth.
+        d = np.int64(info[e, (c - 1) % L] & DEPTH_MASK)
+        _store(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
+               e, c, c - 1, d, k, action[i], reward[i], terminated[i], next_frame[i], keep)
+    return _total(nvalid)
+
+
+def append_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
+                next_frame, action, reward, terminated, env_ids, seen, err, keep: int, k: int) -> int:
+    """``add_rows`` for rows whose obs is their env's newest stored stack (the caller knows it
+    is: ``pending`` only says the env has one), given only ``next_frame (n, F) uint8``, the
+    newest frame of each next_obs: nothing else of the stacks is read or compared. Returns
+    the number of valid transitions, or -1 with ``err`` set (``NO_OPEN_STACK`` for an env
+    with no stack stored); arguments as ``add_rows``."""
+    return _append_rows(frames, action_s, reward_s, term_s, info, count, pending, flagged, nvalid,
+                        next_frame, action, reward, terminated, env_ids, seen, err, keep, k)
 
 
 @njit(nogil=True, cache=True, inline="always")

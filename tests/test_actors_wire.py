@@ -1,6 +1,7 @@
 """The actors' wire format: real EnvPool steps packed on the actor side, pickled as Ray
-sends them, and rebuilt on the learner side equal the transitions read straight from
-EnvPool (a reference kept in the test: each env's previous observation and action)."""
+sends them, and stored on the learner side: the buffer then holds exactly the transitions
+read straight from EnvPool (a reference kept in the test: each env's previous observation
+and action)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pickle
 import numpy as np
 import pytest
 
+from fastdqn.replay import ReplayBuffer
 from fastdqn.run.actors.wire import ChunkWriter, StackRebuilder
 from fastdqn.run.envpool_rows import EnvPoolRows
 from fastdqn.run.envs import env_info, make_envs
@@ -34,6 +36,23 @@ def _stream(env_id: str, num_envs: int, steps: int, *, async_envs: bool, seed: i
     return task, batch, out
 
 
+def _buffer(task, num_envs: int) -> ReplayBuffer:
+    return ReplayBuffer(20_000, task.obs_shape, num_envs, obs_dtype=task.obs_dtype, frame_stack=task.frame_stack,
+                        seed=0)
+
+
+def _stored(buf: ReplayBuffer, draws: int = 40) -> set:
+    """Every transition in ``buf`` by content and env (draws with replacement of len(buf)
+    rows each: one is missed with probability about exp(-draws))."""
+    out = set()
+    for _ in range(draws):
+        b = buf.sample(len(buf))
+        for i in range(len(buf)):
+            out.add((int(b.index[i] % buf.num_envs), b.obs[i].tobytes(), b.next_obs[i].tobytes(),
+                     int(b.action[i]), float(b.reward[i]), bool(b.terminated[i])))
+    return out
+
+
 @pytest.mark.parametrize("env_id,num_envs,async_envs,offset", [
     ("CartPole-v1", 4, False, 0), ("CartPole-v1", 4, True, 8), ("Pong-v5", 2, False, 6)])
 def test_rebuilt_rows_equal_envpool_transitions(env_id, num_envs, async_envs, offset):
@@ -42,8 +61,9 @@ def test_rebuilt_rows_equal_envpool_transitions(env_id, num_envs, async_envs, of
     rows = EnvPoolRows(num_envs, batch, task.obs_shape, task.obs_dtype)
     writer = ChunkWriter(1, 30, batch, task.obs_shape, task.obs_dtype, task.frame_stack, task.num_actions, offset)
     rebuilder = StackRebuilder(offset + num_envs, task.obs_shape, task.obs_dtype, task.frame_stack, batch)
+    buf = _buffer(task, offset + num_envs)
     prev_obs, prev_action = {}, {}
-    expected, got, resets = [], [], 0
+    expected, resets = set(), 0
     for start in range(0, len(stream), 30):
         writer.clear()
         for obs, reward, term, trunc, info, actions in stream[start:start + 30]:
@@ -51,24 +71,17 @@ def test_rebuilt_rows_equal_envpool_transitions(env_id, num_envs, async_envs, of
             rows.sent(actions, info["env_id"])
             for r, e in enumerate(info["env_id"]):
                 if info["elapsed_step"][r] != 0:
-                    expected.append((offset + e, prev_obs[e], obs[r], prev_action[e], np.sign(reward[r]),
-                                     term[r], trunc[r]))
+                    expected.add((offset + int(e), prev_obs[e].tobytes(), obs[r].tobytes(), int(prev_action[e]),
+                                  float(np.sign(reward[r])), bool(term[r])))
                 else:
                     resets += 1
                 prev_obs[e], prev_action[e] = obs[r], actions[r]
         chunk = pickle.loads(pickle.dumps(writer.chunk(episode_returns=[], episode_lengths=[], epsilon=0.1),
                                           protocol=5))
-        for add in rebuilder.steps(chunk):
-            for r in np.flatnonzero(add["valid"]):
-                got.append((add["env_ids"][r], add["obs"][r].copy(), add["next_obs"][r].copy(), add["action"][r],
-                            add["reward"][r], add["terminated"][r], add["truncated"][r]))
+        rebuilder.store(buf, chunk)
     assert resets > num_envs  # the stream crossed episode ends
-    assert len(got) == len(expected)
-    for g, x in zip(got, expected):
-        assert g[0] == x[0]
-        np.testing.assert_array_equal(g[1], x[1])
-        np.testing.assert_array_equal(g[2], x[2])
-        assert g[3:] == x[3:]
+    assert len(buf) == len(stream) * batch - resets
+    assert _stored(buf) == expected
 
 
 def test_an_atari_step_costs_one_frame_on_the_wire():
@@ -92,6 +105,7 @@ def test_merged_chunks_of_two_actors_rebuild_both_streams(env_id):
     streams = [_stream(env_id, n, 3 * T, async_envs=False, seed=s, max_episode_steps=12) for s in (4, 5)]
     task = streams[0][0]
     rebuilder = StackRebuilder(2 * n, task.obs_shape, task.obs_dtype, task.frame_stack, 2 * n)
+    buf, steps = _buffer(task, 2 * n), []
     parts = [(EnvPoolRows(n, n, task.obs_shape, task.obs_dtype),
               ChunkWriter(a, T, n, task.obs_shape, task.obs_dtype, task.frame_stack, task.num_actions, a * n))
              for a in range(2)]
@@ -112,9 +126,7 @@ def test_merged_chunks_of_two_actors_rebuild_both_streams(env_id):
                     prev[g] = (obs[r], actions[r])
             chunks.append(pickle.loads(pickle.dumps(
                 writer.chunk(episode_returns=[], episode_lengths=[], epsilon=0.1), protocol=5)))
-        for add in rebuilder.steps(merge(chunks)):
-            assert len(set(add["env_ids"].tolist())) == len(add["env_ids"])  # one row per env per add
-            for r in np.flatnonzero(add["valid"]):
-                got.add((int(add["env_ids"][r]), add["obs"][r].tobytes(), add["next_obs"][r].tobytes(),
-                         int(add["action"][r]), float(add["reward"][r]), bool(add["terminated"][r])))
-    assert got == expected and len(expected) > 3 * T
+        rebuilder.store(buf, merge(chunks), lambda step, ids, valid: steps.append(ids.tolist()))
+    assert all(len(set(ids)) == len(ids) == 2 * n for ids in steps)  # one row per env per add
+    assert len(expected) > 3 * T
+    assert _stored(buf) == expected

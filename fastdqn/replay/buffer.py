@@ -160,6 +160,9 @@ class ReplayBuffer:
         # Terminated rows close their windows at once, so every n can sample them.
         scratch.add(obs, obs, zeros.astype(np.int64), zeros.astype(np.float32),
                     np.ones(s.num_envs, bool), zeros.astype(bool))
+        scratch.add_next_frames(np.zeros((s.num_envs,) + s.frame_shape, s.obs_dtype), zeros.astype(np.int64),
+                                zeros.astype(np.float32), np.ones(s.num_envs, bool), zeros.astype(bool),
+                                scratch._ring.env_range)
         batch = scratch.sample(1)
         scratch.gather(batch.index)
         if self.prioritized:
@@ -253,6 +256,23 @@ class ReplayBuffer:
             if self._refresh:
                 np.copyto(self._before, self._ring.count)
             env_ids = self._ring.add(obs, next_obs, action, reward, terminated, truncated, env_ids, valid)
+            for refresh in self._refresh:
+                refresh(self._before, env_ids)
+
+    def add_next_frames(self, next_frame, action, reward, terminated, truncated, env_ids):
+        """``add`` for rows whose ``obs`` is their env's newest stored stack (the ``next_obs``
+        of its latest transition, with no reset row since), given only the newest frame of each
+        ``next_obs``: ``next_frame (n, *frame)``, a stack's last plane (the whole obs without
+        stacking). Nothing else of the stacks is copied or compared, so a stream that already
+        has each new frame apart (actors, recorded streams) stores it at the cost of one frame
+        copy. The caller vouches that each row continues: after a reset row (``valid=False``)
+        the env's next transition must go through ``add``, which sees the new stack. An env
+        with no stack stored at all is refused and nothing is stored.
+        """
+        with self._lock:
+            if self._refresh:
+                np.copyto(self._before, self._ring.count)
+            env_ids = self._ring.add_next_frames(next_frame, action, reward, terminated, truncated, env_ids)
             for refresh in self._refresh:
                 refresh(self._before, env_ids)
 

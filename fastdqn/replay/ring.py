@@ -105,6 +105,36 @@ class Ring:
         self.len = int(total)
         return env_ids
 
+    def add_next_frames(self, next_frame, action, reward, terminated, truncated, env_ids) -> np.ndarray:
+        """Store rows that continue their env's stored stack (see ``ReplayBuffer.add_next_frames``)."""
+        spec = self.spec
+        arr = np.asarray(next_frame)
+        if arr.dtype != spec.obs_dtype:
+            raise ReplayError(f"next_frame: expected dtype {spec.obs_dtype}, got {arr.dtype}")
+        if arr.ndim != len(spec.frame_shape) + 1 or arr.shape[1:] != spec.frame_shape:
+            raise ReplayError(f"next_frame: expected shape (n, {', '.join(map(str, spec.frame_shape))}) "
+                              f"(one frame per row), got {arr.shape}")
+        n = arr.shape[0]
+        frame_b = np.ascontiguousarray(arr).view(np.uint8).reshape(n, spec.frame_bytes)
+        action = self._rows("action", action, n, "iu", np.int64, "an integer array")
+        reward = self._rows("reward", reward, n, "f", np.float32, "a float array")
+        terminated = self._rows("terminated", terminated, n, "b", np.bool_, "a bool array")
+        truncated = self._rows("truncated", truncated, n, "b", np.bool_, "a bool array")
+        env_ids = self._rows("env_ids", env_ids, n, "iu", np.int64, "an integer array")
+        a = self.arrays
+        total = kr.append_rows(a["frames"], a["action"], a["reward"], a["terminated"], a["slot_flags"],
+                               a["count"], a["pending"], a["flagged"], a["nvalid"],
+                               frame_b, action, reward, terminated, env_ids, self._seen, self._err,
+                               spec.keep, spec.frame_stack)
+        if total < 0:
+            self._raise_add_error(int(self._err[0]), int(self._err[1]), env_ids, action, reward)
+        if spec.n_step > 1:
+            valid = self._all_valid[:n] if n <= spec.num_envs else np.ones(n, bool)
+            total -= kn.end_windows(a["slot_flags"], a["terminated"], a["count"], self._open, spec.keep,
+                                    spec.n_step, env_ids, valid, truncated)
+        self.len = int(total)
+        return env_ids
+
     def _raise_add_error(self, code: int, row: int, env_ids, action, reward) -> None:
         if code == kr.ENV_ID_RANGE:
             raise ReplayError(f"env_ids: expected ids in [0, {self.spec.num_envs}), "
@@ -116,6 +146,9 @@ class Ring:
             raise ReplayError(f"action: expected values that fit int32, got action[{row}] = {action[row]}")
         if code == kr.REWARD_NOT_FINITE:
             raise ReplayError(f"reward: expected finite values, got reward[{row}] = {reward[row]}")
+        if code == kr.NO_OPEN_STACK:
+            raise ReplayError(f"env_ids: env {env_ids[row]} (row {row}) has no stored stack to continue; "
+                              f"add its first transition with add(obs, next_obs, ...)")
         if code == kr.NEXT_OBS_NOT_SHIFTED:
             raise ReplayError(f"next_obs: expected obs shifted by one frame (next_obs[i, :-1] == "
                               f"obs[i, 1:]), got a different stack in row {row}; pass "

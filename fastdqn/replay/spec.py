@@ -109,6 +109,11 @@ class ReplaySpec:
         return self.obs_dtype.itemsize * math.prod(self.obs_shape) // self.frame_stack
 
     @functools.cached_property
+    def frame_shape(self) -> tuple:
+        """Shape of one stored frame: a stack's last plane, or the whole obs without stacking."""
+        return self.obs_shape[1:] if self.frame_stack > 1 else self.obs_shape
+
+    @functools.cached_property
     def keep(self) -> int:
         """Sampleable slots per env."""
         return -(-self.capacity // self.num_envs) + self.frame_stack

@@ -187,11 +187,13 @@ class ActorFleet:
         for group in rounds:
             merged = merge([chunk for _, chunk in group])
             with self.writer_lock:
-                for step, add in enumerate(self._rebuilder.steps(merged)):
-                    self.buffer.add(**add)
-                    if merged.priorities is not None:
-                        B = merged.step_rows
-                        self._set_priorities(add, merged.priorities[step * B:(step + 1) * B])
+                after = None
+                if merged.priorities is not None:
+                    B = merged.step_rows
+
+                    def after(step, env_ids, valid, merged=merged, B=B):
+                        self._set_priorities(env_ids, valid, merged.priorities[step * B:(step + 1) * B])
+                self._rebuilder.store(self.buffer, merged, after)
             for i, chunk in group:
                 self.actor_steps[i] += chunk.rows
                 if chunk.episode_returns.size:
@@ -201,12 +203,11 @@ class ActorFleet:
         self.rows_ingested += rows
         self.limiter.inserted(rows)
 
-    def _set_priorities(self, add: dict, priorities: np.ndarray) -> None:
+    def _set_priorities(self, env_ids: np.ndarray, valid: np.ndarray, priorities: np.ndarray) -> None:
         """The actor's |TD| as the priorities of the transitions this step stored."""
-        valid = add["valid"]
         if not valid.any():
             return
-        self.buffer.update_priorities(self.buffer.latest_ids(add["env_ids"][valid]), priorities[valid])
+        self.buffer.update_priorities(self.buffer.latest_ids(env_ids[valid]), priorities[valid])
 
     def _note_process(self, i: int, pid: int) -> None:
         """Count a restart when actor ``i``'s chunks come from a process other than before."""
@@ -227,6 +228,7 @@ class ActorFleet:
         with self.writer_lock:
             self.buffer.add(obs, obs, np.zeros(c.num_envs, np.int64), np.zeros(c.num_envs, np.float32), no, no,
                             ids, no)
+            self._rebuilder.cut(ids)
         self._events.append(f"actor {i} died; Ray restarts it")
 
     def stats(self) -> dict:

@@ -3,9 +3,8 @@ step (not the stack), its action, its clipped reward, the buffer's flags and its
 id, plus the full stacks of reset rows and the games that ended (raw scores, for logging).
 
 ``ChunkWriter`` packs the ``ReplayBuffer.add`` arguments of ``EnvPoolRows`` on the actor;
-``StackRebuilder`` on the learner keeps each env's newest stack and turns a chunk back
-into those arguments, one vector step at a time (a step holds each env at most once, as
-``add`` requires). A valid row's ``obs`` is the env's previous stack and its ``next_obs``
+``StackRebuilder`` on the learner stores a chunk in the buffer, one vector step at a time,
+most rows as their new frame alone (``ReplayBuffer.add_next_frames``). A valid row's ``obs`` is the env's previous stack and its ``next_obs``
 that stack shifted by the new frame, exactly as EnvPool returns it (``docs/envpool.md``); a
 reset row (``valid=False``) carries its whole stack, so a stream that restarts (a new
 actor process) needs nothing the learner does not get.
@@ -135,50 +134,94 @@ def merge(chunks: list[Chunk]) -> Chunk:
 
 
 class StackRebuilder:
-    """The learner's newest stack of each of ``num_envs`` global envs, and the ``add``
-    arguments of a chunk's steps rebuilt from it (arrays reused from step to step).
-    ``step_rows``: the most rows a step may have (a merged chunk's)."""
+    """Stores chunks in a ``ReplayBuffer`` of ``num_envs`` global envs, one vector step at a
+    time (a step holds each env at most once, as the buffer requires).
+
+    A valid row whose env's previous row was valid continues the stack the buffer holds, so
+    only its new frame goes in (``ReplayBuffer.add_next_frames``): no stack is rebuilt or
+    compared. The rest go through ``add`` with whole stacks: reset rows (their stack is in
+    ``chunk.resets``) and the first transition after one (its obs is that reset stack, kept
+    here per env). ``step_rows``: the most rows a step may have (a merged chunk's).
+    """
 
     def __init__(self, num_envs: int, obs_shape, obs_dtype, frame_stack: int, step_rows: int) -> None:
         shape, dtype = tuple(obs_shape), np.dtype(obs_dtype)
         self.frame_stack = frame_stack
-        self._last = np.zeros((num_envs, *shape), dtype)
+        self._reset = np.zeros((num_envs, *shape), dtype)  # each env's latest reset stack
+        self._continues = np.zeros(num_envs, bool)  # its latest row was a stored transition
+        self._started = np.zeros(num_envs, bool)  # a reset row of its stream has been seen
         self._obs = np.zeros((step_rows, *shape), dtype)
         self._next = np.zeros((step_rows, *shape), dtype)
-        self._ids = np.zeros(step_rows, np.int64)
-        self._action = np.zeros(step_rows, np.int64)
-        self._reward = np.zeros(step_rows, np.float32)
-        self._flags = [np.zeros(step_rows, bool) for _ in range(3)]
+        self._step_rows = step_rows
+        self._columns(step_rows)
+        self._fast = np.zeros(step_rows, bool)
 
-    def steps(self, chunk: Chunk):
-        """Yield ``ReplayBuffer.add`` keyword arguments, one vector step of ``chunk`` at a time;
-        each is valid until the next is asked for."""
-        B, k = chunk.step_rows, self.frame_stack
-        if B > self._ids.shape[0]:
-            raise ValueError(f"chunk: expected at most {self._ids.shape[0]} rows per step, got {B}")
-        obs, nxt, ids = self._obs[:B], self._next[:B], self._ids[:B]
-        term, trunc, valid = (f[:B] for f in self._flags)
-        action, reward = self._action[:B], self._reward[:B]
+    def _columns(self, rows: int) -> None:
+        """Scratch columns of a chunk of ``rows`` rows, decoded once per chunk."""
+        self._ids = np.zeros(rows, np.int64)
+        self._action = np.zeros(rows, np.int64)
+        self._reward = np.zeros(rows, np.float32)
+        self._term, self._trunc, self._valid = (np.zeros(rows, bool) for _ in range(3))
+
+    def cut(self, env_ids) -> None:
+        """These envs' streams stopped (their actor died): their next rows start new stacks."""
+        self._continues[env_ids] = False
+        self._started[env_ids] = False
+
+    def store(self, buffer, chunk: Chunk, after_step=None) -> None:
+        """Add ``chunk``'s steps to ``buffer``; ``after_step(step, env_ids, valid)`` is called
+        after each (arrays valid until the next call)."""
+        B, n = chunk.step_rows, chunk.rows
+        if B > self._step_rows:
+            raise ValueError(f"chunk: expected at most {self._step_rows} rows per step, got {B}")
+        if n > self._ids.shape[0]:
+            self._columns(n)
+        ids, action, reward = self._ids[:n], self._action[:n], self._reward[:n]
+        term, trunc, valid = self._term[:n], self._trunc[:n], self._valid[:n]
+        np.copyto(ids, chunk.env_ids, casting="unsafe")
+        np.copyto(action, chunk.action, casting="unsafe")
+        np.copyto(reward, chunk.reward, casting="unsafe")
+        np.not_equal(chunk.flags & TERMINATED, 0, out=term)
+        np.not_equal(chunk.flags & TRUNCATED, 0, out=trunc)
+        np.not_equal(chunk.flags & VALID, 0, out=valid)
+        fast = self._fast[:B]
         resets = 0
-        for a in range(0, chunk.rows, B):
+        for step, a in enumerate(range(0, n, B)):
             b = a + B
-            np.copyto(ids, chunk.env_ids[a:b], casting="unsafe")
-            np.take(self._last, ids, axis=0, out=obs)
-            if k > 1:
-                nxt[:, :-1] = obs[:, 1:]
-                nxt[:, -1] = chunk.frames[a:b]
+            np.take(self._continues, ids[a:b], out=fast)
+            fast &= valid[a:b]
+            if fast.all():  # the common case: views, no copy
+                buffer.add_next_frames(chunk.frames[a:b], action[a:b], reward[a:b], term[a:b], trunc[a:b], ids[a:b])
             else:
-                nxt[:] = chunk.frames[a:b]
-            flags = chunk.flags[a:b]
-            np.not_equal(flags & TERMINATED, 0, out=term)
-            np.not_equal(flags & TRUNCATED, 0, out=trunc)
-            np.not_equal(flags & VALID, 0, out=valid)
-            if k > 1 and not valid.all():
-                m = B - int(np.count_nonzero(valid))
-                nxt[~valid] = chunk.resets[resets:resets + m]
-                resets += m
-            self._last[ids] = nxt
-            np.copyto(action, chunk.action[a:b], casting="unsafe")
-            np.copyto(reward, chunk.reward[a:b], casting="unsafe")
-            yield dict(obs=obs, next_obs=nxt, action=action, reward=reward, terminated=term,
-                       truncated=trunc, env_ids=ids, valid=valid)
+                if fast.any():
+                    buffer.add_next_frames(chunk.frames[a:b][fast], action[a:b][fast], reward[a:b][fast],
+                                           term[a:b][fast], trunc[a:b][fast], ids[a:b][fast])
+                resets = self._add_stacks(buffer, chunk, a, b, ~fast, resets)
+            self._continues[ids[a:b]] = valid[a:b]
+            if after_step is not None:
+                after_step(step, ids[a:b], valid[a:b])
+
+    def _add_stacks(self, buffer, chunk: Chunk, a: int, b: int, rows: np.ndarray, resets: int) -> int:
+        """``add`` the ``rows`` of step ``a:b`` with whole stacks; returns the resets used."""
+        k, n = self.frame_stack, int(np.count_nonzero(rows))
+        ids, valid = self._ids[a:b][rows], self._valid[a:b][rows]
+        late = valid & ~self._started[ids]
+        if late.any():
+            raise ValueError(f"chunk: env {ids[late][0]} sent a transition before any reset row of its "
+                             f"stream (a stream must start with EnvPool's reset rows)")
+        obs, nxt = self._obs[:n], self._next[:n]
+        frames = chunk.frames[a:b][rows]
+        np.take(self._reset, ids, axis=0, out=obs)  # a valid row here follows its env's reset
+        if k > 1:
+            nxt[:, :-1] = obs[:, 1:]
+            nxt[:, -1] = frames
+            m = n - int(np.count_nonzero(valid))
+            nxt[~valid] = chunk.resets[resets:resets + m]
+            resets += m
+        else:
+            nxt[:] = frames
+        self._reset[ids[~valid]] = nxt[~valid]
+        self._started[ids[~valid]] = True
+        buffer.add(obs, nxt, self._action[a:b][rows], self._reward[a:b][rows], self._term[a:b][rows],
+                   self._trunc[a:b][rows], ids, valid)
+        return resets
