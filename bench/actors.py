@@ -4,6 +4,7 @@
     python bench/actors.py ingest               # learner-side rows/s: unpickle, merge, store
     python bench/actors.py sps --pairs 3 --steps 20000   # --actors 1 against the one-process loop
     python bench/actors.py sps --pairs 2 --steps 3000 --env-id Breakout-v5
+    python bench/actors.py exact --env-id Breakout-v5   # sampled rows vs the actors' records, a kill inside
 
 ``wire`` packs real Breakout-v5 steps (8 envs, 16 steps a chunk, random actions) into chunks
 and pickles them as Ray does (protocol 5, buffers out of band): every byte counted, per env
@@ -17,7 +18,10 @@ stacks rebuilt from each env's newest one (what the learner did before ``add_nex
 ``fastdqn train`` on CartPole-v1 with and without ``--actors 1``, alternating which goes
 first, and reports the env steps/s of the last record of each (median over pairs); on an
 Atari task with 8 envs, a 20,000-transition buffer, learning from step 1,000, no compile and
-one torch thread (a CPU learner).
+one torch thread (a CPU learner). ``exact`` runs two actors on the CPU, SIGKILLs actor 0 at
+1,500 env steps, stops once its new process has delivered 1,000 more, and looks up 40 x 128
+sampled rows among the transitions the actors recorded on their side: the count of rows found
+in none is the figure.
 """
 
 from __future__ import annotations
@@ -155,9 +159,88 @@ def sps(pairs: int, steps: int, env_id: str) -> dict:
             **{f"{k}_median": round(statistics.median(vs)) for k, vs in runs.items()}}
 
 
+def _actor_records(record_dir: Path) -> tuple[set, dict]:
+    """The valid transitions the actors wrote down on their side (``record_dir``), keyed by
+    (global env id, obs, next_obs, action, reward sign, terminated); and each actor's pids."""
+    keys, pids = set(), {}
+    for path in sorted(record_dir.glob("actor*.npz")):
+        actor, pid = (int(x) for x in path.name.removeprefix("actor").split("-")[:2])
+        pids.setdefault(actor, set()).add(pid)
+        with np.load(path) as f:
+            offset, step = int(f["env_offset"]), 0
+            while f"valid_{step}" in f:
+                col = {k: f[f"{k}_{step}"] for k in ("env_ids", "obs", "next_obs", "action", "reward", "terminated")}
+                for r in np.flatnonzero(f[f"valid_{step}"]):
+                    keys.add((offset + int(col["env_ids"][r]), col["obs"][r].tobytes(), col["next_obs"][r].tobytes(),
+                              int(col["action"][r]), float(np.sign(col["reward"][r])), bool(col["terminated"][r])))
+                step += 1
+    return keys, pids
+
+
+def exact(env_id: str, kill_at: int, after: int, draws: int) -> dict:
+    """A short ``--actors 2`` run on the CPU: actor 0 SIGKILLed once ``kill_at`` env steps
+    are in, the run stopped once its new process has delivered ``after`` more; then
+    ``draws`` batches of 128 sampled and each row looked up among the transitions the actors
+    recorded on their side. Counts the rows found in none (wrong)."""
+    import os
+    import signal
+    import threading
+
+    from fastdqn.run.actors.learner_loop import ActorTrainer
+    from fastdqn.run.actors.session import actor_fleet
+    from fastdqn.run.build import build_buffer, build_learner
+    from fastdqn.run.config import ATARI, VECTOR, make_config
+
+    task = env_info(env_id)
+    atari = env_id != "CartPole-v1"
+    extra = dict(buffer_size=20_000, compile=False, torch_threads=1) if atari else {}
+    config = make_config(ATARI if atari else VECTOR,
+                         dict(env_id=env_id, actors=2, num_envs=2, total_timesteps=10_000_000, learning_starts=500,
+                              actor_chunk_steps=8, eval_episodes=0, batch_size=32, weight_sync_every=20, **extra),
+                         cuda_available=False, max_episode_steps=27_000 if atari else 500)
+    buffer = build_buffer(config, task, seed=1)
+    learner = build_learner(config, task)
+    with tempfile.TemporaryDirectory() as tmp:
+        record = Path(tmp)
+        start = time.perf_counter()
+        with actor_fleet(config, task, buffer, seed=1, record_dir=str(record)) as fleet:
+            first = fleet.ray.get([a.pid.remote() for a in fleet.actors])
+            trainer = ActorTrainer(fleet, buffer, learner, config)
+
+            def kill_then_stop():
+                while fleet.limiter.steps < kill_at:
+                    time.sleep(0.05)
+                os.kill(first[0], signal.SIGKILL)
+                while fleet.restarts[0] == 0:
+                    time.sleep(0.05)
+                back = int(fleet.actor_steps[0])
+                while fleet.actor_steps[0] < back + after:
+                    time.sleep(0.05)
+                trainer.request_stop(signal.SIGINT)
+
+            stopper = threading.Thread(target=kill_then_stop, daemon=True)
+            stopper.start()
+            trainer.train()
+            stopper.join()
+            restarts = fleet.restarts.tolist()
+            steps = int(fleet.limiter.steps)
+        keys, pids = _actor_records(record)
+        E, wrong, sampled = config.replay_envs, 0, 0
+        for _ in range(draws):
+            batch = buffer.sample(128)
+            for r in range(128):
+                key = (int(batch.index[r]) % E, batch.obs[r].tobytes(), batch.next_obs[r].tobytes(),
+                       int(batch.action[r]), float(batch.reward[r]), bool(batch.terminated[r]))
+                wrong += key not in keys
+                sampled += 1
+    return {"env": env_id, "env_steps": steps, "stored": len(buffer), "recorded": len(keys),
+            "restarts": restarts, "actor0_processes": len(pids.get(0, ())), "sampled": sampled, "wrong": wrong,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("wire", "ingest", "sps"))
+    parser.add_argument("what", choices=("wire", "ingest", "sps", "exact"))
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--env-id", default="CartPole-v1", help="sps: CartPole-v1 or an Atari task")
@@ -167,6 +250,8 @@ def main() -> None:
     elif args.what == "ingest":
         print(json.dumps(ingest("Breakout-v5", 8, 4)))
         print(json.dumps(ingest("CartPole-v1", 4, 4)))
+    elif args.what == "exact":
+        print(json.dumps(exact(args.env_id, kill_at=1_500, after=1_000, draws=40)))
     else:
         print(json.dumps(sps(args.pairs, args.steps, args.env_id)))
 

@@ -149,9 +149,7 @@ class Trainer:
     def _train(self) -> int:
         c, envs, learner, timer, rows = self.config, self.envs, self.learner, self.timer, self._rows
         start_step, start_time = self.global_step, time.perf_counter()
-        next_ckpt = next_multiple(self.global_step, c.checkpoint_every)
-        next_eval = next_multiple(self.global_step, c.eval_every)
-        next_log = next_multiple(self.global_step, c.log_every)
+        self._start_schedule()
         epsilon = self.epsilon()
         envs.async_reset()
         # Leaving the block stops the pipeline's sampler thread and raises what it raised;
@@ -175,18 +173,34 @@ class Trainer:
                 self.global_step += len(ids)
                 if self.global_step > self._learn_after and len(self.buffer) >= c.batch_size:
                     self._learn(len(ids))
+                self._on_schedule(start_step, start_time)
+        return self._finish(start_step, start_time)
 
-                if self.logger is not None:
-                    if self.global_step >= next_log:
-                        next_log = next_multiple(self.global_step, c.log_every)
-                        self._log_training(start_step, start_time)
-                    if next_eval is not None and self.global_step >= next_eval:
-                        next_eval = next_multiple(self.global_step, c.eval_every)
-                        self._evaluate()
-                    if next_ckpt is not None and self.global_step >= next_ckpt:
-                        next_ckpt = next_multiple(self.global_step, c.checkpoint_every)
-                        self.checkpoint()
-                    self.logger.progress(self.global_step)
+    def _start_schedule(self) -> None:
+        """The next steps at which to log, evaluate and checkpoint (None: never)."""
+        c = self.config
+        self._next = {"log": next_multiple(self.global_step, c.log_every),
+                      "eval": next_multiple(self.global_step, c.eval_every),
+                      "checkpoint": next_multiple(self.global_step, c.checkpoint_every)}
+
+    def _on_schedule(self, start_step: int, start_time: float) -> None:
+        """Log, evaluate and checkpoint where due (in that order), then move the progress bar."""
+        if self.logger is None:
+            return
+        c, due = self.config, self._next
+        every = {"log": c.log_every, "eval": c.eval_every, "checkpoint": c.checkpoint_every}
+        actions = {"log": lambda: self._log_training(start_step, start_time), "eval": self._evaluate,
+                   "checkpoint": self.checkpoint}
+        for name in ("log", "eval", "checkpoint"):
+            if due[name] is not None and self.global_step >= due[name]:
+                due[name] = next_multiple(self.global_step, every[name])
+                actions[name]()
+        self.logger.progress(self.global_step)
+
+    def _finish(self, start_step: int, start_time: float) -> int:
+        """The last evaluation (unless stopped by a signal), the last record and checkpoint;
+        returns the exit status."""
+        c = self.config
         if self.stop_signal is None and self.logger is not None:
             if c.eval_episodes and (self.last_eval is None or self.last_eval["global_step"] != self.global_step):
                 self._evaluate()

@@ -11,8 +11,7 @@ import time
 
 import numpy as np
 
-from fastdqn.run.trainer import EXIT_STATUS, Trainer
-from fastdqn.util.phases import next_multiple
+from fastdqn.run.trainer import Trainer
 
 
 class ActorTrainer(Trainer):
@@ -38,9 +37,7 @@ class ActorTrainer(Trainer):
         limiter.updates = max(0, (self.global_step - self._learn_after) // c.train_frequency)
         start_step, start_time = self.global_step, time.perf_counter()
         self._last = (start_time, start_step, 0, 0, np.zeros(c.actors, np.int64))
-        next_ckpt = next_multiple(self.global_step, c.checkpoint_every)
-        next_eval = next_multiple(self.global_step, c.eval_every)
-        next_log = next_multiple(self.global_step, c.log_every)
+        self._start_schedule()
         version = 0
         fleet.epsilon = self.epsilon()
         fleet.set_weights(learner.online.state_dict(), version)
@@ -71,30 +68,13 @@ class ActorTrainer(Trainer):
                     elif len(self.buffer) < c.batch_size:
                         time.sleep(0.01)
                     self._drain()
-                    if self.logger is not None:
-                        if self.global_step >= next_log:
-                            next_log = next_multiple(self.global_step, c.log_every)
-                            self._log_training(start_step, start_time)
-                        if next_eval is not None and self.global_step >= next_eval:
-                            next_eval = next_multiple(self.global_step, c.eval_every)
-                            self._evaluate()
-                        if next_ckpt is not None and self.global_step >= next_ckpt:
-                            next_ckpt = next_multiple(self.global_step, c.checkpoint_every)
-                            self.checkpoint()
-                        self.logger.progress(self.global_step)
+                    self._on_schedule(start_step, start_time)
         finally:
             fleet.close()
         self.global_step = limiter.steps
         self._drain()
         fleet.check()
-        if self.stop_signal is None and self.logger is not None:
-            if c.eval_episodes and (self.last_eval is None or self.last_eval["global_step"] != self.global_step):
-                self._evaluate()
-        if self.logger is not None:
-            if self.global_step not in (start_step, self._last_log_step):
-                self._log_training(start_step, start_time)
-            self.checkpoint()
-        return EXIT_STATUS.get(self.stop_signal, 0) if self.stop_signal is not None else 0
+        return self._finish(start_step, start_time)
 
     def _drain(self) -> None:
         """Log the games the actors finished and print their restarts."""
