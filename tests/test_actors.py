@@ -177,3 +177,36 @@ def test_ctrl_c_leaves_a_checkpoint_and_no_ray_process_and_the_run_resumes(tmp_p
     assert "resuming at step" in done.stdout
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["global_step"] >= stopped + 600 and "actor0_sps" in records[-1]
+
+
+@pytest.mark.slow
+def test_learner_sigkill_then_resume_continues_from_its_checkpoint(tmp_path):
+    """The learner killed with SIGKILL: its actors go with it, and --resume (same flags)
+    continues from the last periodic checkpoint with new actors."""
+    needs_ray()
+    import psutil
+
+    run_dir = tmp_path / "run"
+    proc = start(*TRAIN, "--actors", "2", "--num-envs", "2", "--total-timesteps", "1000000", "--log-every", "500",
+                 "--checkpoint-every", "1000", "--run-dir", run_dir, "--eval-episodes", "0")
+    try:
+        wait_for_line(proc, "steps into", timeout=120)
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run_dir / "checkpoint.pt").exists():
+            time.sleep(0.2)
+        actors = [p for p in psutil.Process(proc.pid).children(recursive=True) if "EnvActor" in p.name()]
+        assert len(actors) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    gone, alive = psutil.wait_procs(actors, timeout=60)
+    assert alive == [], f"actors left behind by the killed learner: {[p.pid for p in alive]}"
+    logged = max(json.loads(line)["global_step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+    done = subprocess.run(processes.fastdqn("train", "--resume", run_dir, "--total-timesteps", logged + 600,
+                                            "--no-progress"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if "resuming at step" in x)
+    resumed_at = int(line.split("resuming at step")[1].split(";")[0].replace(",", ""))
+    assert 1000 <= resumed_at <= logged  # a periodic checkpoint (steps come in chunks)
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["global_step"] >= logged + 600 and "actor1_sps" in records[-1]
