@@ -5,6 +5,7 @@
     python bench/actors.py sps --pairs 3 --steps 20000   # --actors 1 against the one-process loop
     python bench/actors.py sps --pairs 2 --steps 3000 --env-id Breakout-v5
     python bench/actors.py exact --env-id Breakout-v5   # sampled rows vs the actors' records, a kill inside
+    python bench/actors.py actor --env-id Breakout-v5   # one actor's env steps/s on its own
 
 ``wire`` packs real Breakout-v5 steps (8 envs, 16 steps a chunk, random actions) into chunks
 and pickles them as Ray does (protocol 5, buffers out of band): every byte counted, per env
@@ -238,9 +239,34 @@ def exact(env_id: str, kill_at: int, after: int, draws: int) -> dict:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+def actor(env_id: str, num_envs: int, chunks: int = 30) -> dict:
+    """One actor's own rate: an ``EnvActor`` built in this process (no Ray, no learner),
+    stepping ``num_envs`` envs and acting with its CPU network at epsilon 0.01 (the network
+    runs every step), pickling each chunk as Ray would. The bound one actor puts on a run."""
+    from fastdqn.run.actors.env_actor import EnvActor
+    from fastdqn.run.config import ATARI, VECTOR, make_config
+
+    atari = env_id != "CartPole-v1"
+    config = make_config(ATARI if atari else VECTOR, dict(env_id=env_id, actors=1, num_envs=num_envs),
+                         cuda_available=False, max_episode_steps=27_000 if atari else 500)
+    one = EnvActor(config.to_dict(), 0, seed=1)
+    one.collect([None], -1, 0.01)  # warm up: envs reset, first forward passes
+    rates = []
+    for _ in range(5):
+        start, rows = time.perf_counter(), 0
+        for _ in range(chunks // 5):
+            chunk = one.collect([None], -1, 0.01)
+            pickle.dumps(chunk, protocol=5)
+            rows += chunk.rows
+        rates.append(rows / (time.perf_counter() - start))
+    one.envs.close()
+    return {"env": env_id, "num_envs": num_envs, "chunk_steps": config.actor_chunk_steps,
+            "env_steps_per_s_median": round(statistics.median(rates)), "all": [round(r) for r in rates]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("wire", "ingest", "sps", "exact"))
+    parser.add_argument("what", choices=("wire", "ingest", "sps", "exact", "actor"))
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--env-id", default="CartPole-v1", help="sps: CartPole-v1 or an Atari task")
@@ -250,6 +276,8 @@ def main() -> None:
     elif args.what == "ingest":
         print(json.dumps(ingest("Breakout-v5", 8, 4)))
         print(json.dumps(ingest("CartPole-v1", 4, 4)))
+    elif args.what == "actor":
+        print(json.dumps(actor(args.env_id, 8)))
     elif args.what == "exact":
         print(json.dumps(exact(args.env_id, kill_at=1_500, after=1_000, draws=40)))
     else:
