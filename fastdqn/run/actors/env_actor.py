@@ -120,8 +120,11 @@ class EnvActor:
         arrays = {f"{k}_{i}": v for i, step in enumerate(steps) for k, v in step.items()}
         arrays["env_offset"] = np.array(self.index * self.config.num_envs)
         name = os.path.join(self.record_dir, f"actor{self.index}-{os.getpid()}-{self._records}.npz")
-        np.savez(name + ".tmp.npz", **arrays)
-        os.replace(name + ".tmp.npz", name)
+        # A file object keeps savez from adding ".npz": a file cut short by a SIGKILL keeps its
+        # ".tmp" name, which readers of "actor*.npz" never see.
+        with open(name + ".tmp", "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(name + ".tmp", name)
         self._records += 1
 
 
