@@ -62,14 +62,38 @@ def test_updates_per_env_step_stay_one_over_train_frequency(num_envs):
     assert trainer.global_step == -(-600 // num_envs) * num_envs
 
 
+LEARNING_RUNS = {
+    "vector": [],
+    "rainbow-lite": ["--preset", "rainbow-lite"],
+}
+
+
+@pytest.fixture(scope="module")
+def cartpole_runs(tmp_path_factory):
+    """Both CartPole learning runs, started together: each uses one torch thread and the
+    seed fixes its result, so on two cores they take the time of one."""
+    root = tmp_path_factory.mktemp("cartpole")
+    procs = {}
+    for name, extra in LEARNING_RUNS.items():
+        with open(root / f"{name}.err", "w") as err:  # files, not pipes: neither run waits on a reader
+            procs[name] = subprocess.Popen(fastdqn("train", "--env-id", "CartPole-v1", *extra, "--seed",
+                                                   CARTPOLE_SEED, "--run-dir", root / name, "--no-progress"),
+                                           stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        for proc in procs.values():
+            proc.wait(timeout=900)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    return {name: (proc.returncode, (root / f"{name}.err").read_text(), root / name) for name, proc in procs.items()}
+
+
 @pytest.mark.slow
-def test_cartpole_learns_within_100k_steps(tmp_path):
+def test_cartpole_learns_within_100k_steps(cartpole_runs):
     """The vector preset solves CartPole-v1: greedy mean >= 475 over 10 games after 100k steps."""
-    run = tmp_path / "cartpole"
-    result = subprocess.run(fastdqn("train", "--env-id", "CartPole-v1", "--seed", CARTPOLE_SEED,
-                                    "--run-dir", run, "--no-progress"),
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr
+    returncode, err, run = cartpole_runs["vector"]
+    assert returncode == 0, err
     config = json.loads((run / "config.json").read_text())
     assert config["total_timesteps"] <= 100_000 and config["eval_epsilon"] == 0.0
     evals = [r for r in records(run) if "eval_return_mean" in r]
@@ -78,14 +102,11 @@ def test_cartpole_learns_within_100k_steps(tmp_path):
 
 
 @pytest.mark.slow
-def test_cartpole_learns_within_100k_steps_with_n_step_prioritized_dueling(tmp_path):
+def test_cartpole_learns_within_100k_steps_with_n_step_prioritized_dueling(cartpole_runs):
     """--preset rainbow-lite (3-step targets, prioritized replay, dueling MLP on top of the vector
     preset) solves CartPole-v1 too: greedy mean >= 475 over 10 games after 100k steps."""
-    run = tmp_path / "cartpole"
-    result = subprocess.run(fastdqn("train", "--env-id", "CartPole-v1", "--preset", "rainbow-lite",
-                                    "--seed", CARTPOLE_SEED, "--run-dir", run, "--no-progress"),
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr
+    returncode, err, run = cartpole_runs["rainbow-lite"]
+    assert returncode == 0, err
     config = json.loads((run / "config.json").read_text())
     assert (config["n_step"], config["prioritized"], config["dueling"]) == (3, True, True)
     assert config["total_timesteps"] <= 100_000 and config["eval_epsilon"] == 0.0
