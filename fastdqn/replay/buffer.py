@@ -290,12 +290,15 @@ class ReplayBuffer:
         copies them. Split from ``sample``, the draw (microseconds) can happen where the buffer
         is still, and the copy in another thread beside ``add``. Uniform draws are with
         replacement; prioritized ones are stratified, weighted ``(p_i / min_j p_j) ** -beta``."""
-        B = check_int("batch_size", batch_size, error=ReplayError)
+        # A plain positive int skips the general check (this runs once per update).
+        B = batch_size if type(batch_size) is int and batch_size > 0 else check_int(
+            "batch_size", batch_size, error=ReplayError)
         with self._lock:
-            if len(self) == 0:
-                raise ReplayStateError("sample: the buffer is empty; add transitions before sampling")
-            if B > len(self):
-                raise ReplayError(f"batch_size: expected at most len(buffer) = {len(self)}, got {B}; "
+            stored = self._ring.len
+            if B > stored:
+                if stored == 0:
+                    raise ReplayStateError("sample: the buffer is empty; add transitions before sampling")
+                raise ReplayError(f"batch_size: expected at most len(buffer) = {stored}, got {B}; "
                                   f"add more transitions first")
             host, views, handle = self._frames.target(out, B)
             if self._slots.shape[0] != B:
@@ -318,7 +321,8 @@ class ReplayBuffer:
         rows = self._all_rows
         self._copy(host, views, rows, self._sampler.snapshot)
         with self._lock:
-            for turn in itertools.count():
+            turn = 0
+            while True:
                 spare = self._spare[turn % 2]
                 n = kr.stale_rows(ring.count, spec.keep, spec.slots, self._slots, self._oldest, rows, spare)
                 if n == 0:
@@ -326,6 +330,7 @@ class ReplayBuffer:
                 rows = spare[:n]
                 self._sampler.redraw(rows, self._slots, host, self._redraw)
                 self._copy(host, views, rows, self._sampler.snapshot)
+                turn += 1
             self._one_step_discount(host)
             return self._frames.finish(host, handle)
 
