@@ -252,12 +252,7 @@ class ReplayBuffer:
         with its ``terminated`` flag (False), so targets bootstrap from its real final
         ``next_obs``; with ``n_step > 1`` it also ends the n-step window.
         """
-        with self._lock:
-            if self._refresh:
-                np.copyto(self._before, self._ring.count)
-            env_ids = self._ring.add(obs, next_obs, action, reward, terminated, truncated, env_ids, valid)
-            for refresh in self._refresh:
-                refresh(self._before, env_ids)
+        self._store(self._ring.add, obs, next_obs, action, reward, terminated, truncated, env_ids, valid)
 
     def add_next_frames(self, next_frame, action, reward, terminated, truncated, env_ids):
         """``add`` for rows whose ``obs`` is their env's newest stored stack (the ``next_obs``
@@ -269,10 +264,15 @@ class ReplayBuffer:
         the env's next transition must go through ``add``, which sees the new stack. An env
         with no stack stored at all is refused and nothing is stored.
         """
+        self._store(self._ring.add_next_frames, next_frame, action, reward, terminated, truncated, env_ids)
+
+    def _store(self, ring_add, *args) -> None:
+        """Run one of the ring's adds under the lock, then refresh the parts that keep state
+        about the rings (priorities, device frames) for the envs it wrote."""
         with self._lock:
             if self._refresh:
                 np.copyto(self._before, self._ring.count)
-            env_ids = self._ring.add_next_frames(next_frame, action, reward, terminated, truncated, env_ids)
+            env_ids = ring_add(*args)
             for refresh in self._refresh:
                 refresh(self._before, env_ids)
 

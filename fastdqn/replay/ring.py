@@ -76,10 +76,7 @@ class Ring:
         obs_b = self._obs("obs", obs, None)
         n = obs_b.shape[0]
         next_b = self._obs("next_obs", next_obs, n)
-        action = self._rows("action", action, n, "iu", np.int64, "an integer array")
-        reward = self._rows("reward", reward, n, "f", np.float32, "a float array")
-        terminated = self._rows("terminated", terminated, n, "b", np.bool_, "a bool array")
-        truncated = self._rows("truncated", truncated, n, "b", np.bool_, "a bool array")
+        action, reward, terminated, truncated = self._step_columns(n, action, reward, terminated, truncated)
         E = self.spec.num_envs
         if env_ids is None:
             if n != E:
@@ -88,22 +85,13 @@ class Ring:
             env_ids = self.env_range
         else:
             env_ids = self._rows("env_ids", env_ids, n, "iu", np.int64, "an integer array")
-        if valid is None:
-            valid = self._all_valid[:n] if n <= E else np.ones(n, bool)
-        else:
-            valid = self._rows("valid", valid, n, "b", np.bool_, "a bool mask")
+        valid = self._valid(n) if valid is None else self._rows("valid", valid, n, "b", np.bool_, "a bool mask")
         a = self.arrays
         total = kr.add_rows(a["frames"], a["action"], a["reward"], a["terminated"], a["slot_flags"],
                             a["count"], a["pending"], a["flagged"], a["nvalid"],
                             obs_b, next_b, action, reward, terminated, env_ids, valid,
                             self._seen, self._err, self.spec.keep)
-        if total < 0:
-            self._raise_add_error(int(self._err[0]), int(self._err[1]), env_ids, action, reward)
-        if self.spec.n_step > 1:
-            total -= kn.end_windows(a["slot_flags"], a["terminated"], a["count"], self._open, self.spec.keep,
-                                    self.spec.n_step, env_ids, valid, truncated)
-        self.len = int(total)
-        return env_ids
+        return self._added(total, env_ids, action, reward, valid, truncated)
 
     def add_next_frames(self, next_frame, action, reward, terminated, truncated, env_ids) -> np.ndarray:
         """Store rows that continue their env's stored stack (see ``ReplayBuffer.add_next_frames``)."""
@@ -116,20 +104,33 @@ class Ring:
                               f"(one frame per row), got {arr.shape}")
         n = arr.shape[0]
         frame_b = np.ascontiguousarray(arr).view(np.uint8).reshape(n, spec.frame_bytes)
-        action = self._rows("action", action, n, "iu", np.int64, "an integer array")
-        reward = self._rows("reward", reward, n, "f", np.float32, "a float array")
-        terminated = self._rows("terminated", terminated, n, "b", np.bool_, "a bool array")
-        truncated = self._rows("truncated", truncated, n, "b", np.bool_, "a bool array")
+        action, reward, terminated, truncated = self._step_columns(n, action, reward, terminated, truncated)
         env_ids = self._rows("env_ids", env_ids, n, "iu", np.int64, "an integer array")
         a = self.arrays
         total = kr.append_rows(a["frames"], a["action"], a["reward"], a["terminated"], a["slot_flags"],
                                a["count"], a["pending"], a["flagged"], a["nvalid"],
                                frame_b, action, reward, terminated, env_ids, self._seen, self._err,
                                spec.keep, spec.frame_stack)
+        return self._added(total, env_ids, action, reward, self._valid(n), truncated)
+
+    def _step_columns(self, n: int, action, reward, terminated, truncated) -> tuple:
+        """The per-row columns of an add, checked and in the kernels' dtypes."""
+        return (self._rows("action", action, n, "iu", np.int64, "an integer array"),
+                self._rows("reward", reward, n, "f", np.float32, "a float array"),
+                self._rows("terminated", terminated, n, "b", np.bool_, "a bool array"),
+                self._rows("truncated", truncated, n, "b", np.bool_, "a bool array"))
+
+    def _valid(self, n: int) -> np.ndarray:
+        """An all-True mask of ``n`` rows (a preallocated one where it is long enough)."""
+        return self._all_valid[:n] if n <= self.spec.num_envs else np.ones(n, bool)
+
+    def _added(self, total: int, env_ids, action, reward, valid, truncated) -> np.ndarray:
+        """After an add kernel returned ``total``: its error raised, the n-step windows that
+        the rows end closed, ``len`` updated; returns ``env_ids``."""
         if total < 0:
             self._raise_add_error(int(self._err[0]), int(self._err[1]), env_ids, action, reward)
+        spec, a = self.spec, self.arrays
         if spec.n_step > 1:
-            valid = self._all_valid[:n] if n <= spec.num_envs else np.ones(n, bool)
             total -= kn.end_windows(a["slot_flags"], a["terminated"], a["count"], self._open, spec.keep,
                                     spec.n_step, env_ids, valid, truncated)
         self.len = int(total)

@@ -4,10 +4,10 @@ id, plus the full stacks of reset rows and the games that ended (raw scores, for
 
 ``ChunkWriter`` packs the ``ReplayBuffer.add`` arguments of ``EnvPoolRows`` on the actor;
 ``StackRebuilder`` on the learner stores a chunk in the buffer, one vector step at a time,
-most rows as their new frame alone (``ReplayBuffer.add_next_frames``). A valid row's ``obs`` is the env's previous stack and its ``next_obs``
-that stack shifted by the new frame, exactly as EnvPool returns it (``docs/envpool.md``); a
-reset row (``valid=False``) carries its whole stack, so a stream that restarts (a new
-actor process) needs nothing the learner does not get.
+most rows as their new frame alone (``ReplayBuffer.add_next_frames``). A valid row's ``obs``
+is the env's previous stack and its ``next_obs`` that stack shifted by the new frame, exactly
+as EnvPool returns it (``docs/envpool.md``); a reset row (``valid=False``) carries its whole
+stack, so a stream that restarts (a new actor process) needs nothing the learner does not get.
 """
 
 from __future__ import annotations
